@@ -1,0 +1,265 @@
+"""Batch-Constrained deep Q-learning, continuous version (Fujimoto, Meger & Precup, 2019).
+
+Reads top to bottom like the reference implementation (github.com/sfujim/BCQ, ``BCQ.py``):
+
+* a conditional VAE G(s) models the behaviour policy (latent = 2·act_dim; at sampling the prior
+  latent is clipped to [-0.5, 0.5]; loss = MSE reconstruction + 0.5·KL);
+* a perturbation actor ξ_φ(s, a) = Φ·tanh(f(s, a)) (Φ = 0.05) nudges a VAE action, clipped to [-1, 1];
+* twin critics are trained towards r + γ(1 − done)·max_j [λ·min(Q'1, Q'2) + (1 − λ)·max(Q'1, Q'2)]
+  over ``num_samples`` perturbed VAE actions per next state (λ = 0.75);
+* the actor maximises Q1(s, ξ(s, G(s))); target actor and critic follow by Polyak averaging.
+
+Actions live in [-1, 1] (max_action = 1). Batch tensors may carry any leading dims
+``[..., B, d]``; in multitask training the first one is the task axis and the networks may have
+pathway masks attached by other code. The ``num_samples`` repeated actions are therefore laid out
+along the batch axis (-2), ``[..., B·S, d]``, so the task axis always stays first.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from npf.algos.base import Algorithm, Batch
+from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
+
+
+def config_from_dict(cls, d: Mapping[str, Any] | None):
+    """Build dataclass ``cls`` from ``d``; an unknown key is a one-line error naming it."""
+    d = dict(d or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in d:
+        if key not in known:
+            raise ValueError(f"{cls.__name__}: unknown key {key!r} (known: {', '.join(known)})")
+    return cls(**d)
+
+
+@dataclass
+class BCQConfig:
+    lr: float = 1e-3
+    gamma: float = 0.99
+    tau: float = 5e-3
+    actor_hidden: list[int] = field(default_factory=lambda: [400, 300])
+    critic_hidden: list[int] = field(default_factory=lambda: [400, 300])
+    vae_hidden: list[int] = field(default_factory=lambda: [750, 750])
+    phi: float = 0.05            # perturbation range Φ (× max_action = 1)
+    lmbda: float = 0.75          # clipped double-Q weight λ
+    num_samples: int = 10        # VAE actions per state, for the target and for action selection
+    kl_weight: float = 0.5       # VAE loss = recon + kl_weight · KL (reference code)
+    latent_clip: float = 0.5     # prior latent clipped to [-c, c] when decoding without an encoder
+    activation: str = "relu"     # the authors used "tanh" for the MuJoCo offline networks
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "BCQConfig":
+        return config_from_dict(cls, d)
+
+
+class VAE(nn.Module):
+    """Conditional VAE over actions: encoder (s, a) → (μ, log σ) of z, decoder (s, z) → tanh action."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden, activation: str = "relu",
+                 factory: MLPFactory = mlp):
+        super().__init__()
+        self.latent_dim = 2 * act_dim
+        # One output layer for [μ, log σ] (the reference's two heads, concatenated).
+        self.encoder = factory(obs_dim + act_dim, 2 * self.latent_dim, hidden, activation)
+        self.decoder = factory(obs_dim + self.latent_dim, act_dim, hidden, activation, "tanh")
+
+    def encode(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.encoder(torch.cat([obs, act], dim=-1)).chunk(2, dim=-1)
+        return mean, log_std.clamp(-4.0, 15.0)
+
+    def decode(self, obs: Tensor, z: Tensor) -> Tensor:
+        return self.decoder(torch.cat([obs, z], dim=-1))
+
+    def forward(self, obs: Tensor, act: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Reconstruction with the reparameterised latent μ + σ·eps; returns (recon, μ, σ)."""
+        mean, log_std = self.encode(obs, act)
+        std = log_std.exp()
+        return self.decode(obs, mean + std * eps), mean, std
+
+
+class Perturbation(nn.Module):
+    """ξ_φ(s, a) = clip(a + Φ·tanh(f(s, a)), -1, 1)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden, phi: float, activation: str = "relu",
+                 factory: MLPFactory = mlp):
+        super().__init__()
+        self.phi = phi
+        self.net = factory(obs_dim + act_dim, act_dim, hidden, activation, "tanh")
+
+    def forward(self, obs: Tensor, act: Tensor) -> Tensor:
+        delta = self.phi * self.net(torch.cat([obs, act], dim=-1))
+        return (act + delta).clamp(-1.0, 1.0)
+
+
+def _make_generator(device: torch.device, seed: int | None) -> torch.Generator:
+    if seed is None:  # follow the global torch seed so torch.manual_seed still reproduces runs
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class BCQ(Algorithm):
+    roles = ("actor", "critic", "vae")
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: BCQConfig | Mapping | None = None,
+                 device: str | torch.device = "cpu", factory: MLPFactory = mlp,
+                 seed: int | None = None):
+        self.cfg = cfg if isinstance(cfg, BCQConfig) else BCQConfig.from_dict(cfg)
+        c = self.cfg
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.actor = Perturbation(obs_dim, act_dim, c.actor_hidden, c.phi, c.activation, factory)
+            self.critic = TwinQ(obs_dim, act_dim, c.critic_hidden, c.activation, factory)
+            self.vae = VAE(obs_dim, act_dim, c.vae_hidden, c.activation, factory)
+            gen_seed = None if seed is None else seed + 1
+        self.actor.to(self.device)
+        self.critic.to(self.device)
+        self.vae.to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
+        self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=c.lr)
+        self.generator = _make_generator(self.device, gen_seed)
+
+    # ------------------------------------------------------------------ contract
+    def networks(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic, "vae": self.vae}
+
+    def targets(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor_target, "critic": self.critic_target}
+
+    # ------------------------------------------------------------------ sampling
+    def _randn(self, shape, like: Tensor) -> Tensor:
+        return torch.randn(shape, generator=self.generator, device=like.device, dtype=like.dtype)
+
+    def _sample_vae_actions(self, obs: Tensor) -> Tensor:
+        """G(s): decode a latent from the clipped prior, for every row of ``obs [..., d]``."""
+        c = self.cfg.latent_clip
+        z = self._randn((*obs.shape[:-1], self.vae.latent_dim), obs).clamp(-c, c)
+        return self.vae.decode(obs, z)
+
+    def _scale(self, loss: Tensor) -> Tensor:
+        return loss * self.loss_scale
+
+    # ------------------------------------------------------------------ losses
+    def _batch(self, batch: Batch):
+        d = self.device
+        return (batch["obs"].to(d), batch["act"].to(d), batch["rew"].to(d),
+                batch["next_obs"].to(d), batch["done"].to(d))
+
+    def vae_loss(self, obs: Tensor, act: Tensor) -> Tensor:
+        eps = self._randn((*obs.shape[:-1], self.vae.latent_dim), obs)
+        recon, mean, std = self.vae(obs, act, eps)
+        recon_loss = (recon - act).pow(2).mean()
+        kl = -0.5 * (1 + torch.log(std.pow(2)) - mean.pow(2) - std.pow(2)).mean()
+        return self._scale(recon_loss + self.cfg.kl_weight * kl)
+
+    @torch.no_grad()
+    def critic_target_value(self, rew: Tensor, next_obs: Tensor, done: Tensor) -> Tensor:
+        """y = r + γ(1 − done)·max_j [λ min(Q'1, Q'2) + (1 − λ) max(Q'1, Q'2)](s', ξ'(s', G(s'))_j)."""
+        c = self.cfg
+        s = c.num_samples
+        lead, b = next_obs.shape[:-2], next_obs.shape[-2]
+        rep = torch.repeat_interleave(next_obs, s, dim=-2)                   # [..., B·S, d]
+        q1, q2 = self.critic_target(rep, self.actor_target(rep, self._sample_vae_actions(rep)))
+        q = c.lmbda * torch.min(q1, q2) + (1.0 - c.lmbda) * torch.max(q1, q2)  # [..., B·S, 1]
+        q = q.reshape(*lead, b, s).max(dim=-1, keepdim=True).values          # [..., B, 1]
+        return rew + (1.0 - done) * c.gamma * q
+
+    def critic_loss(self, obs, act, rew, next_obs, done) -> tuple[Tensor, Tensor]:
+        y = self.critic_target_value(rew, next_obs, done)
+        q1, q2 = self.critic(obs, act)
+        loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
+        return self._scale(loss), q1
+
+    def actor_loss(self, obs: Tensor) -> Tensor:
+        with torch.no_grad():
+            sampled = self._sample_vae_actions(obs)
+        q1, _ = self.critic(obs, self.actor(obs, sampled))
+        return self._scale(-q1.mean())
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        obs, act, rew, next_obs, done = self._batch(batch)
+        return {
+            "critic": self.critic_loss(obs, act, rew, next_obs, done)[0],
+            "actor": self.actor_loss(obs),
+            "vae": self.vae_loss(obs, act),
+        }
+
+    # ------------------------------------------------------------------ update
+    @staticmethod
+    def _step(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
+        opt.zero_grad(set_to_none=True)
+        # inputs=: accumulate only into this network (the actor loss also reaches the critic).
+        loss.backward(inputs=[p for p in module.parameters() if p.requires_grad])
+        opt.step()
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        obs, act, rew, next_obs, done = self._batch(batch)
+        vae_loss = self.vae_loss(obs, act)
+        self._step(self.vae_opt, vae_loss, self.vae)
+
+        critic_loss, q1 = self.critic_loss(obs, act, rew, next_obs, done)
+        self._step(self.critic_opt, critic_loss, self.critic)
+
+        actor_loss = self.actor_loss(obs)
+        self._step(self.actor_opt, actor_loss, self.actor)
+
+        soft_update(self.critic_target, self.critic, self.cfg.tau)
+        soft_update(self.actor_target, self.actor, self.cfg.tau)
+        return {
+            "loss/vae": vae_loss.item(),
+            "loss/critic": critic_loss.item(),
+            "loss/actor": actor_loss.item(),
+            "q/mean": q1.detach().mean().item(),
+        }
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        """Sample ``num_samples`` VAE actions per state, perturb them, return the argmax-Q1 one.
+
+        ``obs [..., obs_dim] → [..., act_dim]``. Selection is stochastic through the VAE samples
+        either way (as in BCQ); ``deterministic`` is accepted for the common interface.
+        """
+        obs = obs.to(self.device)
+        s = self.cfg.num_samples
+        rep = obs.unsqueeze(-2).expand(*obs.shape[:-1], s, obs.shape[-1])    # [..., S, d]
+        a = self.actor(rep, self._sample_vae_actions(rep))                    # [..., S, act]
+        q1, _ = self.critic(rep, a)                                           # [..., S, 1]
+        idx = q1.argmax(dim=-2, keepdim=True).expand(*a.shape[:-2], 1, a.shape[-1])
+        return a.gather(-2, idx).squeeze(-2)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "config": dataclasses.asdict(self.cfg),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "vae": self.vae.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "vae_opt": self.vae_opt.state_dict(),
+            "rng": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.vae.load_state_dict(state["vae"])
+        self.actor_target.load_state_dict(state["actor_target"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.vae_opt.load_state_dict(state["vae_opt"])
+        self.generator.set_state(state["rng"].cpu())

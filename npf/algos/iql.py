@@ -1,0 +1,237 @@
+"""Implicit Q-Learning (Kostrikov, Nair & Levine, 2021).
+
+Reads top to bottom like the reference implementation (github.com/ikostrikov/implicit_q_learning)
+and its CORL port:
+
+* value:  L_V = E[|τ − 1(u < 0)|·u²], u = min(Q'1, Q'2)(s, a) − V(s), expectile τ = 0.7,
+  Q' the target critic;
+* critic: L_Q = E[(Q1(s, a) − y)²] + E[(Q2(s, a) − y)²], y = r + γ(1 − done)·V(s');
+* actor:  L_π = −E[min(exp(β·A), w_max)·log π(a|s)], A = min(Q'1, Q'2)(s, a) − V(s), β = 3,
+  w_max = 100; π(·|s) = N(tanh(f(s)), exp(log_std)) with a state-independent learnable log_std;
+* target critic by Polyak averaging (τ_polyak = 5e-3); optional cosine decay of the actor's lr.
+
+Update order follows the reference: V step, then actor and critic steps using the new V, then the
+target update. Batch tensors may carry any leading dims ``[..., B, d]`` (first = task axis in
+multitask training, with pathway masks attached to the networks by other code).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from npf.algos.base import Algorithm, Batch
+from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
+
+
+def config_from_dict(cls, d: Mapping[str, Any] | None):
+    """Build dataclass ``cls`` from ``d``; an unknown key is a one-line error naming it."""
+    d = dict(d or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in d:
+        if key not in known:
+            raise ValueError(f"{cls.__name__}: unknown key {key!r} (known: {', '.join(known)})")
+    return cls(**d)
+
+
+@dataclass
+class IQLConfig:
+    lr: float = 1e-3
+    gamma: float = 0.99
+    tau: float = 5e-3
+    actor_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    critic_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    value_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    expectile: float = 0.7
+    beta: float = 3.0            # inverse temperature of the advantage weights
+    max_weight: float = 100.0    # exp(β·A) clipped at this value
+    log_std_min: float = -5.0    # clamp of the state-independent actor log_std
+    log_std_max: float = 2.0
+    lr_schedule: str = "none"    # "none" | "cosine" (actor lr, cosine decay over schedule_steps)
+    schedule_steps: int = 1_000_000
+    activation: str = "relu"     # the authors used "tanh" for the MuJoCo offline networks
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("none", "cosine"):
+            raise ValueError(f"IQLConfig: lr_schedule must be 'none' or 'cosine', got {self.lr_schedule!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "IQLConfig":
+        return config_from_dict(cls, d)
+
+
+class GaussianPolicy(nn.Module):
+    """π(·|s) = N(tanh(f(s)), diag exp(log_std)²), log_std a learnable vector (not state dependent)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden, activation: str = "relu",
+                 factory: MLPFactory = mlp, log_std_min: float = -5.0, log_std_max: float = 2.0):
+        super().__init__()
+        self.net = factory(obs_dim, act_dim, hidden, activation, "tanh")
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (mean [..., act_dim], log_std [act_dim])."""
+        return self.net(obs), self.log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def log_prob(self, obs: Tensor, act: Tensor) -> Tensor:
+        mean, log_std = self(obs)
+        z = (act - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """E[|τ − 1(u < 0)|·u²] with u = target − prediction."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.pow(2)).mean()
+
+
+class IQL(Algorithm):
+    roles = ("actor", "critic", "value")
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: IQLConfig | Mapping | None = None,
+                 device: str | torch.device = "cpu", factory: MLPFactory = mlp,
+                 seed: int | None = None):
+        self.cfg = cfg if isinstance(cfg, IQLConfig) else IQLConfig.from_dict(cfg)
+        c = self.cfg
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.actor = GaussianPolicy(obs_dim, act_dim, c.actor_hidden, c.activation, factory,
+                                        c.log_std_min, c.log_std_max)
+            self.critic = TwinQ(obs_dim, act_dim, c.critic_hidden, c.activation, factory)
+            self.value = factory(obs_dim, 1, c.value_hidden, c.activation)
+        self.actor.to(self.device)
+        self.critic.to(self.device)
+        self.value.to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=c.lr)
+        self.actor_sched = None
+        if c.lr_schedule == "cosine":
+            self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, c.schedule_steps)
+        # Sampling noise (act with deterministic=False) has its own generator, saved in state_dict;
+        # without a seed it follows the global torch seed so torch.manual_seed reproduces runs.
+        gen_seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed + 1
+        self.generator = torch.Generator(device=self.device).manual_seed(gen_seed)
+
+    # ------------------------------------------------------------------ contract
+    def networks(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic, "value": self.value}
+
+    def targets(self) -> dict[str, nn.Module]:
+        return {"critic": self.critic_target}
+
+    # ------------------------------------------------------------------ losses
+    def _batch(self, batch: Batch):
+        d = self.device
+        return (batch["obs"].to(d), batch["act"].to(d), batch["rew"].to(d),
+                batch["next_obs"].to(d), batch["done"].to(d))
+
+    def _scale(self, loss: Tensor) -> Tensor:
+        return loss * self.loss_scale
+
+    @torch.no_grad()
+    def target_q(self, obs: Tensor, act: Tensor) -> Tensor:
+        q1, q2 = self.critic_target(obs, act)
+        return torch.min(q1, q2)
+
+    def value_loss(self, obs: Tensor, target_q: Tensor) -> tuple[Tensor, Tensor]:
+        v = self.value(obs)
+        return self._scale(expectile_loss(target_q - v, self.cfg.expectile)), v
+
+    def critic_loss(self, obs, act, rew, next_obs, done) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            y = rew + (1.0 - done) * self.cfg.gamma * self.value(next_obs)
+        q1, q2 = self.critic(obs, act)
+        return self._scale((q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()), q1
+
+    def actor_loss(self, obs: Tensor, act: Tensor, target_q: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            adv = target_q - self.value(obs)
+            weight = torch.exp(self.cfg.beta * adv).clamp(max=self.cfg.max_weight)
+        return self._scale(-(weight * self.actor.log_prob(obs, act)).mean()), adv
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        obs, act, rew, next_obs, done = self._batch(batch)
+        tq = self.target_q(obs, act)
+        return {
+            "critic": self.critic_loss(obs, act, rew, next_obs, done)[0],
+            "actor": self.actor_loss(obs, act, tq)[0],
+            "value": self.value_loss(obs, tq)[0],
+        }
+
+    # ------------------------------------------------------------------ update
+    @staticmethod
+    def _step(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=[p for p in module.parameters() if p.requires_grad])
+        opt.step()
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        obs, act, rew, next_obs, done = self._batch(batch)
+        tq = self.target_q(obs, act)
+        value_loss, v = self.value_loss(obs, tq)
+        self._step(self.value_opt, value_loss, self.value)
+
+        actor_loss, adv = self.actor_loss(obs, act, tq)
+        self._step(self.actor_opt, actor_loss, self.actor)
+        if self.actor_sched is not None:
+            self.actor_sched.step()
+
+        critic_loss, q1 = self.critic_loss(obs, act, rew, next_obs, done)
+        self._step(self.critic_opt, critic_loss, self.critic)
+
+        soft_update(self.critic_target, self.critic, self.cfg.tau)
+        return {
+            "loss/value": value_loss.item(),
+            "loss/critic": critic_loss.item(),
+            "loss/actor": actor_loss.item(),
+            "q/mean": q1.detach().mean().item(),
+            "v/mean": v.detach().mean().item(),
+            "adv/mean": adv.mean().item(),
+        }
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        """``obs [..., obs_dim] → [..., act_dim]`` in [-1, 1]: the mean, or a clipped sample."""
+        mean, log_std = self.actor(obs.to(self.device))
+        if deterministic:
+            return mean.clamp(-1.0, 1.0)
+        eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+        return (mean + log_std.exp() * eps).clamp(-1.0, 1.0)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "config": dataclasses.asdict(self.cfg),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "value": self.value.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "value_opt": self.value_opt.state_dict(),
+            "actor_sched": None if self.actor_sched is None else self.actor_sched.state_dict(),
+            "rng": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.value.load_state_dict(state["value"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        if self.actor_sched is not None and state.get("actor_sched") is not None:
+            self.actor_sched.load_state_dict(state["actor_sched"])
+        self.generator.set_state(state["rng"].cpu())

@@ -1,0 +1,66 @@
+"""Atomic checkpoints with RNG state, loaded with ``weights_only=True`` (no arbitrary pickle)."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from npf.data import atomic_write_bytes
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used (message names the file)."""
+
+
+def save(state: dict, path: str | os.PathLike) -> None:
+    atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # truncated zip, foreign pickle, …
+        raise CheckpointError(f"{path}: not a readable npf checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def rng_state() -> dict:
+    """Python, NumPy-global and torch RNG states (all weights_only-loadable)."""
+    np_state = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate((s["python_version"], tuple(s["python"]), None))
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def load_matching(module: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
+    """``load_state_dict`` with a one-line error when the checkpoint is from another architecture."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).replace("\n", " ")[:300]
+        raise CheckpointError(f"{path}: checkpoint does not match the configured network ({first})") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,167 @@
+"""Environment registry: task suites of the NPF reproduction.
+
+Importing this package registers every task with Gymnasium, so
+``gymnasium.make("npf/cheetah-forward-v0")`` (or ``"npf/mt10-reach-v0"``, ...)
+works afterwards.  To add a suite, add a :class:`SuiteSpec` to ``SUITE_SPECS``.
+
+Seeding: ``make_env(..., seed=s)`` seeds the env at construction, so a plain
+``reset()`` is reproducible (for cheetah it equals ``reset(seed=s)``).  For MT10
+the seed does not move the goal (fixed, ``goal_seed=0`` as in the paper; see
+:mod:`npf.envs.metaworld`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any, Mapping
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from npf.envs import cheetah as _cheetah
+from npf.envs import metaworld as _metaworld
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A task suite: how its env ids are formed and how its envs are built.
+
+    ``tasks`` maps task name -> kwargs of ``entry_point`` (a ``"module:attr"``
+    string, so heavy imports happen only when an env of the suite is made).
+    """
+
+    name: str
+    id_prefix: str  # env id = f"npf/{id_prefix}-{task}-v0"
+    entry_point: str
+    tasks: Mapping[str, Mapping[str, Any]]
+    episode_length: int
+    success_metric: bool = False  # True: evaluate by info["success"] (any step)
+    disable_env_checker: bool = False
+
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self.tasks)
+
+
+_CHEETAH_ENTRY = "npf.envs.cheetah:HalfCheetahMultitaskEnv"
+
+SUITE_SPECS: dict[str, SuiteSpec] = {
+    "cheetah": SuiteSpec(
+        name="cheetah",
+        id_prefix="cheetah",
+        entry_point=_CHEETAH_ENTRY,
+        tasks={name: asdict(spec) for name, spec in _cheetah.CHEETAH_TASKS.items()},
+        episode_length=_cheetah.EPISODE_LENGTH,
+    ),
+    "cheetah_velocity": SuiteSpec(
+        name="cheetah_velocity",
+        id_prefix="cheetah",
+        entry_point=_CHEETAH_ENTRY,
+        tasks={name: asdict(spec) for name, spec in _cheetah.CHEETAH_VELOCITY_TASKS.items()},
+        episode_length=_cheetah.EPISODE_LENGTH,
+    ),
+    "mt10": SuiteSpec(
+        name="mt10",
+        id_prefix="mt10",
+        entry_point="npf.envs.metaworld:MetaWorldTaskEnv",
+        tasks={name: {"task": name} for name in _metaworld.MT10_TASKS},
+        episode_length=_metaworld.EPISODE_LENGTH,
+        success_metric=True,
+        # Meta-World's observation space has equal low/high entries and its reset obs
+        # can fall outside it: the passive checker would only warn about that.
+        disable_env_checker=True,
+    ),
+}
+
+#: suite -> task names, in the paper's order.
+SUITES: dict[str, tuple[str, ...]] = {name: spec.task_names() for name, spec in SUITE_SPECS.items()}
+
+
+def _suite_spec(suite: str) -> SuiteSpec:
+    try:
+        return SUITE_SPECS[suite]
+    except KeyError:
+        raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITE_SPECS)}") from None
+
+
+def _check_task(suite: str, task: str) -> SuiteSpec:
+    spec = _suite_spec(suite)
+    if task not in spec.tasks:
+        raise ValueError(f"unknown task {task!r} for suite {suite!r}; valid tasks: {', '.join(spec.task_names())}")
+    return spec
+
+
+def env_id(suite: str, task: str) -> str:
+    """Gymnasium id of a task, e.g. ``env_id("cheetah", "forward") == "npf/cheetah-forward-v0"``."""
+    spec = _check_task(suite, task)
+    return f"npf/{spec.id_prefix}-{task}-v0"
+
+
+def episode_length(suite: str) -> int:
+    """Episode horizon (TimeLimit truncation) of a suite: 1000 cheetah, 150 mt10."""
+    return _suite_spec(suite).episode_length
+
+
+def is_success_suite(suite: str) -> bool:
+    """True if the suite is scored by ``info["success"]`` (MT10) rather than return."""
+    return _suite_spec(suite).success_metric
+
+
+def make_env(suite: str, task: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` the task, seeded at construction with ``seed``.
+
+    Extra ``kwargs`` go to ``gymnasium.make`` (e.g. ``render_mode``,
+    ``max_episode_steps``, or env kwargs such as ``goal_seed`` for MT10).
+    """
+    return gym.make(env_id(suite, task), seed=seed, **kwargs)
+
+
+def make_vec_env(suite: str, task: str, num_envs: int, seed: int | None) -> gym.vector.VectorEnv:
+    """``SyncVectorEnv`` of ``num_envs`` copies of a task, env ``i`` seeded ``seed + i``.
+
+    Autoreset mode is ``SAME_STEP``: on the step an episode ends, the returned obs is
+    already the next episode's first obs, and ``infos["final_obs"][i]`` /
+    ``infos["final_info"]`` hold the true last obs/info (mask ``infos["_final_obs"]``).
+    """
+    env_id(suite, task)  # validate before building anything
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    fns = [
+        partial(make_env, suite, task, seed=None if seed is None else seed + i) for i in range(num_envs)
+    ]
+    venv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    if seed is not None:
+        venv.action_space.seed(seed)
+        venv.observation_space.seed(seed)
+    return venv
+
+
+def register_all() -> None:
+    """Register every suite's tasks with Gymnasium (idempotent)."""
+    for suite, spec in SUITE_SPECS.items():
+        for task, task_kwargs in spec.tasks.items():
+            eid = env_id(suite, task)
+            if eid in gym.registry:
+                continue
+            gym.register(
+                id=eid,
+                entry_point=spec.entry_point,
+                kwargs=dict(task_kwargs),
+                max_episode_steps=spec.episode_length,
+                disable_env_checker=spec.disable_env_checker,
+            )
+
+
+register_all()
+
+__all__ = [
+    "SUITES",
+    "SUITE_SPECS",
+    "SuiteSpec",
+    "env_id",
+    "episode_length",
+    "is_success_suite",
+    "make_env",
+    "make_vec_env",
+    "register_all",
+]

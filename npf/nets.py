@@ -1,0 +1,197 @@
+"""Plain networks shared by every algorithm.
+
+Every network accepts inputs with arbitrary leading dimensions ``[..., features]``. When task
+pathways are attached (see :mod:`npf.pathways`) the first leading dimension is the task axis
+``N`` and each task runs through ``θ ⊙ m_n`` in one batched matrix product. Algorithms never
+see masks: they build networks with :func:`mlp` (or a factory passed in by a multitask
+conditioning) and call them like any module.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
+
+
+def _task_bmm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """y[n] = x[n] @ weight[n].T + bias[n] for x [N, ..., in], weight [N, out, in], bias [N, out]."""
+    n = weight.shape[0]
+    if x.shape[0] != n:
+        raise ValueError(f"input has {x.shape[0]} tasks on its first axis, weights have {n}")
+    flat = x.reshape(n, -1, x.shape[-1])
+    if bias is None:
+        out = torch.bmm(flat, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` that can run N task pathways at once.
+
+    With no mask it is exactly ``nn.Linear``. With a weight mask ``[N, out, in]`` attached, the
+    input must be ``[N, ..., in]`` and task n uses ``weight ⊙ mask[n]`` (bias ⊙ bias_mask[n] when
+    a bias mask is attached). The gradient on ``weight`` is therefore Σ_n mask[n] ⊙ ∇_n.
+    """
+
+    weight_mask: Tensor | None
+    bias_mask: Tensor | None
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, **kw):
+        super().__init__(in_features, out_features, bias=bias, **kw)
+        self.register_buffer("weight_mask", None, persistent=False)
+        self.register_buffer("bias_mask", None, persistent=False)
+        # Optional alternative forward (e.g. a sparse backend); see npf.pathways.
+        self.pathway_forward: Callable[[Tensor], Tensor] | None = None
+
+    def set_masks(self, weight_mask: Tensor | None, bias_mask: Tensor | None = None) -> None:
+        dtype = self.weight.dtype
+        self.weight_mask = None if weight_mask is None else weight_mask.to(self.weight.device, dtype)
+        self.bias_mask = None if bias_mask is None else bias_mask.to(self.weight.device, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight_mask is None:
+            return F.linear(x, self.weight, self.bias)
+        if self.pathway_forward is not None:
+            return self.pathway_forward(x)
+        w = self.weight.unsqueeze(0) * self.weight_mask
+        b = None
+        if self.bias is not None:
+            b = self.bias.unsqueeze(0).expand(w.shape[0], -1)
+            if self.bias_mask is not None:
+                b = b * self.bias_mask
+        return _task_bmm(x, w, b)
+
+
+class StackedLinear(nn.Module):
+    """N independent linear layers (one per task), applied to ``[N, ..., in]``: a multi-head output."""
+
+    def __init__(self, num_tasks: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_tasks, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(num_tasks, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        for n in range(num_tasks):
+            nn.init.kaiming_uniform_(self.weight.data[n], a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _task_bmm(x, self.weight, self.bias)
+
+
+class MLP(nn.Sequential):
+    """Fully connected network of :class:`MaskedLinear` layers.
+
+    ``heads``: when set, the output layer is a :class:`StackedLinear` with one head per task
+    (multi-head multitask baseline); inputs are then ``[N, ..., in]``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int],
+        activation: str = "relu",
+        output_activation: str | None = None,
+        heads: int | None = None,
+    ):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [MaskedLinear(a, b), ACTIVATIONS[activation]()]
+        if heads is None:
+            layers.append(MaskedLinear(dims[-1], out_dim))
+        else:
+            layers.append(StackedLinear(heads, dims[-1], out_dim))
+        if output_activation is not None:
+            layers.append(ACTIVATIONS[output_activation]())
+        super().__init__(*layers)
+
+
+MLPFactory = Callable[..., nn.Module]
+
+
+def mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str = "relu",
+        output_activation: str | None = None) -> nn.Module:
+    """Default network factory (single-task, one-hot and pathway methods)."""
+    return MLP(in_dim, out_dim, hidden, activation, output_activation)
+
+
+def multihead_factory(num_tasks: int) -> MLPFactory:
+    """Factory for the multi-head baseline: shared trunk, one output head per task."""
+
+    def make(in_dim, out_dim, hidden, activation="relu", output_activation=None):
+        return MLP(in_dim, out_dim, hidden, activation, output_activation, heads=num_tasks)
+
+    return make
+
+
+class TwinQ(nn.Module):
+    """Two Q networks Q(s, a); returns both as ``[..., 1]`` tensors."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu",
+                 factory: MLPFactory = mlp):
+        super().__init__()
+        self.q1 = factory(obs_dim + act_dim, 1, hidden, activation)
+        self.q2 = factory(obs_dim + act_dim, 1, hidden, activation)
+
+    def forward(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([obs, act], dim=-1)
+        return self.q1(x), self.q2(x)
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class TanhGaussianPolicy(nn.Module):
+    """SAC policy: a = tanh(u), u ~ N(μ(s), σ(s)); log-prob with the tanh change of variables."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu",
+                 factory: MLPFactory = mlp):
+        super().__init__()
+        self.net = factory(obs_dim, 2 * act_dim, hidden, activation)
+
+    def forward(self, obs: Tensor, deterministic: bool = False, with_log_prob: bool = True,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        mu, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = torch.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX)
+        if deterministic:
+            return torch.tanh(mu), None
+        std = log_std.exp()
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        u = mu + std * eps
+        a = torch.tanh(u)
+        if not with_log_prob:
+            return a, None
+        # log N(u; μ, σ) − Σ log(1 − tanh(u)²), the latter in a numerically stable form.
+        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1, keepdim=True)
+        return a, log_prob
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU. ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device: {name!r} was requested but no CUDA GPU is available (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging θ' ← τθ + (1 − τ)θ'."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s, tau)

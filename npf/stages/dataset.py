@@ -1,0 +1,120 @@
+"""Stage ``datasets``: the expert's stochastic policy collects N episodes of one task.
+
+Also measures the random-policy score and the expert score (mean return of the collected,
+stochastic episodes — the policy that produced the data) for normalized scores, and the
+deterministic expert's return for reference.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from npf.data import save_dataset
+from npf.envs import env_id, episode_length, make_env
+from npf.nets import resolve_device
+from npf.progress import Progress
+from npf.rollout import EnvPool, evaluate_policy
+from npf.stages.expert import load_policy
+from npf.tracking import stage_tracker
+
+
+def collect_episodes(policy, envs, episodes: int, seed: int, progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Exactly ``episodes`` full episodes spread over ``envs``; returns the transition arrays."""
+    pool = EnvPool(envs, seed)
+    quota = [episodes // len(envs) + (1 if i < episodes % len(envs) else 0) for i in range(len(envs))]
+    per_env: list[dict[str, list]] = [{k: [] for k in ("o", "a", "r", "o2", "te", "tr")} for _ in envs]
+    returns: list[float] = []
+    obs = pool.reset()
+    while any(pool.episodes[i] < quota[i] for i in range(len(envs))):
+        active = [pool.episodes[i] < quota[i] for i in range(len(envs))]
+        actions = policy(obs)
+        res = pool.step(actions)
+        for i in range(len(envs)):
+            if not active[i]:
+                continue
+            d = per_env[i]
+            d["o"].append(obs[i]); d["a"].append(actions[i]); d["r"].append(res.reward[i])
+            d["o2"].append(res.final_obs[i]); d["te"].append(res.terminated[i])
+            d["tr"].append(res.truncated[i] and not res.terminated[i])
+        for (i, ret, _, _) in res.finished:
+            if active[i]:
+                returns.append(ret)
+        if progress is not None:
+            progress.update(sum(active), episodes=len(returns))
+        obs = res.next_obs
+    cat = lambda key, dtype: np.concatenate([np.asarray(d[key], dtype=dtype) for d in per_env if d[key]])
+    return {
+        "observations": cat("o", np.float32), "actions": cat("a", np.float32), "rewards": cat("r", np.float32),
+        "next_observations": cat("o2", np.float32), "terminals": cat("te", np.bool_),
+        "timeouts": cat("tr", np.bool_), "episode_returns": np.asarray(returns, dtype=np.float64),
+    }
+
+
+def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, out_npz: str | Path,
+                    expert_seed: int = 0) -> dict:
+    dcfg = cfg["datasets"]
+    device = resolve_device(cfg.get("device", "auto"))
+    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
+    out_npz = Path(out_npz)
+    policy = load_policy(expert_path, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(dcfg["seed"]))
+    n_envs = int(dcfg["num_envs"])
+    episodes = int(dcfg["episodes"])
+
+    def stochastic(o):
+        with torch.no_grad():
+            return policy(torch.as_tensor(o, device=device), generator=gen, with_log_prob=False)[0].cpu().numpy()
+
+    def deterministic(o):
+        with torch.no_grad():
+            return policy(torch.as_tensor(o, device=device), deterministic=True)[0].cpu().numpy()
+
+    tracker = stage_tracker(cfg, "datasets", suite, f"dataset/{suite}/{task}", out_npz.with_suffix(".mlflow_run_id.txt"),
+                            {"suite": suite, "task": task})
+    status = "FAILED"
+    try:
+        t0 = time.perf_counter()
+        progress = Progress(episodes * episode_length(suite), f"dataset {suite}/{task}", unit="transition")
+        data = collect_episodes(stochastic, [make_env(suite, task) for _ in range(n_envs)], episodes,
+                                int(dcfg["seed"]), progress)
+        progress.close()
+        collect_s = time.perf_counter() - t0
+        rng = np.random.default_rng(int(dcfg["seed"]) + 7)
+        env = make_env(suite, task)
+        low, high = env.action_space.low, env.action_space.high
+        rand = evaluate_policy(lambda o: rng.uniform(low, high, size=(len(o), len(low))).astype(np.float32),
+                               [make_env(suite, task) for _ in range(n_envs)], int(dcfg["random_episodes"]),
+                               seed=int(dcfg["seed"]) + 1)
+        det = evaluate_policy(deterministic, [make_env(suite, task) for _ in range(n_envs)],
+                              int(dcfg["eval_episodes"]), seed=int(dcfg["seed"]) + 2)
+        ep_returns = data.pop("episode_returns")
+        transitions = len(data["rewards"])
+        manifest = {
+            "suite": suite, "task": task, "env_id": env_id(suite, task), "seed": int(dcfg["seed"]),
+            "expert": {"path": str(expert_path), "seed": expert_seed},
+            "policy": "expert SAC, stochastic (a ~ π(·|s))",
+            "counts": {"episodes": len(ep_returns)},
+            "returns": {"mean": float(ep_returns.mean()), "std": float(ep_returns.std()),
+                        "per_episode": ep_returns.tolist()},
+            "scores": {"random": float(rand["returns"].mean()), "random_std": float(rand["returns"].std()),
+                       "expert": float(ep_returns.mean()),
+                       "expert_deterministic": float(det["returns"].mean()),
+                       "random_success": float(rand["success"].mean()),
+                       "expert_success": float(det["success"].mean())},
+            "collection": {"transitions_per_s": transitions / collect_s, "seconds": collect_s},
+        }
+        manifest = save_dataset(out_npz, data, manifest)
+        tracker.log_metrics({"dataset/transitions": transitions, "dataset/return_mean": manifest["returns"]["mean"],
+                             "score/random": manifest["scores"]["random"], "score/expert": manifest["scores"]["expert"],
+                             "score/expert_deterministic": manifest["scores"]["expert_deterministic"],
+                             "rate/transitions_per_s": transitions / collect_s}, 0)
+        tracker.log_artifact(out_npz.with_suffix(".json"))
+        status = "FINISHED"
+        return manifest
+    finally:
+        tracker.finish(status)
+

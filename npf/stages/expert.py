@@ -1,0 +1,144 @@
+"""Stage ``experts``: train a single-task SAC expert, resumable, tracked in MLflow.
+
+Outputs (in ``out_dir``): ``policy.pt`` (actor weights + what is needed to rebuild it),
+``metrics.json``. Working files: ``checkpoint.pt`` (full resumable state, written at episode
+boundaries every ``checkpoint_every`` env steps) and ``mlflow_run_id.txt``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from npf import checkpoint as ckpt
+from npf.algos.base import check_finite
+from npf.algos.sac import SAC, SACConfig
+from npf.data import ReplayBuffer, atomic_write_bytes
+from npf.envs import make_env
+from npf.nets import TanhGaussianPolicy, resolve_device
+from npf.progress import Progress
+from npf.rollout import EnvPool, evaluate_policy
+from npf.tracking import stage_tracker
+
+
+def save_policy(path: Path, algo: SAC, obs_dim: int, act_dim: int, meta: dict) -> None:
+    ckpt.save({"actor": algo.actor.state_dict(), "obs_dim": obs_dim, "act_dim": act_dim,
+               "hidden": list(algo.cfg.hidden), "activation": algo.cfg.activation, "meta": meta}, path)
+
+
+def load_policy(path: str | Path, device="cpu") -> TanhGaussianPolicy:
+    s = ckpt.load(path, map_location=device)
+    pol = TanhGaussianPolicy(s["obs_dim"], s["act_dim"], s["hidden"], s["activation"]).to(device)
+    ckpt.load_matching(pol, s["actor"], path)
+    return pol
+
+
+def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Path,
+                 stop_after_steps: int | None = None) -> dict:
+    """Train (or resume) one expert. ``stop_after_steps`` simulates a kill (tests only)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ecfg = cfg["experts"]
+    device = resolve_device(cfg.get("device", "auto"))
+    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
+    sac_cfg = SACConfig.from_dict(ecfg["sac"], "experts.sac")
+    num_envs, total = int(ecfg["num_envs"]), int(ecfg["total_steps"])
+    envs = [make_env(suite, task) for _ in range(num_envs)]
+    obs_dim = envs[0].observation_space.shape[0]
+    act_dim = envs[0].action_space.shape[0]
+    low, high = envs[0].action_space.low, envs[0].action_space.high
+
+    ckpt.seed_everything(seed)
+    algo = SAC(obs_dim, act_dim, sac_cfg, device, seed=seed)
+    buffer = ReplayBuffer(min(int(ecfg["buffer_size"]), total), obs_dim, act_dim, device)
+    rng = torch.Generator(device=device)
+    rng.manual_seed(seed + 1)
+    step, episodes, update_debt = 0, [0] * num_envs, 0.0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        state = ckpt.load(ckpt_path, map_location=device)
+        algo.load_state_dict(state["algo"])
+        buffer.load_state_dict(state["buffer"])
+        rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
+        ckpt.set_rng_state(state["global_rng"])
+        step, episodes = int(state["step"]), list(state["episodes"])
+        update_debt = float(state["update_debt"])
+    pool = EnvPool(envs, seed, episodes)
+    obs = pool.reset()
+
+    tracker = stage_tracker(cfg, "experts", suite, f"expert/{suite}/{task}/seed{seed}",
+                            out_dir / "mlflow_run_id.txt", {"suite": suite, "task": task, "seed": seed})
+    progress = Progress(total, f"expert {suite}/{task}/s{seed}", initial=step)
+    learning_starts = int(ecfg["learning_starts"])
+    updates_per_step = float(ecfg["updates_per_step"])
+    log_every = max(int(ecfg.get("log_every", 1000)), num_envs)
+    next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
+    t_env = t_upd = 0.0
+    recent: list[float] = []
+    status = "FAILED"
+    try:
+        while step < total:
+            t0 = time.perf_counter()
+            if step < learning_starts:
+                u = torch.rand((num_envs, act_dim), generator=rng, device=device).cpu().numpy()
+                actions = low + u * (high - low)
+            else:
+                with torch.no_grad():
+                    actions = algo.act(torch.as_tensor(obs, device=device), deterministic=False).cpu().numpy()
+            res = pool.step(actions)
+            buffer.add(obs=obs, act=actions, rew=res.reward, next_obs=res.final_obs, done=res.terminated)
+            obs = res.next_obs
+            step += num_envs
+            t1 = time.perf_counter()
+            metrics: dict[str, float] = {}
+            if step >= learning_starts:
+                update_debt += num_envs * updates_per_step
+                while update_debt >= 1:
+                    metrics = algo.update(buffer.sample(sac_cfg.batch_size, rng))
+                    update_debt -= 1
+                if metrics:
+                    check_finite(metrics, algo.num_updates)
+            t_env += t1 - t0
+            t_upd += time.perf_counter() - t1
+            for (_, ret, length, _) in res.finished:
+                recent = (recent + [ret])[-10:]
+                tracker.log_metrics({"train/episode_return": ret}, step)
+            if metrics and step % log_every < num_envs:
+                tracker.log_metrics(metrics, step)
+            progress.update(num_envs, ret=np.mean(recent) if recent else float("nan"))
+            if res.finished and pool.at_episode_start and (step >= next_ckpt or step >= total):
+                tracker.log_metrics({"rate/env_steps_per_s": progress.rate,
+                                     "rate/updates_per_s": algo.num_updates / max(t_upd, 1e-9)}, step)
+                ckpt.save({"algo": algo.state_dict(), "buffer": buffer.state_dict(), "rng": rng.get_state(),
+                           "global_rng": ckpt.rng_state(), "step": step, "episodes": pool.episodes,
+                           "update_debt": update_debt}, ckpt_path)
+                tracker.flush()
+                next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
+                if stop_after_steps is not None and step >= stop_after_steps and step < total:
+                    status = "KILLED"
+                    return {"stopped_at": step}
+        progress.close()
+        eval_envs = [make_env(suite, task) for _ in range(min(int(ecfg["eval_episodes"]), 10))]
+        ev = evaluate_policy(lambda o: algo.act(torch.as_tensor(o, device=device)).cpu().numpy(),
+                             eval_envs, int(ecfg["eval_episodes"]), seed=10_000 + seed)
+        result = {"suite": suite, "task": task, "seed": seed, "env_steps": step, "updates": algo.num_updates,
+                  "eval_return_mean": float(ev["returns"].mean()), "eval_return_std": float(ev["returns"].std()),
+                  "eval_success": float(ev["success"].mean()),
+                  "train_return_last10": float(np.mean(recent)) if recent else None,
+                  "env_steps_per_s": progress.rate}
+        tracker.log_metrics({"eval/return": result["eval_return_mean"], "eval/success": result["eval_success"]}, step)
+        save_policy(out_dir / "policy.pt", algo, obs_dim, act_dim, result)
+        tracker.log_artifact(out_dir / "policy.pt")
+        atomic_write_bytes(out_dir / "metrics.json", lambda t: Path(t).write_text(json.dumps(result, indent=2)))
+        tracker.log_artifact(out_dir / "metrics.json")
+        status = "FINISHED"
+        return result
+    finally:
+        pool.close()
+        if status == "KILLED":
+            tracker.flush()  # run stays RUNNING, as after a real kill
+        else:
+            tracker.finish(status)

@@ -1,0 +1,17 @@
+rule datasets:
+    """Collect the expert's stochastic trajectories and the random/expert reference scores."""
+    input:
+        policy=lambda wc: f"{RESULTS}/experts/{wc.suite}/{wc.task}/seed{config['datasets']['expert_seed']}/policy.pt",
+    output:
+        data=f"{RESULTS}/datasets/{{suite}}/{{task}}.npz",
+        manifest=f"{RESULTS}/datasets/{{suite}}/{{task}}.json",
+    log:
+        f"{RESULTS}/logs/datasets/{{suite}}/{{task}}.log",
+    resources:
+        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=4000,
+    threads: 1
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/collect_dataset.py"
