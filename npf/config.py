@@ -59,6 +59,14 @@ def _check_semantics(cfg: dict) -> None:
         for t in tasks:
             if t not in SUITES[suite]:
                 raise ConfigError(f"config: tasks.{suite}: unknown task {t!r} (known: {', '.join(SUITES[suite])})")
+    from npf.algos.bcq import BCQConfig
+    from npf.algos.iql import IQLConfig
+
+    for name, cls in (("bcq", BCQConfig), ("iql", IQLConfig)):
+        try:
+            cls.from_dict(cfg["offline"][name], where=f"offline.{name}")
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
     if cfg["datasets"]["expert_seed"] not in cfg["experts"]["seeds"]:
         raise ConfigError(f"config: datasets.expert_seed {cfg['datasets']['expert_seed']} is not in experts.seeds")
 

@@ -53,10 +53,23 @@ def test_config_from_dict_rejects_unknown_key():
 def test_paper_defaults_and_tanh_activation():
     c = BCQConfig()
     assert (c.lr, c.gamma, c.tau, c.num_samples) == (1e-3, 0.99, 5e-3, 10)
+    assert not hasattr(c, "batch_size")  # one source of truth: config offline.batch_size
     assert (c.actor_hidden, c.critic_hidden, c.vae_hidden) == ([400, 300], [400, 300], [750, 750])
     algo = make(activation="tanh")
     assert any(isinstance(m, nn.Tanh) for m in algo.critic.q1.modules())
     assert algo.vae.latent_dim == 2 * ACT
+
+
+def test_seeding():
+    w = lambda algo: algo.critic.q1[0].weight  # noqa: E731
+    assert torch.equal(w(make(seed=5)), w(make(seed=5)))
+    assert not torch.equal(w(make(seed=5)), w(make(seed=6)))
+    assert not torch.equal(w(make(seed=None)), w(make(seed=None)))  # unseeded: fresh draws
+    torch.manual_seed(1)
+    a = make(seed=None)
+    torch.manual_seed(1)
+    b = make(seed=None)  # ... that follow the global torch seed, noise generator included
+    assert torch.equal(w(a), w(b)) and torch.equal(a.generator.get_state(), b.generator.get_state())
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -215,6 +228,7 @@ def test_state_round_trip_is_bit_identical():
     for bt in batches[3:]:
         resumed.update(bt)
 
+    assert full.num_updates == resumed.num_updates == 6
     a, b = snapshot(full), snapshot(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for name in ("actor_opt", "critic_opt", "vae_opt"):
@@ -279,6 +293,7 @@ def test_learns_toy_task_from_mixed_offline_data():
         idx = torch.randint(0, m, (256,), generator=g)
         algo.update({k: v[idx] for k, v in data.items()})
     ret = eval_return(algo.act)
-    # random ≈ −17.3, dataset mean ≈ −14.5, expert ≈ −1.9; BCQ reaches ≈ −5.5 here.
+    # random ≈ −17.1, dataset mean ≈ −15.0 (an untrained policy ≈ −15), expert ≈ −1.7;
+    # BCQ reaches ≈ −5.7 here (74% of the random → expert gap).
     assert ret > data_mean
-    assert (ret - random_return) / (expert_return - random_return) > 0.5, (ret, random_return, expert_return)
+    assert (ret - random_return) / (expert_return - random_return) > 0.6, (ret, random_return, expert_return)

@@ -25,17 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from npf.algos.base import Algorithm, Batch
+from npf.algos.sac import dataclass_from_dict
 from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
-
-
-def config_from_dict(cls, d: Mapping[str, Any] | None):
-    """Build dataclass ``cls`` from ``d``; an unknown key is a one-line error naming it."""
-    d = dict(d or {})
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in d:
-        if key not in known:
-            raise ValueError(f"{cls.__name__}: unknown key {key!r} (known: {', '.join(known)})")
-    return cls(**d)
 
 
 @dataclass
@@ -54,8 +45,8 @@ class BCQConfig:
     activation: str = "relu"     # the authors used "tanh" for the MuJoCo offline networks
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "BCQConfig":
-        return config_from_dict(cls, d)
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "bcq") -> "BCQConfig":
+        return dataclass_from_dict(cls, d, where)
 
 
 class VAE(nn.Module):
@@ -113,7 +104,9 @@ class BCQ(Algorithm):
         c = self.cfg
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        with torch.random.fork_rng(devices=[]):
+        # A seed initialises the networks without touching the global RNG; without one they
+        # draw from (and advance) the global torch RNG like any module.
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
             self.actor = Perturbation(obs_dim, act_dim, c.actor_hidden, c.phi, c.activation, factory)
@@ -128,6 +121,7 @@ class BCQ(Algorithm):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
         self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=c.lr)
+        self.num_updates = 0
         self.generator = _make_generator(self.device, gen_seed)
 
     # ------------------------------------------------------------------ contract
@@ -216,6 +210,7 @@ class BCQ(Algorithm):
 
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
+        self.num_updates += 1
         return {
             "loss/vae": vae_loss.item(),
             "loss/critic": critic_loss.item(),
@@ -250,7 +245,8 @@ class BCQ(Algorithm):
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "vae_opt": self.vae_opt.state_dict(),
-            "rng": self.generator.get_state(),
+            "generator": self.generator.get_state(),
+            "num_updates": self.num_updates,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -262,4 +258,5 @@ class BCQ(Algorithm):
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.vae_opt.load_state_dict(state["vae_opt"])
-        self.generator.set_state(state["rng"].cpu())
+        self.generator.set_state(state["generator"].cpu())
+        self.num_updates = int(state["num_updates"])

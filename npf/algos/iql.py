@@ -26,17 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from npf.algos.base import Algorithm, Batch
+from npf.algos.sac import dataclass_from_dict
 from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
-
-
-def config_from_dict(cls, d: Mapping[str, Any] | None):
-    """Build dataclass ``cls`` from ``d``; an unknown key is a one-line error naming it."""
-    d = dict(d or {})
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in d:
-        if key not in known:
-            raise ValueError(f"{cls.__name__}: unknown key {key!r} (known: {', '.join(known)})")
-    return cls(**d)
 
 
 @dataclass
@@ -58,11 +49,11 @@ class IQLConfig:
 
     def __post_init__(self):
         if self.lr_schedule not in ("none", "cosine"):
-            raise ValueError(f"IQLConfig: lr_schedule must be 'none' or 'cosine', got {self.lr_schedule!r}")
+            raise ValueError(f"iql: lr_schedule must be 'none' or 'cosine', got {self.lr_schedule!r}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "IQLConfig":
-        return config_from_dict(cls, d)
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "iql") -> "IQLConfig":
+        return dataclass_from_dict(cls, d, where)
 
 
 class GaussianPolicy(nn.Module):
@@ -101,7 +92,9 @@ class IQL(Algorithm):
         c = self.cfg
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        with torch.random.fork_rng(devices=[]):
+        # A seed initialises the networks without touching the global RNG; without one they
+        # draw from (and advance) the global torch RNG like any module.
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
             self.actor = GaussianPolicy(obs_dim, act_dim, c.actor_hidden, c.activation, factory,
@@ -121,6 +114,7 @@ class IQL(Algorithm):
         # Sampling noise (act with deterministic=False) has its own generator, saved in state_dict;
         # without a seed it follows the global torch seed so torch.manual_seed reproduces runs.
         gen_seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed + 1
+        self.num_updates = 0
         self.generator = torch.Generator(device=self.device).manual_seed(gen_seed)
 
     # ------------------------------------------------------------------ contract
@@ -191,6 +185,7 @@ class IQL(Algorithm):
         self._step(self.critic_opt, critic_loss, self.critic)
 
         soft_update(self.critic_target, self.critic, self.cfg.tau)
+        self.num_updates += 1
         return {
             "loss/value": value_loss.item(),
             "loss/critic": critic_loss.item(),
@@ -221,7 +216,8 @@ class IQL(Algorithm):
             "critic_opt": self.critic_opt.state_dict(),
             "value_opt": self.value_opt.state_dict(),
             "actor_sched": None if self.actor_sched is None else self.actor_sched.state_dict(),
-            "rng": self.generator.get_state(),
+            "generator": self.generator.get_state(),
+            "num_updates": self.num_updates,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -234,4 +230,5 @@ class IQL(Algorithm):
         self.value_opt.load_state_dict(state["value_opt"])
         if self.actor_sched is not None and state.get("actor_sched") is not None:
             self.actor_sched.load_state_dict(state["actor_sched"])
-        self.generator.set_state(state["rng"].cpu())
+        self.generator.set_state(state["generator"].cpu())
+        self.num_updates = int(state["num_updates"])
