@@ -19,6 +19,9 @@ config.update(_validated)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/experts.smk"
 include: "workflow/rules/datasets.smk"
+include: "workflow/rules/pathways.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -92,7 +92,7 @@ def evaluate_policy(policy: Callable[[np.ndarray], np.ndarray], envs: Sequence[g
     """Run ``episodes`` episodes spread over ``envs`` (each env runs ⌈episodes/len⌉ at most).
 
     ``policy`` maps stacked observations [E, obs_dim] to actions [E, act_dim]. Returns per-episode
-    ``returns``, ``lengths`` and ``success`` (any-step ``info['success']``) arrays.
+    ``env`` index, ``returns``, ``lengths`` and ``success`` (any-step ``info['success']``) arrays.
     """
     pool = EnvPool(envs, seed)
     obs = pool.reset()
@@ -109,6 +109,7 @@ def evaluate_policy(policy: Callable[[np.ndarray], np.ndarray], envs: Sequence[g
                     active[i] = False
         obs = res.next_obs
     return {
+        "env": np.array([d[0] for d in done], dtype=np.int64),
         "returns": np.array([d[1] for d in done]),
         "lengths": np.array([d[2] for d in done]),
         "success": np.array([d[3] for d in done], dtype=float),

@@ -77,7 +77,7 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
     log_every = max(int(ecfg.get("log_every", 1000)), num_envs)
     next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
     t_env = t_upd = 0.0
-    recent: list[float] = []
+    recent: list[float] = [float(r) for r in state.get("recent", [])] if ckpt_path.exists() else []
     status = "FAILED"
     try:
         while step < total:
@@ -114,7 +114,7 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
                                      "rate/updates_per_s": algo.num_updates / max(t_upd, 1e-9)}, step)
                 ckpt.save({"algo": algo.state_dict(), "buffer": buffer.state_dict(), "rng": rng.get_state(),
                            "global_rng": ckpt.rng_state(), "step": step, "episodes": pool.episodes,
-                           "update_debt": update_debt}, ckpt_path)
+                           "update_debt": update_debt, "recent": recent}, ckpt_path)
                 tracker.flush()
                 next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
                 if stop_after_steps is not None and step >= stop_after_steps and step < total:

@@ -1,0 +1,55 @@
+"""Evaluation of multitask policies: all tasks' envs step together, one forward pass per step.
+
+Normalized score = (score − random) / (expert − random) · 100, with the random and expert scores
+measured by the datasets stage (manifest ``scores``). Success suites (MT10) report success %.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from npf.envs import is_success_suite, make_env
+from npf.rollout import evaluate_policy
+
+
+def normalized_score(score: float | np.ndarray, random: float, expert: float) -> float | np.ndarray:
+    return (np.asarray(score) - random) / (expert - random) * 100.0
+
+
+def evaluate_tasks(policy: Callable[[np.ndarray], np.ndarray], suite: str, tasks: Sequence[str],
+                   episodes: int, seed: int, ref_scores: Sequence[dict] | None = None,
+                   envs_per_task: int | None = None) -> dict:
+    """``policy`` maps observations [N, E, obs_dim] (task-major) to actions [N, E, act_dim].
+
+    Returns per-task mean/std of return, normalized score (when ``ref_scores`` are given: one
+    manifest ``scores`` dict per task) and success rate, plus their means over tasks.
+    """
+    n = len(tasks)
+    e = envs_per_task if envs_per_task and episodes % envs_per_task == 0 else episodes
+    envs = [make_env(suite, t) for t in tasks for _ in range(e)]
+
+    def flat_policy(obs: np.ndarray) -> np.ndarray:
+        act = policy(obs.reshape(n, e, -1))
+        return np.asarray(act).reshape(n * e, -1)
+
+    ev = evaluate_policy(flat_policy, envs, episodes * n, seed)
+    out: dict = {"tasks": {}}
+    for i, task in enumerate(tasks):
+        sel = (ev["env"] // e) == i
+        rets, succ = ev["returns"][sel], ev["success"][sel]
+        row = {"return_mean": float(rets.mean()), "return_std": float(rets.std()), "episodes": int(sel.sum()),
+               "success": float(succ.mean() * 100.0)}
+        if ref_scores is not None:
+            ns = normalized_score(rets, ref_scores[i]["random"], ref_scores[i]["expert"])
+            row["normalized_mean"], row["normalized_std"] = float(ns.mean()), float(ns.std())
+        out["tasks"][task] = row
+    rows = out["tasks"].values()
+    out["return_mean"] = float(np.mean([r["return_mean"] for r in rows]))
+    out["success_mean"] = float(np.mean([r["success"] for r in rows]))
+    if ref_scores is not None:
+        out["normalized_mean"] = float(np.mean([r["normalized_mean"] for r in rows]))
+    out["metric"] = "success" if is_success_suite(suite) else "normalized"
+    for env in envs:
+        env.close()
+    return out

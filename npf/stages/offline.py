@@ -1,0 +1,281 @@
+"""Stages ``pathways``, ``train_offline`` and ``evaluate`` for the offline suites.
+
+``pathways``  — SNIP masks per (suite, algo, seed) from each task's dataset at the network's
+                initial weights, saved with those weights so training starts from the same θ0.
+``train_offline`` — one synchronous multitask update per step over all tasks (NPF, MT or MHMT),
+                periodic evaluation (normalized score / success), resumable checkpoints.
+``evaluate``  — final evaluation of a trained run with ``evaluation.episodes`` per task.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from npf import checkpoint as ckpt
+from npf.algos.base import Algorithm, check_finite
+from npf.algos.bcq import BCQ, BCQConfig
+from npf.algos.iql import IQL, IQLConfig
+from npf.config import suite_tasks
+from npf.data import Dataset, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset
+from npf.evaluate import evaluate_tasks
+from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
+from npf.nets import resolve_device
+from npf.pathways import Pathways
+from npf.progress import Progress
+from npf.tracking import stage_tracker
+
+ALGOS = {"bcq": (BCQ, BCQConfig), "iql": (IQL, IQLConfig)}
+
+
+@dataclass
+class SuiteData:
+    tasks: list[str]
+    datasets: list[Dataset]
+    normalizers: list[Normalizer]
+    buffers: list[ReplayBuffer]
+
+    @property
+    def obs_dim(self) -> int:
+        return self.datasets[0].obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.datasets[0].act_dim
+
+    def sample(self, batch_size: int, gen: torch.Generator) -> list[dict]:
+        return [b.sample(batch_size, gen) for b in self.buffers]
+
+
+def load_suite_data(cfg: dict, suite: str, device: torch.device, dataset_dir: str | Path | None = None) -> SuiteData:
+    tasks = suite_tasks(cfg, suite)
+    root = Path(dataset_dir or Path(cfg["results_dir"]) / "datasets" / suite)
+    datasets = [load_dataset(root / f"{t}.npz") for t in tasks]
+    dims = {(d.obs_dim, d.act_dim) for d in datasets}
+    if len(dims) != 1:
+        raise ValueError(f"suite {suite}: tasks have different observation/action sizes {sorted(dims)}")
+    normalize = cfg["offline"]["normalize_states"]
+    norms = [Normalizer.fit(d.arrays["observations"]) if normalize else
+             Normalizer(np.zeros(d.obs_dim), np.ones(d.obs_dim)) for d in datasets]
+    buffers = [ReplayBuffer.from_dataset(d, device, n) for d, n in zip(datasets, norms)]
+    return SuiteData(tasks, datasets, norms, buffers)
+
+
+def build_algo(cfg: dict, algo: str, method: str, obs_dim: int, act_dim: int, num_tasks: int,
+               seed: int, device: torch.device) -> Algorithm:
+    cls, cfg_cls = ALGOS[algo]
+    acfg = cfg_cls.from_dict(cfg["offline"][algo])
+    return cls(obs_dim_for(method, obs_dim, num_tasks), act_dim, acfg, device,
+               factory=factory_for(method, num_tasks), seed=seed)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2)))
+
+
+# --------------------------------------------------------------------------------------- pathways
+def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str | Path) -> dict:
+    out_path = Path(out_path)
+    device = resolve_device(cfg["device"])
+    torch.set_num_threads(int(cfg["torch_threads"]))
+    ckpt.seed_everything(seed)
+    data = load_suite_data(cfg, suite, device)
+    n = len(data.tasks)
+    model = build_algo(cfg, algo, "npf", data.obs_dim, data.act_dim, n, seed, device)
+    pcfg = cfg["pathways"]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    batches = data.sample(int(pcfg["score_batch_size"]), gen)
+    tracker = stage_tracker(cfg, "pathways", suite, f"pathways/{suite}/{algo}/seed{seed}",
+                            out_path.with_suffix(".mlflow_run_id.txt"), {"suite": suite, "algo": algo, "seed": seed})
+    status = "FAILED"
+    try:
+        pw = Pathways.discover(model, batches, keep_ratio=float(pcfg["keep_ratio"]), mask_bias=bool(pcfg["mask_bias"]))
+        init = {role: net.state_dict() for role, net in model.networks().items()}
+        ckpt.save({"pathways": pw.state_dict(), "init": init, "tasks": data.tasks, "algo": algo}, out_path)
+        summary = {"tasks": data.tasks, "keep_ratio": pcfg["keep_ratio"], "roles": {}}
+        for role in model.roles:
+            ov = pw.overlap_matrix(role)
+            summary["roles"][role] = {"density": float(np.mean(pw.density(role))),
+                                      "union_density": float(pw.union_density(role)),
+                                      "overlap_percent": np.round(ov, 3).tolist()}
+            tracker.log_metrics({f"pathways/{role}/density": float(np.mean(pw.density(role))),
+                                 f"pathways/{role}/union_density": pw.union_density(role)}, 0)
+        _write_json(out_path.with_suffix(".json"), summary)
+        tracker.log_artifact(out_path.with_suffix(".json"))
+        tracker.log_artifact(out_path)
+        status = "FINISHED"
+        return summary
+    finally:
+        tracker.finish(status)
+
+
+# ---------------------------------------------------------------------------------- train / eval
+def _policy_fn(learner: MultitaskLearner, norms: list[Normalizer], device: torch.device):
+    mean = torch.as_tensor(np.stack([n.mean for n in norms]), device=device).unsqueeze(1)
+    std = torch.as_tensor(np.stack([n.std for n in norms]), device=device).unsqueeze(1)
+
+    def policy(obs: np.ndarray) -> np.ndarray:  # [N, E, obs_dim] → [N, E, act_dim]
+        with torch.no_grad():
+            o = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
+            return learner.act(o).cpu().numpy()
+
+    return policy
+
+
+def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathways_path):
+    n = len(data.tasks)
+    model = build_algo(cfg, algo, method, data.obs_dim, data.act_dim, n, seed, device)
+    pathways = None
+    if method == "npf":
+        saved = ckpt.load(pathways_path, map_location=device)
+        if saved["tasks"] != data.tasks:
+            raise ValueError(f"{pathways_path}: masks are for tasks {saved['tasks']}, config has {data.tasks}")
+        for role, net in model.networks().items():
+            ckpt.load_matching(net, saved["init"][role], pathways_path)
+        for role, tgt in model.targets().items():
+            tgt.load_state_dict(model.networks()[role].state_dict())
+        pathways = Pathways.from_state_dict(saved["pathways"])
+    return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum")
+
+
+def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_dir: str | Path,
+                  pathways_path: str | Path | None = None, stop_after_updates: int | None = None) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ocfg = cfg["offline"]
+    device = resolve_device(cfg["device"])
+    torch.set_num_threads(int(cfg["torch_threads"]))
+    ckpt.seed_everything(seed)
+    data = load_suite_data(cfg, suite, device)
+    learner = _make_learner(cfg, suite, method, algo, seed, data, device, pathways_path)
+    gen = torch.Generator(device=device).manual_seed(seed + 17)
+    step = 0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        state = ckpt.load(ckpt_path, map_location=device)
+        learner.algo.load_state_dict(state["algo"])
+        gen.set_state(state["gen"])
+        ckpt.set_rng_state(state["global_rng"])
+        step = int(state["step"])
+    run_name = f"train/{suite}/{method}-{algo}/seed{seed}"
+    tracker = stage_tracker(cfg, "train_offline", suite, run_name, out_dir / "mlflow_run_id.txt",
+                            {"suite": suite, "method": method, "algo": algo, "seed": seed})
+    total, interval = int(ocfg["updates"]), int(ocfg["eval_interval"])
+    refs = [d.manifest["scores"] for d in data.datasets]
+    policy = _policy_fn(learner, data.normalizers, device)
+    curve_path = out_dir / "metrics.csv"
+    progress = Progress(total, f"{method}-{algo} {suite} s{seed}", initial=step, unit="update")
+    status = "FAILED"
+    t_update = 0.0
+    try:
+        while step < total:
+            t0 = time.perf_counter()
+            metrics = learner.update(data.sample(int(ocfg["batch_size"]), gen))
+            t_update += time.perf_counter() - t0
+            step += 1
+            check_finite(metrics, step)
+            if step % int(ocfg["log_every"]) == 0:
+                tracker.log_metrics(metrics, step)
+            progress.update(1)
+            if step % interval == 0 or step == total:
+                ev = evaluate_tasks(policy, suite, data.tasks, int(ocfg["eval_episodes"]), seed=1000 + seed,
+                                    ref_scores=refs)
+                row = {"step": step, "score_mean": ev["normalized_mean"] if ev["metric"] == "normalized"
+                       else ev["success_mean"]}
+                em = {"eval/score_mean": row["score_mean"], "eval/return_mean": ev["return_mean"],
+                      "rate/updates_per_s": (step - progress.start_n) / max(t_update, 1e-9)}
+                for t, r in ev["tasks"].items():
+                    row[f"score/{t}"] = r["normalized_mean"] if ev["metric"] == "normalized" else r["success"]
+                    em[f"eval/score/{t}"] = row[f"score/{t}"]
+                    em[f"eval/return/{t}"] = r["return_mean"]
+                tracker.log_metrics(em, step)
+                progress.update(0, score=row["score_mean"])
+                _append_csv(curve_path, row)
+            if step % int(ocfg["checkpoint_every"]) == 0 or step == total:
+                ckpt.save({"algo": learner.algo.state_dict(), "gen": gen.get_state(),
+                           "global_rng": ckpt.rng_state(), "step": step}, ckpt_path)
+                tracker.flush()
+                if stop_after_updates is not None and step >= stop_after_updates and step < total:
+                    status = "KILLED"
+                    return {"stopped_at": step}
+        progress.close()
+        final = {"algo": learner.algo.state_dict(), "method": method, "algo_name": algo, "suite": suite,
+                 "tasks": data.tasks, "seed": seed, "normalizers": [n.state_dict() for n in data.normalizers]}
+        if learner.pathways is not None:
+            final["pathways"] = learner.pathways.state_dict()
+        ckpt.save(final, out_dir / "final.pt")
+        tracker.log_artifact(curve_path)
+        status = "FINISHED"
+        return {"updates": step, "updates_per_s": (step - progress.start_n) / max(t_update, 1e-9)}
+    finally:
+        if status != "KILLED":
+            tracker.finish(status)
+        else:
+            tracker.flush()
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    """Append one learning-curve row (rows past the resumed step are dropped first)."""
+    rows = []
+    if path.exists():
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) < row["step"]]
+    rows.append(row)
+    keys = list(row)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write_bytes(path, write)
+
+
+def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final_path: str | Path,
+                 out_json: str | Path) -> dict:
+    device = resolve_device(cfg["device"])
+    torch.set_num_threads(int(cfg["torch_threads"]))
+    saved = ckpt.load(final_path, map_location=device)
+    tasks = saved["tasks"]
+    cfg_tasks = suite_tasks(cfg, suite)
+    if tasks != cfg_tasks:
+        raise ValueError(f"{final_path}: trained on tasks {tasks}, config has {cfg_tasks}")
+    root = Path(cfg["results_dir"]) / "datasets" / suite
+    manifests = [json.loads((root / f"{t}.json").read_text()) for t in tasks]
+    obs_dim, act_dim = manifests[0]["counts"]["obs_dim"], manifests[0]["counts"]["act_dim"]
+    model = build_algo(cfg, algo, method, obs_dim, act_dim, len(tasks), seed, device)
+    model.load_state_dict(saved["algo"])
+    pathways = Pathways.from_state_dict(saved["pathways"]) if "pathways" in saved else None
+    learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum")
+    norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]
+    episodes = int(cfg["evaluation"]["episodes"])
+    tracker = stage_tracker(cfg, "evaluate", suite, f"eval/{suite}/{method}-{algo}/seed{seed}",
+                            Path(out_json).with_suffix(".mlflow_run_id.txt"),
+                            {"suite": suite, "method": method, "algo": algo, "seed": seed})
+    status = "FAILED"
+    try:
+        ev = evaluate_tasks(_policy_fn(learner, norms, device), suite, tasks, episodes,
+                            seed=int(cfg["evaluation"]["seed"]) + seed, ref_scores=[m["scores"] for m in manifests],
+                            envs_per_task=min(episodes, int(cfg["evaluation"]["envs_per_task"])))
+        ev.update({"suite": suite, "method": method, "algo": algo, "seed": seed, "episodes_per_task": episodes})
+        _write_json(Path(out_json), ev)
+        em = {"final/return_mean": ev["return_mean"], "final/success_mean": ev["success_mean"]}
+        if "normalized_mean" in ev:
+            em["final/normalized_mean"] = ev["normalized_mean"]
+        for t, r in ev["tasks"].items():
+            em[f"final/return/{t}"] = r["return_mean"]
+            if "normalized_mean" in r:
+                em[f"final/normalized/{t}"] = r["normalized_mean"]
+            em[f"final/success/{t}"] = r["success"]
+        tracker.log_metrics(em, 0)
+        tracker.log_artifact(out_json)
+        status = "FINISHED"
+        return ev
+    finally:
+        tracker.finish(status)
