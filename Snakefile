@@ -16,12 +16,16 @@ config.clear()
 config.update(_validated)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/experts.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/pathways.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -24,6 +24,8 @@ never in our columns. A table whose inputs are missing is not produced (its buil
 """
 from __future__ import annotations
 
+import html
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -111,6 +113,11 @@ class Table:
             lines.append("")
             lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return (f"<h3>{html.escape(self.caption)}</h3>\n" + self.frame.to_html(index=False, escape=True, border=0)
+                + (f"\n<ul>{notes}</ul>" if notes else "") + "\n")
 
     def to_latex(self) -> str:
         n = len(self.frame.columns)
@@ -461,7 +468,7 @@ def write_tables(results_dir: str | Path, out_dir: str | Path, ddof: int = STD_D
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for t in tables:
-        for ext, text in (("md", t.to_markdown()), ("tex", t.to_latex())):
+        for ext, text in (("md", t.to_markdown()), ("tex", t.to_latex()), ("html", t.to_html())):
             p = out / f"{t.name}.{ext}"
             tmp = p.with_suffix(p.suffix + ".tmp")
             tmp.write_text(text)

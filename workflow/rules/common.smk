@@ -42,5 +42,22 @@ def eval_targets():
     ]
 
 
+def pathway_summaries():
+    o = config["offline"]
+    if "npf" not in o["methods"]:
+        return []
+    return [
+        f"{RESULTS}/pathways/{suite}/{algo}/seed{seed}/masks.json"
+        for suite in config["suites"]
+        for algo in o["algos"]
+        for seed in o["seeds"]
+    ]
+
+
 def all_targets():
-    return expert_targets() + dataset_targets() + eval_targets()
+    return (
+        expert_targets()
+        + dataset_targets()
+        + eval_targets()
+        + [f"{config['reports_dir']}/figures", f"{config['reports_dir']}/tables"]
+    )
