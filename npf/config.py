@@ -50,8 +50,27 @@ def validate(config: dict | None) -> dict:
     return cfg
 
 
+PER_SUITE_BLOCKS = ("experts", "datasets", "offline")
+
+
+def section(cfg: dict, block: str, suite: str) -> dict:
+    """``cfg[block]`` with ``cfg[block]["per_suite"][suite]`` merged over it."""
+    base = {k: v for k, v in cfg[block].items() if k != "per_suite"}
+    return deep_merge(base, cfg[block].get("per_suite", {}).get(suite, {}))
+
+
 def _check_semantics(cfg: dict) -> None:
     from npf.envs import SUITES
+
+    schema = load_schema()
+    for block in PER_SUITE_BLOCKS:
+        sub = schema["properties"][block]
+        for suite in cfg[block].get("per_suite", {}):
+            merged = section(cfg, block, suite)
+            _fill_defaults(merged, sub)
+            errs = sorted(jsonschema.Draft7Validator(sub).iter_errors(merged), key=lambda e: list(e.absolute_path))
+            if errs:
+                raise ConfigError(f"config: {block}.per_suite.{suite}: {_describe(errs[0])}")
 
     for suite, tasks in cfg["tasks"].items():
         if suite not in SUITES:
@@ -62,13 +81,16 @@ def _check_semantics(cfg: dict) -> None:
     from npf.algos.bcq import BCQConfig
     from npf.algos.iql import IQLConfig
 
-    for name, cls in (("bcq", BCQConfig), ("iql", IQLConfig)):
-        try:
-            cls.from_dict(cfg["offline"][name], where=f"offline.{name}")
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
-    if cfg["datasets"]["expert_seed"] not in cfg["experts"]["seeds"]:
-        raise ConfigError(f"config: datasets.expert_seed {cfg['datasets']['expert_seed']} is not in experts.seeds")
+    for suite in cfg["suites"]:
+        off = section(cfg, "offline", suite)
+        for name, cls in (("bcq", BCQConfig), ("iql", IQLConfig)):
+            try:
+                cls.from_dict(off.get(name, {}), where=f"offline.{name}")
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+        seed = section(cfg, "datasets", suite)["expert_seed"]
+        if seed not in section(cfg, "experts", suite)["seeds"]:
+            raise ConfigError(f"config: datasets.expert_seed {seed} is not in experts.seeds (suite {suite})")
 
 
 def load(path: str | Path, overrides: dict | None = None) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from npf.config import section
 from npf.data import save_dataset
 from npf.envs import env_id, episode_length, make_env
 from npf.nets import resolve_device
@@ -55,7 +56,7 @@ def collect_episodes(policy, envs, episodes: int, seed: int, progress: Progress 
 
 def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, out_npz: str | Path,
                     expert_seed: int = 0) -> dict:
-    dcfg = cfg["datasets"]
+    dcfg = section(cfg, "datasets", suite)
     device = resolve_device(cfg.get("device", "auto"))
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     out_npz = Path(out_npz)

@@ -16,6 +16,7 @@ import torch
 from npf import checkpoint as ckpt
 from npf.algos.base import check_finite
 from npf.algos.sac import SAC, SACConfig
+from npf.config import section
 from npf.data import ReplayBuffer, atomic_write_bytes
 from npf.envs import make_env
 from npf.nets import TanhGaussianPolicy, resolve_device
@@ -41,7 +42,7 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
     """Train (or resume) one expert. ``stop_after_steps`` simulates a kill (tests only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ecfg = cfg["experts"]
+    ecfg = section(cfg, "experts", suite)
     device = resolve_device(cfg.get("device", "auto"))
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     sac_cfg = SACConfig.from_dict(ecfg["sac"], "experts.sac")

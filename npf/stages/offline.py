@@ -21,7 +21,7 @@ from npf import checkpoint as ckpt
 from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
-from npf.config import suite_tasks
+from npf.config import section, suite_tasks
 from npf.data import Dataset, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset
 from npf.evaluate import evaluate_tasks
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
@@ -59,17 +59,17 @@ def load_suite_data(cfg: dict, suite: str, device: torch.device, dataset_dir: st
     dims = {(d.obs_dim, d.act_dim) for d in datasets}
     if len(dims) != 1:
         raise ValueError(f"suite {suite}: tasks have different observation/action sizes {sorted(dims)}")
-    normalize = cfg["offline"]["normalize_states"]
+    normalize = section(cfg, "offline", suite)["normalize_states"]
     norms = [Normalizer.fit(d.arrays["observations"]) if normalize else
              Normalizer(np.zeros(d.obs_dim), np.ones(d.obs_dim)) for d in datasets]
     buffers = [ReplayBuffer.from_dataset(d, device, n) for d, n in zip(datasets, norms)]
     return SuiteData(tasks, datasets, norms, buffers)
 
 
-def build_algo(cfg: dict, algo: str, method: str, obs_dim: int, act_dim: int, num_tasks: int,
+def build_algo(cfg: dict, suite: str, algo: str, method: str, obs_dim: int, act_dim: int, num_tasks: int,
                seed: int, device: torch.device) -> Algorithm:
     cls, cfg_cls = ALGOS[algo]
-    acfg = cfg_cls.from_dict(cfg["offline"][algo])
+    acfg = cfg_cls.from_dict(section(cfg, "offline", suite)[algo])
     return cls(obs_dim_for(method, obs_dim, num_tasks), act_dim, acfg, device,
                factory=factory_for(method, num_tasks), seed=seed)
 
@@ -86,7 +86,7 @@ def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str
     ckpt.seed_everything(seed)
     data = load_suite_data(cfg, suite, device)
     n = len(data.tasks)
-    model = build_algo(cfg, algo, "npf", data.obs_dim, data.act_dim, n, seed, device)
+    model = build_algo(cfg, suite, algo, "npf", data.obs_dim, data.act_dim, n, seed, device)
     pcfg = cfg["pathways"]
     gen = torch.Generator(device=device).manual_seed(seed)
     batches = data.sample(int(pcfg["score_batch_size"]), gen)
@@ -129,7 +129,7 @@ def _policy_fn(learner: MultitaskLearner, norms: list[Normalizer], device: torch
 
 def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathways_path):
     n = len(data.tasks)
-    model = build_algo(cfg, algo, method, data.obs_dim, data.act_dim, n, seed, device)
+    model = build_algo(cfg, suite, algo, method, data.obs_dim, data.act_dim, n, seed, device)
     pathways = None
     if method == "npf":
         saved = ckpt.load(pathways_path, map_location=device)
@@ -147,7 +147,7 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
                   pathways_path: str | Path | None = None, stop_after_updates: int | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ocfg = cfg["offline"]
+    ocfg = section(cfg, "offline", suite)
     device = resolve_device(cfg["device"])
     torch.set_num_threads(int(cfg["torch_threads"]))
     ckpt.seed_everything(seed)
@@ -249,7 +249,7 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
     root = Path(cfg["results_dir"]) / "datasets" / suite
     manifests = [json.loads((root / f"{t}.json").read_text()) for t in tasks]
     obs_dim, act_dim = manifests[0]["counts"]["obs_dim"], manifests[0]["counts"]["act_dim"]
-    model = build_algo(cfg, algo, method, obs_dim, act_dim, len(tasks), seed, device)
+    model = build_algo(cfg, suite, algo, method, obs_dim, act_dim, len(tasks), seed, device)
     model.load_state_dict(saved["algo"])
     pathways = Pathways.from_state_dict(saved["pathways"]) if "pathways" in saved else None
     learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum")

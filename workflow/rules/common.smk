@@ -1,4 +1,4 @@
-from npf.config import suite_tasks
+from npf.config import section, suite_tasks
 
 RESULTS = config["results_dir"]
 
@@ -16,7 +16,7 @@ def expert_targets():
         f"{RESULTS}/experts/{suite}/{task}/seed{seed}/policy.pt"
         for suite in config["suites"]
         for task in tasks_of(suite)
-        for seed in config["experts"]["seeds"]
+        for seed in section(config, "experts", suite)["seeds"]
     ]
 
 
@@ -25,13 +25,12 @@ def dataset_targets():
 
 
 def offline_runs():
-    o = config["offline"]
     return [
         (suite, method, algo, seed)
         for suite in config["suites"]
-        for method in o["methods"]
-        for algo in o["algos"]
-        for seed in o["seeds"]
+        for method in section(config, "offline", suite)["methods"]
+        for algo in section(config, "offline", suite)["algos"]
+        for seed in section(config, "offline", suite)["seeds"]
     ]
 
 
@@ -43,15 +42,13 @@ def eval_targets():
 
 
 def pathway_summaries():
-    o = config["offline"]
-    if "npf" not in o["methods"]:
-        return []
-    return [
-        f"{RESULTS}/pathways/{suite}/{algo}/seed{seed}/masks.json"
-        for suite in config["suites"]
-        for algo in o["algos"]
-        for seed in o["seeds"]
-    ]
+    return sorted(
+        {
+            f"{RESULTS}/pathways/{suite}/{algo}/seed{seed}/masks.json"
+            for suite, method, algo, seed in offline_runs()
+            if method == "npf"
+        }
+    )
 
 
 def all_targets():
