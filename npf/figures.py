@@ -301,7 +301,7 @@ def draw_overlap(ax, overlap: pd.DataFrame, title: str | None = None, digits: in
         ax.set_title(title)
     if colorbar:
         cb = ax.figure.colorbar(im, ax=ax, shrink=0.8)
-        cb.set_label("% of task i's pathway shared with j\n(diagonal: unique to i)")
+        cb.set_label("% shared (diagonal: unique)")
     return im
 
 
@@ -320,7 +320,7 @@ def figure15(overlaps: Mapping[str, pd.DataFrame], stem: str | Path, ncols: int 
     items = list(overlaps.items())
     nmax = max(df.shape[0] for _, df in items)
     s = 1.6 + 0.6 * nmax
-    fig, axes = _grid(len(items), ncols, (s + 1.2, s))
+    fig, axes = _grid(len(items), ncols, (s + 1.8, s + 0.4))
     for k, (ax, (title, df)) in enumerate(zip(axes, items)):
         draw_overlap(ax, df, f"({chr(ord('a') + k)}) {title}")
     _save(fig, stem)
@@ -343,9 +343,10 @@ def figure_learning_curves(curves: pd.DataFrame, stem: str | Path, title: str | 
     if ylabel is None:
         suites = set(d["suite"]) if "suite" in d.columns else set()
         ylabel = VALUE_LABELS["success"] if suites and suites <= SUCCESS_SUITES else VALUE_LABELS["score"]
-    for ax, t in zip(axes, tasks):
+    ncols_used = max(1, min(ncols, len(tasks)))
+    for k, (ax, t) in enumerate(zip(axes, tasks)):
         _plot_curves(ax, d[d["task"] == t], "step", "score", "label", labels, {}, band, colors)
-        ax.set(title=t, xlabel=STEP_LABEL, ylabel=ylabel)
+        ax.set(title=t, xlabel=STEP_LABEL, ylabel=ylabel if k % ncols_used == 0 else None)
     _fig_legend(fig, axes[0], band)
     if title:
         fig.suptitle(title)
