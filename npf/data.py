@@ -134,6 +134,8 @@ def load_dataset(npz_path: str | os.PathLike, verify_checksum: bool = True) -> D
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{mpath}: manifest is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{mpath}: manifest is not a JSON object (got {type(manifest).__name__})")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(f"{mpath}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}")
     if verify_checksum and sha256_file(npz_path) != manifest.get("sha256"):

@@ -40,7 +40,9 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def git_commit(cwd: str | os.PathLike = ".") -> str:
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """Commit of the npf checkout (not of wherever the job happens to run)."""
+    cwd = cwd or Path(__file__).resolve().parent
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                               timeout=5).stdout.strip() or "unknown"
