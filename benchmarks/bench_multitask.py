@@ -4,7 +4,10 @@ For one network of Table-5 size (SAC critic [43 → 400 → 400 → 400 → 1]; 
 and N tasks × 256 samples, one *update* = forward, MSE loss, backward, Adam step:
 
 * ``dense``    — Offline-MT: the unmasked network on all N·256 samples at once (+ one-hot input);
-* ``npf``      — the batched masked update (``Pathways.attach(backend="fused")``, one bmm per layer);
+* ``npf``      — the batched masked update (``Pathways.attach(backend="fused")``): one autograd
+  function per layer; on CPU small layers run one bmm over tasks, large ones loop over tasks
+  inside the function with CSR sparse kernels for sparse pathways (``npf.pathways``
+  ``CPU_BMM_MAX_ELEMENTS`` / ``CPU_SPARSE_MAX_DENSITY``); on CUDA every layer is one bmm;
 * ``npf-ag``   — the same through MaskedLinear's plain autograd path (``backend="autograd"``);
 * ``loop``     — Algorithm 1 done naively: N forward/backward passes, one per task through
   θ ⊙ m_n, gradients summed, one step.

@@ -210,7 +210,8 @@ def _silence_csr_beta_warning() -> None:
 
 
 class _CsrPattern:
-    """Task n's pathway through one layer as CSR index structures of W_n [out, in] and W_nᵀ."""
+    """Task n's pathway through one layer as CSR index structures of W_n [out, in] and W_nᵀ.
+    ``idx`` / ``idx_t``: flat index into W of each CSR value (row-major order of W_n / W_nᵀ)."""
 
     def __init__(self, mask: Tensor):  # bool [out, in]
         _silence_csr_beta_warning()
@@ -219,7 +220,7 @@ class _CsrPattern:
         rows, cols = torch.nonzero(mask, as_tuple=True)  # row-major order
         self.nnz = int(rows.numel())
         self.shape = (out_f, in_f)
-        self.idx = rows * in_f + cols  # flat index into W of each CSR value
+        self.idx = rows * in_f + cols
         self.crow = torch.zeros(out_f + 1, dtype=torch.int64, device=dev)
         self.crow[1:] = torch.bincount(rows, minlength=out_f).cumsum(0)
         self.col = cols
@@ -230,25 +231,26 @@ class _CsrPattern:
         self.col_t = t_cols
         self._pattern: dict[torch.dtype, Tensor] = {}
 
-    def csr(self, weight: Tensor) -> Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, weight.reshape(-1)[self.idx], self.shape,
-                                       check_invariants=False)
+    def csr(self, values: Tensor) -> Tensor:
+        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
 
-    def csr_t(self, weight: Tensor) -> Tensor:
-        return torch.sparse_csr_tensor(self.crow_t, self.col_t, weight.reshape(-1)[self.idx_t],
-                                       self.shape[::-1], check_invariants=False)
+    def csr_t(self, values: Tensor) -> Tensor:
+        return torch.sparse_csr_tensor(self.crow_t, self.col_t, values, self.shape[::-1],
+                                       check_invariants=False)
 
     def pattern(self, dtype: torch.dtype) -> Tensor:
         if dtype not in self._pattern:
-            ones = torch.ones(self.nnz, dtype=dtype, device=self.idx.device)
-            self._pattern[dtype] = torch.sparse_csr_tensor(self.crow, self.col, ones, self.shape,
-                                                           check_invariants=False)
+            self._pattern[dtype] = self.csr(torch.ones(self.nnz, dtype=dtype, device=self.idx.device))
         return self._pattern[dtype]
 
 
 class _LayerPlan:
     """How one masked layer runs its N tasks: ``"bmm"``, or ``"loop"`` with a CSR pattern for the
-    tasks whose pathway is sparse enough (None = dense masked matmul for that task)."""
+    tasks whose pathway is sparse enough (None = dense masked matmul for that task).
+
+    For the loop plan the sparse tasks' index arrays are also concatenated (``idx_all``,
+    ``idx_t_all``; task i's values are the slice ``offsets[i]:offsets[i+1]``) so that one gather
+    and one scatter serve all tasks."""
 
     def __init__(self, weight_mask: Tensor):  # float [N, out, in]
         n = weight_mask.shape[0]
@@ -262,6 +264,14 @@ class _LayerPlan:
                 m = weight_mask[i] != 0
                 if int(m.sum()) <= CPU_SPARSE_MAX_DENSITY * per_task:
                     self.sparse[i] = _CsrPattern(m)
+        pats = [p for p in self.sparse if p is not None]
+        self.any_sparse = bool(pats)
+        self.offsets = [0] * (n + 1)
+        for i, p in enumerate(self.sparse):
+            self.offsets[i + 1] = self.offsets[i] + (p.nnz if p is not None else 0)
+        if pats:
+            self.idx_all = torch.cat([p.idx for p in pats])
+            self.idx_t_all = torch.cat([p.idx_t for p in pats])
 
 
 class _MaskedTaskLinear(torch.autograd.Function):
@@ -270,7 +280,9 @@ class _MaskedTaskLinear(torch.autograd.Function):
     Same maths as the plain autograd path of :class:`MaskedLinear`, computed without
     materialising extra ``[N, out, in]`` tensors in backward: ∂/∂W = Σ_n M[n] ⊙ (g[n]ᵀ x[n]) is
     masked in place (bmm plan), accumulated task by task (loop plan), or computed only at the
-    pathway's entries (sparse tasks of the loop plan). See :class:`_LayerPlan`.
+    pathway's entries (sparse tasks of the loop plan). The loop plan works in transposed space
+    (yᵀ = W_n xᵀ, the layout CSR × dense produces) with one transpose per tensor for all tasks.
+    See :class:`_LayerPlan`.
     """
 
     @staticmethod
@@ -279,35 +291,32 @@ class _MaskedTaskLinear(torch.autograd.Function):
         if x.shape[0] != n:
             raise ValueError(f"input has {x.shape[0]} tasks on its first axis, masks have {n}")
         flat = x.reshape(n, -1, x.shape[-1])
+        out_f = weight.shape[0]
         if bias is None:
             b = None
         else:
             b = bias.expand(n, -1) if bias_mask is None else bias * bias_mask  # [N, out]
         if plan.mode == "loop":
-            y = flat.new_empty(n, flat.shape[1], weight.shape[0])
+            xt = flat.transpose(1, 2).contiguous()  # [N, in, R]
+            yt = flat.new_empty(n, out_f, flat.shape[1])  # [N, out, R]
+            vals = weight.reshape(-1)[plan.idx_all] if plan.any_sparse else None
             buf = None
             for i in range(n):
                 pat = plan.sparse[i]
-                if pat is not None:
-                    if pat.nnz == 0:  # empty pathway through this layer
-                        if b is None:
-                            y[i].zero_()
-                        else:
-                            y[i].copy_(b[i].expand_as(y[i]))
-                        continue
-                    yt = (pat.csr(weight) @ flat[i].t().contiguous()).t()
-                    if b is None:
-                        y[i].copy_(yt)
-                    else:
-                        torch.add(yt, b[i], out=y[i])
-                    continue
-                if buf is None:
-                    buf = torch.empty_like(weight)
-                torch.mul(weight, weight_mask[i], out=buf)
-                if b is None:
-                    torch.mm(flat[i], buf.t(), out=y[i])
+                if pat is None:
+                    if buf is None:
+                        buf = torch.empty_like(weight)
+                    torch.mul(weight, weight_mask[i], out=buf)
+                    torch.mm(buf, xt[i], out=yt[i])
+                elif pat.nnz == 0:  # empty pathway through this layer
+                    yt[i].zero_()
                 else:
-                    torch.addmm(b[i], flat[i], buf.t(), out=y[i])
+                    torch.mm(pat.csr(vals[plan.offsets[i]:plan.offsets[i + 1]]), xt[i], out=yt[i])
+            y = flat.new_empty(n, flat.shape[1], out_f)
+            if b is None:
+                y.copy_(yt.transpose(1, 2))
+            else:
+                torch.add(yt.transpose(1, 2), b.unsqueeze(1), out=y)
             ctx.save_for_backward(flat, weight, weight_mask, bias_mask)
         else:
             wm = weight * weight_mask  # [N, out, in]
@@ -319,7 +328,7 @@ class _MaskedTaskLinear(torch.autograd.Function):
         ctx.plan = plan
         ctx.x_shape = x.shape
         ctx.has_bias = bias is not None
-        return y.reshape(*x.shape[:-1], weight.shape[0])
+        return y.reshape(*x.shape[:-1], out_f)
 
     @staticmethod
     @once_differentiable
@@ -331,35 +340,39 @@ class _MaskedTaskLinear(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gx = gw = gb = None
         if plan.mode == "loop":  # w is the weight [out, in]
-            buf = buf2 = None
-            if need_x:
-                gx = flat.new_empty(flat.shape)
+            gt = g.transpose(1, 2).contiguous()  # [N, out, R]
+            gxt = flat.new_empty(n, flat.shape[2], flat.shape[1]) if need_x else None  # [N, in, R]
             if need_w:
-                gw = torch.zeros_like(w)
+                gw = torch.zeros(w.shape, dtype=w.dtype, device=w.device)
+            vals_t = w.reshape(-1)[plan.idx_t_all] if need_x and plan.any_sparse else None
+            sparse_grads = []
+            buf = buf2 = None
             for i in range(n):
                 pat = plan.sparse[i]
-                if pat is not None:
-                    if pat.nnz == 0:
-                        if need_x:
-                            gx[i].zero_()
-                        continue
-                    gt = g[i].t().contiguous()  # [out, R]
-                    if need_x:
-                        gx[i].copy_((pat.csr_t(w) @ gt).t())
-                    if need_w:
-                        vals = torch.sparse.sampled_addmm(pat.pattern(w.dtype), gt, flat[i], beta=0.0)
-                        gw.view(-1).index_add_(0, pat.idx, vals.values())
-                    continue
-                if need_x:
+                if pat is None:
                     if buf is None:
                         buf = torch.empty_like(w)
                     torch.mul(w, weight_mask[i], out=buf)
-                    torch.mm(g[i], buf, out=gx[i])
-                if need_w:
-                    if buf2 is None:
-                        buf2 = torch.empty_like(w)
-                    torch.mm(g[i].t(), flat[i], out=buf2)
-                    gw.addcmul_(buf2, weight_mask[i])
+                    if need_x:
+                        torch.mm(buf.t(), gt[i], out=gxt[i])
+                    if need_w:
+                        if buf2 is None:
+                            buf2 = torch.empty_like(w)
+                        torch.mm(gt[i], flat[i], out=buf2)
+                        gw.addcmul_(buf2, weight_mask[i])
+                elif pat.nnz == 0:
+                    if need_x:
+                        gxt[i].zero_()
+                else:
+                    if need_x:
+                        torch.mm(pat.csr_t(vals_t[plan.offsets[i]:plan.offsets[i + 1]]), gt[i], out=gxt[i])
+                    if need_w:
+                        sampled = torch.sparse.sampled_addmm(pat.pattern(w.dtype), gt[i], flat[i], beta=0.0)
+                        sparse_grads.append(sampled.values())
+            if sparse_grads:
+                gw.view(-1).index_add_(0, plan.idx_all, torch.cat(sparse_grads))
+            if need_x:
+                gx = gxt.transpose(1, 2).contiguous()
         else:  # w is W ⊙ M [N, out, in]
             if need_x:
                 gx = torch.bmm(g, w)

@@ -425,7 +425,7 @@ def test_overlap_matrix_hand_made_three_tasks():
                                [1 / 4, 1 / 4, 2 / 4]])
     np.testing.assert_allclose(pw.overlap_matrix("actor"), expected, rtol=1e-12)
     np.testing.assert_allclose(pw.density("actor"), [5 / 12, 4 / 12, 4 / 12])
-    grads = {"0.weight": torch.arange(6.0).reshape(2, 3), "2.weight": torch.ones(3, 2)}
+    grads = {"0.weight": torch.arange(6.0, dtype=DT).reshape(2, 3), "2.weight": torch.ones(3, 2, dtype=DT)}
     flat_g = torch.cat([grads["0.weight"].reshape(-1), grads["2.weight"].reshape(-1)])
     ref = [float((flat_g[f[i]] ** 2).sum().sqrt()) for i in range(3)]
     np.testing.assert_allclose(pw.group_grad_norms("actor", grads), ref, rtol=1e-12)

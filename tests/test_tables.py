@@ -233,7 +233,7 @@ def test_write_tables_files_and_latex(results, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
     written = write_tables(root, out)
     names = sorted(p.name for p in written)
-    assert names == sorted(f"table{i}.{e}" for i in (2, 3, 6, 7) for e in ("md", "tex"))
+    assert names == sorted(f"table{i}.{e}" for i in (2, 3, 6, 7) for e in ("md", "tex", "html"))
     tex = (out / "table2.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "89.67 $\\pm$ 12.44" in tex
 
