@@ -20,8 +20,8 @@ Transcription notes (where the paper's text is ambiguous):
   SAC+NPF (20x, 8x, 28x, 20x); stored as ``params``.
 - Table 8 counts *weights* of the IQL policy network (1,092,608 = 39·1024 + 1024·1024 + 1024·4;
   biases excluded) over the 10 MT10 tasks; (C) is averaged over 10 seeds.
-- The quadruped task names (forward, backward, hopturn, sidestep) are the paper's; the pipeline
-  has no quadruped suite yet, so they are a guess at its future task keys.
+- The quadruped rows (the paper's forward, backward, hopturn, sidestep) are keyed by the
+  pipeline's task names (pace-forward, pace-backward, hop-turn, sidestep).
 """
 from __future__ import annotations
 
@@ -99,9 +99,9 @@ TABLE6: dict[str, dict[str, dict[str, PaperNumber]]] = {
         "vel-3.0": {"npf-bcq": P(99.96, 0.07), "npf-iql": P(100.01, 0.03)},
     },
     "quadruped": {
-        "forward": {"npf-bcq": P(116.19, 0.14), "npf-iql": P(116.92, 0.51)},
-        "backward": {"npf-bcq": P(110.98, 1.21), "npf-iql": P(112.93, 1.05)},
-        "hopturn": {"npf-bcq": P(122.43, 0.47), "npf-iql": P(123.33, 0.29)},
+        "pace-forward": {"npf-bcq": P(116.19, 0.14), "npf-iql": P(116.92, 0.51)},
+        "pace-backward": {"npf-bcq": P(110.98, 1.21), "npf-iql": P(112.93, 1.05)},
+        "hop-turn": {"npf-bcq": P(122.43, 0.47), "npf-iql": P(123.33, 0.29)},
         "sidestep": {"npf-bcq": P(111.8, 0.96), "npf-iql": P(113.69, 0.43)},
     },
 }

@@ -193,9 +193,12 @@ def test_snakemake_plans_paper_config(tmp_path):
                   tmp_path=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     stats = job_stats(r.stdout + r.stderr)
-    n_tasks = len(SUITES["cheetah"]) + len(SUITES["cheetah_velocity"]) + len(SUITES["mt10"])
-    assert n_tasks == 5 + 6 + 10 == 21
-    assert stats["experts"] == 21 and stats["datasets"] == 21
+    n_tasks = sum(len(SUITES[s]) for s in ("cheetah", "cheetah_velocity", "mt10", "quadruped"))
+    assert n_tasks == 5 + 6 + 10 + 4 == 25
+    assert stats["experts"] == 25 and stats["datasets"] == 25
+    # offline: 3 gym suites x seeds 0-4 + MT10 x seeds 0-9, each with 3 methods x 2 algorithms
+    assert stats["train_offline"] == (3 * 5 + 10) * 3 * 2 == stats["evaluate"]
+    assert stats["pathways"] == (3 * 5 + 10) * 2
     assert str(tmp_path / "results" / "experts" / "mt10" / "window-close" / "seed0" / "policy.pt") in r.stdout
 
 

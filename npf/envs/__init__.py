@@ -21,6 +21,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from npf.envs import cheetah as _cheetah
 from npf.envs import metaworld as _metaworld
+from npf.envs import quadruped as _quadruped
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ SUITE_SPECS: dict[str, SuiteSpec] = {
         # Meta-World's observation space has equal low/high entries and its reset obs
         # can fall outside it: the passive checker would only warn about that.
         disable_env_checker=True,
+    ),
+    "quadruped": SuiteSpec(
+        name="quadruped",
+        id_prefix="quadruped",
+        entry_point="npf.envs.quadruped:A1MultitaskEnv",
+        tasks={name: {"task": name} for name in _quadruped.QUADRUPED_TASKS},
+        episode_length=_quadruped.EPISODE_LENGTH,
     ),
 }
 

@@ -51,10 +51,18 @@ def pathway_summaries():
     )
 
 
+def online_targets():
+    """Online stages' outputs: eval JSONs, Fig. 3/4/13/14 curves (see workflow/rules/online.smk)."""
+    from npf.stages.online import online_target_files
+
+    return online_target_files(config)
+
+
 def all_targets():
     return (
         expert_targets()
         + dataset_targets()
         + eval_targets()
+        + online_targets()
         + [f"{config['reports_dir']}/figures", f"{config['reports_dir']}/tables"]
     )

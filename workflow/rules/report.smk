@@ -6,6 +6,7 @@ rule figures_tables:
     input:
         evals=eval_targets(),
         pathways=pathway_summaries(),
+        online=online_targets(),
     output:
         figures=report(
             directory(f"{REPORTS}/figures"),

@@ -1,13 +1,28 @@
-"""Shared entry for stage scripts: log to the rule's log file, one-line errors, exit codes."""
+"""Shared entry for stage scripts: log to the rule's log file, one-line errors, exit codes.
+
+* success: exit 0;
+* preempted (SIGTERM/SIGUSR1 → checkpoint written at a safe point): one ``preempted: ...`` line,
+  exit 75 (EX_TEMPFAIL) — the job is meant to be retried and resumes from its checkpoint;
+* any error: one ``error: <Type>: <message naming the culprit>`` line, exit 1. The traceback is
+  printed only with ``NPF_DEBUG=1`` (to the rule's log and stderr).
+
+The line goes to the rule's log and to the job's stderr (what Snakemake / Slurm show).
+"""
 import os
 import sys
 import traceback
 from contextlib import contextmanager
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+    if sys.stderr is not sys.__stderr__:
+        print(line, file=sys.__stderr__, flush=True)
+
+
 @contextmanager
 def stage(snakemake):
-    log = snakemake.log[0] if snakemake.log else None
+    log = snakemake.log[0] if getattr(snakemake, "log", None) else None
     if log:
         os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
         f = open(log, "a", buffering=1)
@@ -15,10 +30,18 @@ def stage(snakemake):
         sys.stderr = f
     try:
         yield
-    except (ValueError, RuntimeError, FloatingPointError, OSError) as e:
+    except Exception as e:
+        from npf.preemption import Preempted
+
+        if isinstance(e, Preempted):
+            _say(f"preempted: {e}".splitlines()[0])
+            sys.exit(e.exit_code)
         if os.environ.get("NPF_DEBUG"):
             traceback.print_exc()
-        msg = f"error: {type(e).__name__}: {e}".splitlines()[0]
-        print(msg, file=sys.stderr)
-        print(msg, file=sys.__stderr__)
+            if sys.stderr is not sys.__stderr__:
+                traceback.print_exc(file=sys.__stderr__)
+        msg = (str(e).strip().splitlines() or [""])[0]
+        if not isinstance(e, (ValueError, RuntimeError, FloatingPointError, OSError)) and not os.environ.get("NPF_DEBUG"):
+            msg += " (unexpected: NPF_DEBUG=1 shows the traceback)"
+        _say(f"error: {type(e).__name__}: {msg}")
         sys.exit(1)
