@@ -22,6 +22,23 @@ class Algorithm:
     #: names of the networks that own a pathway mask, e.g. ("actor", "critic", "vae")
     roles: tuple[str, ...] = ()
     loss_scale: float = 1.0
+    device: torch.device = torch.device("cpu")
+
+    # ---------------------------------------------------------------- helpers for subclasses
+    def _scale(self, loss: Tensor) -> Tensor:
+        return loss * self.loss_scale
+
+    def _batch(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        d = self.device
+        return (batch["obs"].to(d), batch["act"].to(d), batch["rew"].to(d),
+                batch["next_obs"].to(d), batch["done"].to(d))
+
+    @staticmethod
+    def _step(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
+        opt.zero_grad(set_to_none=True)
+        # inputs=: accumulate only into this network (e.g. an actor loss also reaches the critic).
+        loss.backward(inputs=[p for p in module.parameters() if p.requires_grad])
+        opt.step()
 
     def networks(self) -> dict[str, nn.Module]:
         """role → online network (the modules that masks are attached to)."""
@@ -50,6 +67,13 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError
+
+
+def make_generator(device: torch.device, seed: int | None) -> torch.Generator:
+    """The algorithm's own sampling RNG (saved in its state_dict for exact resume)."""
+    if seed is None:  # follow the global torch seed so torch.manual_seed still reproduces runs
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def check_finite(metrics: dict[str, float], step: int | None = None) -> None:

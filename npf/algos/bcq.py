@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from npf.algos.base import Algorithm, Batch
+from npf.algos.base import Algorithm, Batch, make_generator
 from npf.algos.sac import dataclass_from_dict
 from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
 
@@ -88,12 +88,6 @@ class Perturbation(nn.Module):
         return (act + delta).clamp(-1.0, 1.0)
 
 
-def _make_generator(device: torch.device, seed: int | None) -> torch.Generator:
-    if seed is None:  # follow the global torch seed so torch.manual_seed still reproduces runs
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 class BCQ(Algorithm):
     roles = ("actor", "critic", "vae")
 
@@ -122,7 +116,7 @@ class BCQ(Algorithm):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
         self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=c.lr)
         self.num_updates = 0
-        self.generator = _make_generator(self.device, gen_seed)
+        self.generator = make_generator(self.device, gen_seed)
 
     # ------------------------------------------------------------------ contract
     def networks(self) -> dict[str, nn.Module]:
@@ -141,15 +135,7 @@ class BCQ(Algorithm):
         z = self._randn((*obs.shape[:-1], self.vae.latent_dim), obs).clamp(-c, c)
         return self.vae.decode(obs, z)
 
-    def _scale(self, loss: Tensor) -> Tensor:
-        return loss * self.loss_scale
-
     # ------------------------------------------------------------------ losses
-    def _batch(self, batch: Batch):
-        d = self.device
-        return (batch["obs"].to(d), batch["act"].to(d), batch["rew"].to(d),
-                batch["next_obs"].to(d), batch["done"].to(d))
-
     def vae_loss(self, obs: Tensor, act: Tensor) -> Tensor:
         eps = self._randn((*obs.shape[:-1], self.vae.latent_dim), obs)
         recon, mean, std = self.vae(obs, act, eps)
@@ -190,13 +176,6 @@ class BCQ(Algorithm):
         }
 
     # ------------------------------------------------------------------ update
-    @staticmethod
-    def _step(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
-        opt.zero_grad(set_to_none=True)
-        # inputs=: accumulate only into this network (the actor loss also reaches the critic).
-        loss.backward(inputs=[p for p in module.parameters() if p.requires_grad])
-        opt.step()
-
     def update(self, batch: Batch) -> dict[str, float]:
         obs, act, rew, next_obs, done = self._batch(batch)
         vae_loss = self.vae_loss(obs, act)

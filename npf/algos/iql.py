@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from npf.algos.base import Algorithm, Batch
+from npf.algos.base import Algorithm, Batch, make_generator
 from npf.algos.sac import dataclass_from_dict
 from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
 
@@ -111,11 +111,9 @@ class IQL(Algorithm):
         self.actor_sched = None
         if c.lr_schedule == "cosine":
             self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, c.schedule_steps)
-        # Sampling noise (act with deterministic=False) has its own generator, saved in state_dict;
-        # without a seed it follows the global torch seed so torch.manual_seed reproduces runs.
-        gen_seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed + 1
         self.num_updates = 0
-        self.generator = torch.Generator(device=self.device).manual_seed(gen_seed)
+        # Sampling noise (act with deterministic=False) has its own generator, saved in state_dict.
+        self.generator = make_generator(self.device, None if seed is None else seed + 1)
 
     # ------------------------------------------------------------------ contract
     def networks(self) -> dict[str, nn.Module]:
@@ -125,14 +123,6 @@ class IQL(Algorithm):
         return {"critic": self.critic_target}
 
     # ------------------------------------------------------------------ losses
-    def _batch(self, batch: Batch):
-        d = self.device
-        return (batch["obs"].to(d), batch["act"].to(d), batch["rew"].to(d),
-                batch["next_obs"].to(d), batch["done"].to(d))
-
-    def _scale(self, loss: Tensor) -> Tensor:
-        return loss * self.loss_scale
-
     @torch.no_grad()
     def target_q(self, obs: Tensor, act: Tensor) -> Tensor:
         q1, q2 = self.critic_target(obs, act)
@@ -164,12 +154,6 @@ class IQL(Algorithm):
         }
 
     # ------------------------------------------------------------------ update
-    @staticmethod
-    def _step(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=[p for p in module.parameters() if p.requires_grad])
-        opt.step()
-
     def update(self, batch: Batch) -> dict[str, float]:
         obs, act, rew, next_obs, done = self._batch(batch)
         tq = self.target_q(obs, act)
