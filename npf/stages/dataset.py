@@ -6,12 +6,14 @@ deterministic expert's return for reference.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from npf import checkpoint as ckpt
 from npf.config import section
 from npf.data import save_dataset
 from npf.envs import env_id, episode_length, make_env
@@ -60,6 +62,7 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, o
     device = resolve_device(cfg.get("device", "auto"))
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     out_npz = Path(out_npz)
+    check_expert(expert_path, suite, task)
     policy = load_policy(expert_path, device)
     gen = torch.Generator(device=device)
     gen.manual_seed(int(dcfg["seed"]))
@@ -74,8 +77,9 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, o
         with torch.no_grad():
             return policy(torch.as_tensor(o, device=device), deterministic=True)[0].cpu().numpy()
 
+    # not resumable (a killed job starts over): every attempt is a new MLflow run
     tracker = stage_tracker(cfg, "datasets", suite, f"dataset/{suite}/{task}", out_npz.with_suffix(".mlflow_run_id.txt"),
-                            {"suite": suite, "task": task})
+                            {"suite": suite, "task": task}, fresh=True)
     status = "FAILED"
     try:
         t0 = time.perf_counter()
@@ -117,5 +121,19 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, o
         status = "FINISHED"
         return manifest
     finally:
-        tracker.finish(status)
+        tracker.close(status, error=sys.exc_info()[1])
+
+
+def check_expert(expert_path: str | Path, suite: str, task: str) -> None:
+    """The expert policy file exists, is an npf policy and fits the task's observation/action sizes."""
+    s = ckpt.load(expert_path)
+    missing = [k for k in ("actor", "obs_dim", "act_dim", "hidden", "activation") if not isinstance(s, dict) or k not in s]
+    if missing:
+        raise ckpt.CheckpointError(f"{expert_path}: not an expert policy file (no {missing[0]!r})")
+    env = make_env(suite, task)
+    want = (env.observation_space.shape[0], env.action_space.shape[0])
+    env.close()
+    if (s["obs_dim"], s["act_dim"]) != want:
+        raise ckpt.CheckpointError(f"{expert_path}: policy for obs/act sizes {(s['obs_dim'], s['act_dim'])}, "
+                                   f"task {suite}/{task} has {want}")
 

@@ -2,11 +2,20 @@
 
 Outputs (in ``out_dir``): ``policy.pt`` (actor weights + what is needed to rebuild it),
 ``metrics.json``. Working files: ``checkpoint.pt`` (full resumable state, written at episode
-boundaries every ``checkpoint_every`` env steps) and ``mlflow_run_id.txt``.
+boundaries every ``checkpoint_every`` env steps), ``mlflow_run_id.txt`` (+ its tracking spool).
+
+Preemption: on SIGTERM the current episode is played to its end (at most one episode, ≤ 1000
+env steps with their updates), a checkpoint is written at that boundary — the only point where
+the state (networks, optimizers, buffer, RNGs, per-env episode counters) is complete without the
+simulator's internal state — and :class:`npf.preemption.Preempted` is raised (exit 75 through the
+stage wrapper). A resume from it is bit-identical to an uninterrupted run. A NaN/inf loss or
+network weight stops the job (FloatingPointError naming the loss/tensor and the step); the last
+good checkpoint is never overwritten.
 """
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +29,7 @@ from npf.config import section
 from npf.data import ReplayBuffer, atomic_write_bytes
 from npf.envs import make_env
 from npf.nets import TanhGaussianPolicy, resolve_device
+from npf.preemption import preemption_guard, save_checkpoint
 from npf.progress import Progress
 from npf.rollout import EnvPool, evaluate_policy
 from npf.tracking import stage_tracker
@@ -59,27 +69,37 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
     rng.manual_seed(seed + 1)
     step, episodes, update_debt = 0, [0] * num_envs, 0.0
     ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.exists():
+    resuming = ckpt_path.exists()
+    if resuming:
         state = ckpt.load(ckpt_path, map_location=device)
-        algo.load_state_dict(state["algo"])
-        buffer.load_state_dict(state["buffer"])
-        rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
-        ckpt.set_rng_state(state["global_rng"])
-        step, episodes = int(state["step"]), list(state["episodes"])
-        update_debt = float(state["update_debt"])
+        try:
+            algo.load_state_dict(state["algo"])
+            buffer.load_state_dict(state["buffer"])
+            rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
+            ckpt.set_rng_state(state["global_rng"])
+            step, episodes = int(state["step"]), list(state["episodes"])
+            update_debt = float(state["update_debt"])
+            if len(episodes) != num_envs:
+                raise ValueError(f"{len(episodes)} envs in the checkpoint, experts.num_envs is {num_envs}")
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
+                                       f"configured expert ({_one_line(e)})") from None
     pool = EnvPool(envs, seed, episodes)
     obs = pool.reset()
 
     tracker = stage_tracker(cfg, "experts", suite, f"expert/{suite}/{task}/seed{seed}",
-                            out_dir / "mlflow_run_id.txt", {"suite": suite, "task": task, "seed": seed})
+                            out_dir / "mlflow_run_id.txt", {"suite": suite, "task": task, "seed": seed},
+                            fresh=not resuming)
     progress = Progress(total, f"expert {suite}/{task}/s{seed}", initial=step)
     learning_starts = int(ecfg["learning_starts"])
     updates_per_step = float(ecfg["updates_per_step"])
     log_every = max(int(ecfg.get("log_every", 1000)), num_envs)
     next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
     t_env = t_upd = 0.0
-    recent: list[float] = [float(r) for r in state.get("recent", [])] if ckpt_path.exists() else []
+    recent: list[float] = [float(r) for r in state.get("recent", [])] if resuming else []
+    last_good = int(state["step"]) if resuming else None
     status = "FAILED"
+    guard = preemption_guard().install()  # handlers restored in `finally`
     try:
         while step < total:
             t0 = time.perf_counter()
@@ -106,22 +126,30 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
             t_upd += time.perf_counter() - t1
             for (_, ret, length, _) in res.finished:
                 recent = (recent + [ret])[-10:]
-                tracker.log_metrics({"train/episode_return": ret}, step)
+            if res.finished:  # one value per step: envs finishing together are averaged
+                tracker.log_metrics({"train/episode_return": float(np.mean([f[1] for f in res.finished]))}, step)
             if metrics and step % log_every < num_envs:
                 tracker.log_metrics(metrics, step)
             progress.update(num_envs, ret=np.mean(recent) if recent else float("nan"))
-            if res.finished and pool.at_episode_start and (step >= next_ckpt or step >= total):
+            if res.finished and pool.at_episode_start and (step >= next_ckpt or step >= total or guard.requested):
                 tracker.log_metrics({"rate/env_steps_per_s": progress.rate,
                                      "rate/updates_per_s": algo.num_updates / max(t_upd, 1e-9)}, step)
-                ckpt.save({"algo": algo.state_dict(), "buffer": buffer.state_dict(), "rng": rng.get_state(),
-                           "global_rng": ckpt.rng_state(), "step": step, "episodes": pool.episodes,
-                           "update_debt": update_debt, "recent": recent}, ckpt_path)
-                tracker.flush()
+                tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
+                save_checkpoint({"algo": algo.state_dict(), "buffer": buffer.state_dict(), "rng": rng.get_state(),
+                                 "global_rng": ckpt.rng_state(), "step": step, "episodes": pool.episodes,
+                                 "update_debt": update_debt, "recent": recent}, ckpt_path, step, skip=("buffer",))
+                last_good = step
                 next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
+                if guard.requested and step < total:
+                    status = "PREEMPTED"
+                    raise guard.preempted(step, ckpt_path)
                 if stop_after_steps is not None and step >= stop_after_steps and step < total:
                     status = "KILLED"
                     return {"stopped_at": step}
         progress.close()
+        if guard.requested and last_good == step:  # stop before the (long) final evaluation
+            status = "PREEMPTED"
+            raise guard.preempted(step, ckpt_path)
         eval_envs = [make_env(suite, task) for _ in range(min(int(ecfg["eval_episodes"]), 10))]
         ev = evaluate_policy(lambda o: algo.act(torch.as_tensor(o, device=device)).cpu().numpy(),
                              eval_envs, int(ecfg["eval_episodes"]), seed=10_000 + seed)
@@ -137,9 +165,15 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
         tracker.log_artifact(out_dir / "metrics.json")
         status = "FINISHED"
         return result
+    except FloatingPointError as e:
+        kept = f"{ckpt_path} (step {last_good}) kept" if last_good is not None else "no checkpoint yet"
+        raise FloatingPointError(f"expert {suite}/{task} seed {seed}: {_one_line(e)} (env step {step}); "
+                                 f"last good checkpoint: {kept}") from None
     finally:
+        guard.restore()
         pool.close()
-        if status == "KILLED":
-            tracker.flush()  # run stays RUNNING, as after a real kill
-        else:
-            tracker.finish(status)
+        tracker.close(status, step, error=sys.exc_info()[1])
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

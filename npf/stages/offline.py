@@ -3,13 +3,18 @@
 ``pathways``  — SNIP masks per (suite, algo, seed) from each task's dataset at the network's
                 initial weights, saved with those weights so training starts from the same θ0.
 ``train_offline`` — one synchronous multitask update per step over all tasks (NPF, MT or MHMT),
-                periodic evaluation (normalized score / success), resumable checkpoints.
+                periodic evaluation (normalized score / success), resumable checkpoints. On
+                SIGTERM the current update finishes, a checkpoint is written and
+                :class:`npf.preemption.Preempted` is raised (exit 75 via the stage wrapper);
+                a NaN/inf loss stops the run naming the loss and the update, and the last
+                good checkpoint is never overwritten.
 ``evaluate``  — final evaluation of a trained run with ``evaluation.episodes`` per task.
 """
 from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +27,13 @@ from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
 from npf.config import section, suite_tasks
-from npf.data import Dataset, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset
+from npf.data import Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset
+from npf.envs import make_env
 from npf.evaluate import evaluate_tasks
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.nets import resolve_device
 from npf.pathways import Pathways
+from npf.preemption import preemption_guard, save_checkpoint
 from npf.progress import Progress
 from npf.tracking import stage_tracker
 
@@ -56,6 +63,13 @@ def load_suite_data(cfg: dict, suite: str, device: torch.device, dataset_dir: st
     tasks = suite_tasks(cfg, suite)
     root = Path(dataset_dir or Path(cfg["results_dir"]) / "datasets" / suite)
     datasets = [load_dataset(root / f"{t}.npz") for t in tasks]
+    for t, d in zip(tasks, datasets):
+        env = make_env(suite, t)
+        want = (env.observation_space.shape[0], env.action_space.shape[0])
+        env.close()
+        if (d.obs_dim, d.act_dim) != want:
+            raise DatasetError(f"{d.path}: observations/actions have sizes {(d.obs_dim, d.act_dim)}, "
+                               f"task {suite}/{t} has {want}")
     dims = {(d.obs_dim, d.act_dim) for d in datasets}
     if len(dims) != 1:
         raise ValueError(f"suite {suite}: tasks have different observation/action sizes {sorted(dims)}")
@@ -91,7 +105,8 @@ def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str
     gen = torch.Generator(device=device).manual_seed(seed)
     batches = data.sample(int(pcfg["score_batch_size"]), gen)
     tracker = stage_tracker(cfg, "pathways", suite, f"pathways/{suite}/{algo}/seed{seed}",
-                            out_path.with_suffix(".mlflow_run_id.txt"), {"suite": suite, "algo": algo, "seed": seed})
+                            out_path.with_suffix(".mlflow_run_id.txt"), {"suite": suite, "algo": algo, "seed": seed},
+                            fresh=True)  # not resumable: every attempt is a new run
     status = "FAILED"
     try:
         pw = Pathways.discover(model, batches, keep_ratio=float(pcfg["keep_ratio"]), mask_bias=bool(pcfg["mask_bias"]))
@@ -111,7 +126,7 @@ def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str
         status = "FINISHED"
         return summary
     finally:
-        tracker.finish(status)
+        tracker.close(status, error=sys.exc_info()[1])
 
 
 # ---------------------------------------------------------------------------------- train / eval
@@ -132,14 +147,26 @@ def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathw
     model = build_algo(cfg, suite, algo, method, data.obs_dim, data.act_dim, n, seed, device)
     pathways = None
     if method == "npf":
+        if pathways_path is None:
+            raise ValueError(f"method npf needs a pathways file (masks.pt) for suite {suite}, algo {algo}")
         saved = ckpt.load(pathways_path, map_location=device)
+        missing = [k for k in ("tasks", "init", "pathways", "algo") if not isinstance(saved, dict) or k not in saved]
+        if missing:
+            raise ckpt.CheckpointError(f"{pathways_path}: not a pathways file (no {missing[0]!r})")
+        if saved["algo"] != algo:
+            raise ckpt.CheckpointError(f"{pathways_path}: masks were discovered for {saved['algo']}, not {algo}")
         if saved["tasks"] != data.tasks:
             raise ValueError(f"{pathways_path}: masks are for tasks {saved['tasks']}, config has {data.tasks}")
         for role, net in model.networks().items():
+            if role not in saved["init"]:
+                raise ckpt.CheckpointError(f"{pathways_path}: no initial weights for network {role!r}")
             ckpt.load_matching(net, saved["init"][role], pathways_path)
         for role, tgt in model.targets().items():
             tgt.load_state_dict(model.networks()[role].state_dict())
-        pathways = Pathways.from_state_dict(saved["pathways"])
+        try:
+            pathways = Pathways.from_state_dict(saved["pathways"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{pathways_path}: unreadable pathway masks ({_one_line(e)})") from None
     return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum")
 
 
@@ -155,23 +182,34 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
     learner = _make_learner(cfg, suite, method, algo, seed, data, device, pathways_path)
     gen = torch.Generator(device=device).manual_seed(seed + 17)
     step = 0
-    ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.exists():
+    ckpt_path, curve_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
+    rows: list[dict] = []
+    resuming = ckpt_path.exists()
+    if resuming:
         state = ckpt.load(ckpt_path, map_location=device)
-        learner.algo.load_state_dict(state["algo"])
-        gen.set_state(state["gen"])
-        ckpt.set_rng_state(state["global_rng"])
-        step = int(state["step"])
+        try:
+            learner.algo.load_state_dict(state["algo"])
+            gen.set_state(state["gen"].cpu() if device.type == "cpu" else state["gen"])
+            ckpt.set_rng_state(state["global_rng"])
+            step = int(state["step"])
+            # the learning curve up to the checkpoint (Snakemake deletes metrics.csv of a failed job)
+            rows = [dict(r) for r in state["eval_rows"]] if "eval_rows" in state else _read_rows(curve_path, step)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
+                                       f"configured {method}-{algo} networks ({_one_line(e)})") from None
+    last_good = step if resuming else None
     run_name = f"train/{suite}/{method}-{algo}/seed{seed}"
     tracker = stage_tracker(cfg, "train_offline", suite, run_name, out_dir / "mlflow_run_id.txt",
-                            {"suite": suite, "method": method, "algo": algo, "seed": seed})
+                            {"suite": suite, "method": method, "algo": algo, "seed": seed}, fresh=not resuming)
     total, interval = int(ocfg["updates"]), int(ocfg["eval_interval"])
     refs = [d.manifest["scores"] for d in data.datasets]
     policy = _policy_fn(learner, data.normalizers, device)
-    curve_path = out_dir / "metrics.csv"
+    if rows:
+        _write_csv(curve_path, rows)
     progress = Progress(total, f"{method}-{algo} {suite} s{seed}", initial=step, unit="update")
     status = "FAILED"
     t_update = 0.0
+    guard = preemption_guard().install()  # handlers restored in `finally`
     try:
         while step < total:
             t0 = time.perf_counter()
@@ -195,38 +233,54 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
                     em[f"eval/return/{t}"] = r["return_mean"]
                 tracker.log_metrics(em, step)
                 progress.update(0, score=row["score_mean"])
-                _append_csv(curve_path, row)
-            if step % int(ocfg["checkpoint_every"]) == 0 or step == total:
-                ckpt.save({"algo": learner.algo.state_dict(), "gen": gen.get_state(),
-                           "global_rng": ckpt.rng_state(), "step": step}, ckpt_path)
-                tracker.flush()
+                rows.append({k: int(v) if k == "step" else float(v) for k, v in row.items()})  # plain types:
+                _write_csv(curve_path, rows)  # the checkpoint (weights_only) holds them
+            if step % int(ocfg["checkpoint_every"]) == 0 or step == total or guard.requested:
+                tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
+                save_checkpoint({"algo": learner.algo.state_dict(), "gen": gen.get_state(),
+                                 "global_rng": ckpt.rng_state(), "step": step, "eval_rows": rows}, ckpt_path, step)
+                last_good = step
+                if guard.requested and step < total:
+                    status = "PREEMPTED"
+                    raise guard.preempted(step, ckpt_path)
                 if stop_after_updates is not None and step >= stop_after_updates and step < total:
                     status = "KILLED"
                     return {"stopped_at": step}
         progress.close()
+        if guard.requested and last_good == step:
+            status = "PREEMPTED"
+            raise guard.preempted(step, ckpt_path)
         final = {"algo": learner.algo.state_dict(), "method": method, "algo_name": algo, "suite": suite,
                  "tasks": data.tasks, "seed": seed, "normalizers": [n.state_dict() for n in data.normalizers]}
         if learner.pathways is not None:
             final["pathways"] = learner.pathways.state_dict()
-        ckpt.save(final, out_dir / "final.pt")
+        save_checkpoint(final, out_dir / "final.pt", step)
         tracker.log_artifact(curve_path)
         status = "FINISHED"
         return {"updates": step, "updates_per_s": (step - progress.start_n) / max(t_update, 1e-9)}
+    except FloatingPointError as e:
+        kept = f"{ckpt_path} (update {last_good}) kept" if last_good is not None else "no checkpoint yet"
+        raise FloatingPointError(f"train_offline {suite} {method}-{algo} seed {seed}: {_one_line(e)}; "
+                                 f"last good checkpoint: {kept}") from None
     finally:
-        if status != "KILLED":
-            tracker.finish(status)
-        else:
-            tracker.flush()
+        guard.restore()
+        tracker.close(status, step, error=sys.exc_info()[1])
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    """Append one learning-curve row (rows past the resumed step are dropped first)."""
-    rows = []
-    if path.exists():
-        with open(path) as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) < row["step"]]
-    rows.append(row)
-    keys = list(row)
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def _read_rows(path: Path, upto: int) -> list[dict]:
+    """Learning-curve rows at steps ≤ ``upto`` from an existing metrics.csv (older checkpoints)."""
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(rows[-1])
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
@@ -242,22 +296,37 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
     device = resolve_device(cfg["device"])
     torch.set_num_threads(int(cfg["torch_threads"]))
     saved = ckpt.load(final_path, map_location=device)
+    missing = [k for k in ("tasks", "algo", "normalizers") if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ckpt.CheckpointError(f"{final_path}: not a trained run's final.pt (no {missing[0]!r})")
     tasks = saved["tasks"]
     cfg_tasks = suite_tasks(cfg, suite)
     if tasks != cfg_tasks:
         raise ValueError(f"{final_path}: trained on tasks {tasks}, config has {cfg_tasks}")
     root = Path(cfg["results_dir"]) / "datasets" / suite
-    manifests = [json.loads((root / f"{t}.json").read_text()) for t in tasks]
+    manifests = []
+    for t in tasks:
+        mpath = root / f"{t}.json"
+        try:
+            m = json.loads(mpath.read_text())
+            m["counts"]["obs_dim"], m["counts"]["act_dim"], m["scores"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise DatasetError(f"{mpath}: not a valid dataset manifest ({_one_line(e)})") from None
+        manifests.append(m)
     obs_dim, act_dim = manifests[0]["counts"]["obs_dim"], manifests[0]["counts"]["act_dim"]
     model = build_algo(cfg, suite, algo, method, obs_dim, act_dim, len(tasks), seed, device)
-    model.load_state_dict(saved["algo"])
+    try:
+        model.load_state_dict(saved["algo"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ckpt.CheckpointError(f"{final_path}: does not match the configured {method}-{algo} networks "
+                                   f"({_one_line(e)})") from None
     pathways = Pathways.from_state_dict(saved["pathways"]) if "pathways" in saved else None
     learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum")
     norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]
     episodes = int(cfg["evaluation"]["episodes"])
     tracker = stage_tracker(cfg, "evaluate", suite, f"eval/{suite}/{method}-{algo}/seed{seed}",
                             Path(out_json).with_suffix(".mlflow_run_id.txt"),
-                            {"suite": suite, "method": method, "algo": algo, "seed": seed})
+                            {"suite": suite, "method": method, "algo": algo, "seed": seed}, fresh=True)
     status = "FAILED"
     try:
         ev = evaluate_tasks(_policy_fn(learner, norms, device), suite, tasks, episodes,
@@ -278,4 +347,4 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
         status = "FINISHED"
         return ev
     finally:
-        tracker.finish(status)
+        tracker.close(status, error=sys.exc_info()[1])
