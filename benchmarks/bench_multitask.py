@@ -1,28 +1,37 @@
-"""Cost of the batched masked N-task update against a dense multitask update and a per-task loop.
+"""Cost of an NPF update against a dense multitask (Offline-MT) update, per pathway backend.
 
-For one network of Table-5 size (SAC critic [43 → 400 → 400 → 400 → 1]; IQL [43 → 1024 → 1024 → 1])
-and N tasks × 256 samples, one *update* = forward, MSE loss, backward, Adam step:
+Main table (``--algos``): one full update of BCQ, IQL and SAC at Table-5 sizes through
+:class:`~npf.multitask.MultitaskLearner` on N tasks × ``batch`` samples:
 
-* ``dense``    — Offline-MT: the unmasked network on all N·256 samples at once (+ one-hot input);
-* ``npf``      — the batched masked update (``Pathways.attach(backend="fused")``): one autograd
-  function per layer; on CPU small layers run one bmm over tasks, large ones loop over tasks
-  inside the function with CSR sparse kernels for sparse pathways (``npf.pathways``
-  ``CPU_BMM_MAX_ELEMENTS`` / ``CPU_SPARSE_MAX_DENSITY``); on CUDA every layer is one bmm;
-* ``npf-ag``   — the same through MaskedLinear's plain autograd path (``backend="autograd"``);
-* ``loop``     — Algorithm 1 done naively: N forward/backward passes, one per task through
-  θ ⊙ m_n, gradients summed, one step.
+* ``mt``          — one-hot task id appended to the observation, unmasked networks (the dense
+  multitask update on the same total batch N·batch);
+* ``npf-dense``   — NPF, ``backend="dense"`` (masked-dense bmm / task loop, no sparse kernels);
+* ``npf-sparse``  — NPF, ``backend="sparse"`` (every task of every layer through CSR kernels);
+* ``npf-auto``    — NPF, ``backend="auto"`` (per layer, task and batch size from the rules in
+  docs/backends.md).
 
-Masks are real SNIP masks (keep 5 %) from a regression loss with a different teacher per task.
-A second table times a full IQL update (actor, twin critic, value, target; Table 5 sizes) through
-:class:`~npf.multitask.MultitaskLearner`: ``mt`` (one-hot, dense) against ``npf``.
+N = 5 uses HalfCheetah sizes (obs 17, act 6), N = 10 MT10 sizes (obs 39, act 4). Networks: BCQ
+actor/critic [400, 300] + VAE [750, 750]; IQL actor/critic/value [1024, 1024]; SAC actor/critic
+[400, 400, 400] (``policy_delay = 1`` so that every timed update trains both). Masks are real SNIP
+masks (keep 5 %) of the algorithm's own losses on random data. Every NPF time includes refreshing
+the sparse views after the optimizer steps (they are rebuilt lazily at the first forward after a
+step); ``refresh`` is that cost measured alone (all networks and targets once, as in one update).
 
-Methods are timed in interleaved rounds so that background load hits all alike; ratios are given
-from the medians and from the minima (the minimum is the better estimate on a loaded machine).
-Run: ``python benchmarks/bench_multitask.py [--quick] [--threads 1 0] [--no-algo]`` (0 = default).
+Second table (``--nets``): one network (forward, MSE, backward, Adam step), NPF backends and the
+reference ``autograd`` backend against the dense MT network. Third (``--layers``): one masked layer
+(forward + backward) of N = 10 tasks at a given per-task density, CSR against masked-dense: the
+measurements behind ``auto``'s rules. Fourth (``--export``): the exported per-task policy
+(benchmarks/bench_export.py).
+
+Methods are timed in interleaved rounds so that background load hits all alike; the table gives
+medians and (in parentheses) minima; ratios are NPF ÷ MT of the medians (minima).
+Run: ``python benchmarks/bench_multitask.py [--quick] [--threads 1] [--out]`` (``--out`` writes
+reports/benchmarks_pathways.md).
 """
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import sys
 import time
@@ -31,16 +40,120 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from npf.algos.base import Algorithm  # noqa: E402
 from npf.multitask import MultitaskLearner, obs_dim_for  # noqa: E402
-from npf.nets import MaskedLinear, mlp  # noqa: E402
-from npf.pathways import Pathways  # noqa: E402
+from npf.nets import mlp  # noqa: E402
+from npf.pathways import Pathways, _LayerPlan, _SparseViews, _masked_layers, _all_modules  # noqa: E402
 
-CONFIGS = {
-    "SAC critic [400,400,400]": (43, [400, 400, 400], 1),
-    "IQL critic [1024,1024]": (43, [1024, 1024], 1),
+KEEP = 0.05
+SIZES = {5: (17, 6), 10: (39, 4)}  # N → (obs_dim, act_dim): HalfCheetah 5-task, MT10
+NPF_BACKENDS = ("dense", "sparse", "auto")
+
+
+# ------------------------------------------------------------------------------------ timing
+def clock():
+    """The timer: this process's CPU time with one torch thread (immune to time slices lost to
+    other processes on a shared machine; kernel time such as page faults is included), wall
+    time with several threads (where CPU time would add the threads up)."""
+    return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
+def interleaved(fns, rounds, warmup):
+    """{name: (median ms, min ms)} over ``rounds`` interleaved calls of every function."""
+    times = {k: [] for k in fns}
+    now = clock()
+    for r in range(warmup + rounds):
+        for k, f in fns.items():
+            t0 = now()
+            f()
+            dt = now() - t0
+            if r >= warmup:
+                times[k].append(dt)
+    return {k: (statistics.median(v) * 1e3, min(v) * 1e3) for k, v in times.items()}
+
+
+def fmt(t):
+    return f"{t[0]:.1f} ({t[1]:.1f})"
+
+
+def ratio(a, b):
+    return f"{a[0] / b[0]:.2f} ({a[1] / b[1]:.2f})"
+
+
+# ------------------------------------------------------------------------------ algorithms
+def make_algo(name, obs_dim, act_dim, N, seed=0):
+    if name == "iql":
+        from npf.algos.iql import IQL, IQLConfig
+        return IQL(obs_dim, act_dim, IQLConfig(actor_hidden=[1024, 1024], critic_hidden=[1024, 1024],
+                                               value_hidden=[1024, 1024]), seed=seed)
+    if name == "bcq":
+        from npf.algos.bcq import BCQ, BCQConfig
+        return BCQ(obs_dim, act_dim, BCQConfig(actor_hidden=[400, 300], critic_hidden=[400, 300],
+                                               vae_hidden=[750, 750]), seed=seed)
+    if name == "sac":
+        from npf.algos.sac import SAC, SACConfig
+        return SAC(obs_dim, act_dim, SACConfig(hidden=[400, 400, 400], policy_delay=1), num_temperatures=N,
+                   seed=seed)
+    raise ValueError(name)
+
+
+def random_batches(N, B, obs_dim, act_dim, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [{"obs": torch.randn(B, obs_dim, generator=g), "act": torch.rand(B, act_dim, generator=g) * 2 - 1,
+             "rew": torch.randn(B, 1, generator=g), "next_obs": torch.randn(B, obs_dim, generator=g),
+             "done": (torch.rand(B, 1, generator=g) < 0.05).float()} for _ in range(N)]
+
+
+def refresh_all(algo):
+    """Rebuild every sparse view of ``algo`` (networks and targets, CSR and its transpose) once."""
+    for net in _all_modules(algo):
+        for _, layer in _masked_layers(net):
+            hook = layer.pathway_forward
+            if hook is not None and hook.plan().nnz:
+                _SparseViews(hook.plan(), layer.weight).csr_t  # noqa: B018
+
+
+def sparse_share(algo):
+    """Share of the pathway entries (all networks) that run on CSR kernels under ``algo``'s plans."""
+    tot = csr = 0
+    for net in algo.networks().values():
+        for _, layer in _masked_layers(net):
+            plan = layer.pathway_forward.plan() if layer.pathway_forward is not None else None
+            nnz = int(layer.weight_mask.sum())
+            tot += nnz
+            if plan is not None and plan.any_sparse:
+                csr += plan.nnz
+    return csr / max(tot, 1)
+
+
+def bench_algo(name, N, B, rounds, warmup):
+    obs_dim, act_dim = SIZES[N]
+    reduce = "mean" if name == "sac" else "sum"
+    data = random_batches(N, B, obs_dim, act_dim, seed=1)
+    mt = MultitaskLearner(make_algo(name, obs_dim_for("mt", obs_dim, N), act_dim, N), "mt", N, reduce=reduce)
+    probe = make_algo(name, obs_dim, act_dim, N)
+    pw = Pathways.discover(probe, random_batches(N, B, obs_dim, act_dim, seed=2), keep_ratio=KEEP)
+    learners = {"mt": mt}
+    for backend in NPF_BACKENDS:
+        learners[f"npf-{backend}"] = MultitaskLearner(make_algo(name, obs_dim, act_dim, N), "npf", N, pw,
+                                                      reduce=reduce, backend=backend)
+    fns = {k: (lambda lr=lr: lr.update(data)) for k, lr in learners.items()}
+    res = interleaved(fns, rounds, warmup)
+    auto = learners["npf-auto"].algo
+    refresh = interleaved({"refresh": lambda: refresh_all(auto)}, max(3, rounds // 2), 1)["refresh"]
+    dens = {role: float(pw.density(role).mean()) for role in pw.roles}
+    return res, refresh, sparse_share(auto), dens
+
+
+# ------------------------------------------------------------------------------ one network
+NETS = {
+    "SAC critic [400,400,400]": ([400, 400, 400], 1),
+    "IQL critic [1024,1024]": ([1024, 1024], 1),
+    "BCQ VAE decoder [750,750]": ([750, 750], None),
 }
 
 
@@ -66,129 +179,161 @@ class Regression(Algorithm):
         return {}
 
 
-def task_data(N, B, in_dim, out_dim, seed=0):
-    g = torch.Generator().manual_seed(seed)
+def bench_net(name, N, B, rounds, warmup, with_autograd=True):
+    obs_dim, act_dim = SIZES[N]
+    hidden, out_dim = NETS[name]
+    in_dim = obs_dim + (act_dim if out_dim == 1 else 2 * act_dim)  # critic: (s, a); decoder: (s, z)
+    out_dim = out_dim or act_dim
+    g = torch.Generator().manual_seed(0)
     x = torch.randn(N, B, in_dim, generator=g)
     teachers = torch.randn(N, in_dim, out_dim, generator=g)
     y = torch.tanh(torch.einsum("nbi,nio->nbo", x, teachers))
-    return x, y
-
-
-def bench_config(name, N, B, rounds, warmup):
-    in_dim, hidden, out_dim = CONFIGS[name]
-    torch.manual_seed(0)
-    x, y = task_data(N, B, in_dim, out_dim)
     onehot = torch.eye(N).unsqueeze(1).expand(N, B, N)
-    dense_x = torch.cat([x, onehot], -1).reshape(N * B, -1)
-    dense_y = y.reshape(N * B, -1)
-
+    dense_x, dense_y = torch.cat([x, onehot], -1).reshape(N * B, -1), y.reshape(N * B, -1)
+    torch.manual_seed(0)
     dense = Regression(in_dim + N, hidden, out_dim)
     dense.loss_scale = N
-    masked = Regression(in_dim, hidden, out_dim)
-    masked.loss_scale = N
-    pw = Pathways.discover(masked, [{"x": x[n], "y": y[n]} for n in range(N)], keep_ratio=0.05)
-    masked_ag = Regression(in_dim, hidden, out_dim)
-    masked_ag.loss_scale = N
-    pw.attach(masked, backend="fused")
-    pw.attach(masked_ag, backend="autograd")
-
-    loop = Regression(in_dim, hidden, out_dim)
-    layers = [m for m in loop.net if isinstance(m, MaskedLinear)]
-    keys = [f"{i}.weight" for i, m in enumerate(loop.net) if isinstance(m, MaskedLinear)]
-    task_masks = [[pw.masks["net"][k][n].float() for k in keys] for n in range(N)]
-
-    def run_loop():
-        loop.opt.zero_grad(set_to_none=True)
-        for n in range(N):
-            h = x[n]
-            for i, (layer, m) in enumerate(zip(layers, task_masks[n])):
-                h = F.linear(h, layer.weight * m, layer.bias)
-                if i < len(layers) - 1:
-                    h = torch.relu(h)
-            F.mse_loss(h, y[n]).backward()
-        loop.opt.step()
-
-    fns = {
-        "dense": lambda: dense.update({"x": dense_x, "y": dense_y}),
-        "npf": lambda: masked.update({"x": x, "y": y}),
-        "npf-ag": lambda: masked_ag.update({"x": x, "y": y}),
-        "loop": run_loop,
-    }
-    return interleaved(fns, rounds, warmup), float(pw.density("net").mean()), pw.union_density("net")
+    probe = Regression(in_dim, hidden, out_dim)
+    pw = Pathways.discover(probe, [{"x": x[n], "y": y[n]} for n in range(N)], keep_ratio=KEEP)
+    fns = {"mt": lambda: dense.update({"x": dense_x, "y": dense_y})}
+    backends = NPF_BACKENDS + (("autograd",) if with_autograd else ())
+    for backend in backends:
+        torch.manual_seed(0)
+        m = Regression(in_dim, hidden, out_dim)
+        m.loss_scale = N
+        pw.attach(m, backend=backend)
+        fns[f"npf-{backend}"] = lambda m=m: m.update({"x": x, "y": y})
+    return interleaved(fns, rounds, warmup), backends
 
 
-def interleaved(fns, rounds, warmup):
-    """{name: (median ms, min ms)} over ``rounds`` interleaved calls of every function."""
-    times = {k: [] for k in fns}
-    for r in range(warmup + rounds):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[k].append(dt)
-    return {k: (statistics.median(v) * 1e3, min(v) * 1e3) for k, v in times.items()}
-
-
-def bench_iql(N, B, rounds, warmup):
-    from npf.algos.iql import IQL, IQLConfig
-
-    obs_dim, act_dim = 39, 4
+# ------------------------------------------------------------------------------ one layer
+def bench_layer(out_f, in_f, R, density, N, rounds, warmup):
+    """Forward + backward (∂x, ∂θ, ∂b) of one masked layer, N tasks at ``density`` each, under the
+    three plans a layer can take: ``bmm`` (one masked-dense bmm), ``loop`` (masked-dense task
+    loop) and ``csr`` (CSR kernels, including the refresh of the sparse views after a weight
+    update)."""
+    from npf.nets import MaskedLinear
+    from npf.pathways import PathwayForward
     g = torch.Generator().manual_seed(0)
+    masks = torch.rand(N, out_f, in_f, generator=g) < density
+    x = torch.randn(N, in_f, R, generator=g).transpose(1, 2).requires_grad_(True)  # transposed layout
+    fns = {}
+    for name, backend, bmm_max in (("bmm", "dense", 10 ** 12), ("loop", "dense", 0), ("csr", "sparse", 0)):
+        layer = MaskedLinear(in_f, out_f)
+        layer.set_masks(masks)
+        layer.pathway_forward = hook = PathwayForward(layer, backend)
+        plan = _plan_with(layer.weight_mask, backend, bmm_max)
+        hook._mask, hook._plans = layer.weight_mask, {False: plan, True: plan}
 
-    def batches():
-        return [{"obs": torch.randn(B, obs_dim, generator=g), "act": torch.rand(B, act_dim, generator=g) * 2 - 1,
-                 "rew": torch.randn(B, 1, generator=g), "next_obs": torch.randn(B, obs_dim, generator=g),
-                 "done": torch.zeros(B, 1)} for _ in range(N)]
-
-    data = batches()
-    mt = MultitaskLearner(IQL(obs_dim_for("mt", obs_dim, N), act_dim, IQLConfig(), seed=0), "mt", N)
-    algo = IQL(obs_dim, act_dim, IQLConfig(), seed=0)
-    pw = Pathways.discover(algo, batches(), keep_ratio=0.05)
-    npf = MultitaskLearner(algo, "npf", N, pw)
-    res = interleaved({"mt": lambda: mt.update(data), "npf": lambda: npf.update(data)}, rounds, warmup)
-    return res
+        def run(layer=layer, hook=hook):
+            with torch.no_grad():
+                layer.weight.add_(0.0)  # a weight update: the sparse views are rebuilt (counted)
+            y = hook(x, activation="relu")
+            y.backward(torch.ones_like(y))
+        fns[name] = run
+    return interleaved(fns, rounds, warmup)
 
 
+def _plan_with(mask, backend, bmm_max):
+    import npf.pathways as P
+    saved = P.CPU_BMM_MAX_ELEMENTS
+    P.CPU_BMM_MAX_ELEMENTS = bmm_max
+    try:
+        return _LayerPlan(mask, backend)
+    finally:
+        P.CPU_BMM_MAX_ELEMENTS = saved
+
+
+# ------------------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="torch threads; 0 = default")
-    ap.add_argument("--tasks", type=int, nargs="+", default=[5, 10])
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    ap.add_argument("--tasks", type=int, nargs="+", default=[5, 10], choices=sorted(SIZES))
+    ap.add_argument("--batch", type=int, default=256, help="samples per task")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--algos", nargs="*", default=["iql", "bcq", "sac"])
+    ap.add_argument("--nets", action="store_true", help="also the one-network table")
+    ap.add_argument("--layers", action="store_true", help="also the one-layer CSR vs masked-dense sweep")
+    ap.add_argument("--no-export", action="store_true", help="skip the exported-policy table")
     ap.add_argument("--quick", action="store_true", help="few rounds (a smoke run)")
-    ap.add_argument("--no-algo", action="store_true", help="skip the full IQL update table")
+    ap.add_argument("--out", nargs="?", const=str(ROOT / "reports" / "benchmarks_pathways.md"), default=None,
+                    help="also write the tables to this Markdown file (default reports/benchmarks_pathways.md)")
     args = ap.parse_args(argv)
-    rounds, warmup = (3, 1) if args.quick else (args.rounds, 3)
-    default_threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, device cpu, default threads {default_threads}, batch {args.batch}/task; "
-          "times: median ms (min ms)\n")
-    print("One network: forward + MSE + backward + Adam step, N tasks × batch")
-    print("| network | threads | N | dense MT | npf (fused) | npf (autograd) | per-task loop "
-          "| npf/dense med (min) | npf-ag/dense | npf/loop | density | union |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    fmt = lambda t: f"{t[0]:.1f} ({t[1]:.1f})"  # noqa: E731
-    for threads in args.threads:
-        torch.set_num_threads(threads or default_threads)
-        for name in CONFIGS:
+    rounds, warmup = (2, 1) if args.quick else (args.rounds, 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lines: list[str] = []
+
+    def out(s=""):
+        print(s, flush=True)
+        lines.append(s)
+
+    out("# NPF update cost per pathway backend (CPU)")
+    out()
+    out(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} thread(s), batch {args.batch} per task, keep ratio {KEEP}, "
+        f"{rounds} interleaved rounds after {warmup} warm-up. Times in ms: median (min), "
+        f"{'process CPU time' if torch.get_num_threads() == 1 else 'wall time'}. "
+        "Ratio = NPF update ÷ dense MT update on the same total batch, from medians (minima). "
+        "`refresh` = rebuilding all sparse views once (already inside every NPF time). "
+        "`csr share` = share of pathway entries that `auto` runs on CSR kernels.")
+    out()
+    if args.algos:
+        out("## Full update (Table 5 sizes) via MultitaskLearner")
+        out()
+        out("| algo | N | mt (dense) | npf dense | npf sparse | npf auto | dense ÷ mt | sparse ÷ mt | auto ÷ mt "
+            "| refresh | csr share | N×keep |")
+        out("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for name in args.algos:
             for N in args.tasks:
-                r, dens, union = bench_config(name, N, args.batch, rounds, warmup)
-                print(f"| {name} | {torch.get_num_threads()} | {N} | {fmt(r['dense'])} | {fmt(r['npf'])} "
-                      f"| {fmt(r['npf-ag'])} | {fmt(r['loop'])} "
-                      f"| {r['npf'][0] / r['dense'][0]:.3f} ({r['npf'][1] / r['dense'][1]:.3f}) "
-                      f"| {r['npf-ag'][0] / r['dense'][0]:.3f} | {r['npf'][0] / r['loop'][0]:.3f} "
-                      f"| {100 * dens:.1f}% | {100 * union:.1f}% |", flush=True)
-    if not args.no_algo:
-        print("\nFull IQL update (actor/critic/value [1024,1024], Table 5) via MultitaskLearner, N tasks × batch")
-        print("| threads | N | mt (one-hot, dense) | npf | npf/mt med (min) |")
-        print("|---|---|---|---|---|")
-        for threads in args.threads:
-            torch.set_num_threads(threads or default_threads)
+                r, refresh, share, _ = bench_algo(name, N, args.batch, rounds, warmup)
+                out(f"| {name} | {N} | {fmt(r['mt'])} | {fmt(r['npf-dense'])} | {fmt(r['npf-sparse'])} "
+                    f"| {fmt(r['npf-auto'])} | {ratio(r['npf-dense'], r['mt'])} | {ratio(r['npf-sparse'], r['mt'])} "
+                    f"| {ratio(r['npf-auto'], r['mt'])} | {fmt(refresh)} | {100 * share:.0f}% | {N * KEEP:.2f} |")
+        out()
+    if args.nets:
+        out("## One network: forward + MSE + backward + Adam step")
+        out()
+        out("| network | N | mt (dense) | npf dense | npf sparse | npf auto | npf autograd "
+            "| dense ÷ mt | sparse ÷ mt | auto ÷ mt | autograd ÷ mt |")
+        out("|---|---|---|---|---|---|---|---|---|---|---|")
+        for name in NETS:
             for N in args.tasks:
-                r = bench_iql(N, args.batch, max(3, rounds // 2), max(1, warmup // 2))
-                print(f"| {torch.get_num_threads()} | {N} | {fmt(r['mt'])} | {fmt(r['npf'])} "
-                      f"| {r['npf'][0] / r['mt'][0]:.3f} ({r['npf'][1] / r['mt'][1]:.3f}) |", flush=True)
-    torch.set_num_threads(default_threads)
+                r, _ = bench_net(name, N, args.batch, rounds, warmup)
+                out(f"| {name} | {N} | {fmt(r['mt'])} | {fmt(r['npf-dense'])} | {fmt(r['npf-sparse'])} "
+                    f"| {fmt(r['npf-auto'])} | {fmt(r['npf-autograd'])} | {ratio(r['npf-dense'], r['mt'])} "
+                    f"| {ratio(r['npf-sparse'], r['mt'])} | {ratio(r['npf-auto'], r['mt'])} "
+                    f"| {ratio(r['npf-autograd'], r['mt'])} |")
+        out()
+    if args.layers:
+        out("## One layer, N = 10 tasks, forward + ReLU + backward: CSR time ÷ best masked-dense time")
+        out()
+        out("Cells: CSR ÷ min(bmm, loop) of the medians, and which masked-dense plan won (b = bmm, "
+            "l = loop); < 1 means CSR is faster. `auto` uses CSR when the density is ≤ "
+            "CPU_SPARSE_MAX_DENSITY and N·out·in > CPU_BMM_MAX_ELEMENTS.")
+        out()
+        dens = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+        out("| layer out×in | rows/task R | " + " | ".join(f"{100 * d:g}%" for d in dens) + " |")
+        out("|---|---|" + "---|" * len(dens))
+        shapes = ((1024, 1024), (1024, 43), (750, 750), (400, 400), (400, 43), (1, 1024))
+        for out_f, in_f in shapes:
+            for R in ((16, 256) if args.quick else (16, 256, 2560)):
+                cells = []
+                for d in dens:
+                    r = bench_layer(out_f, in_f, R, d, 10, max(3, rounds // 2), 1)
+                    best = "bmm" if r["bmm"][0] <= r["loop"][0] else "loop"
+                    cells.append(f"{r['csr'][0] / r[best][0]:.2f} {best[0]}")
+                out(f"| {out_f}×{in_f} | {R} | " + " | ".join(cells) + " |")
+        out()
+    if not args.no_export:
+        import bench_export
+        for line in bench_export.table(rounds=max(rounds, 5) * 20, quick=args.quick):
+            out(line)
+        out()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,17 @@ def load_schema() -> dict:
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:
-    for key, sub in schema.get("properties", {}).items():
+    props = schema.get("properties", {})
+    for key, sub in props.items():
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if isinstance(instance.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and extra.get("type") == "object":  # e.g. custom_suites.<name>.tasks.<task>
+        for key, value in instance.items():
+            if key not in props and isinstance(value, dict):
+                _fill_defaults(value, extra)
 
 
 def _describe(err: jsonschema.ValidationError) -> str:
@@ -54,14 +60,65 @@ PER_SUITE_BLOCKS = ("experts", "datasets", "offline")
 
 
 def section(cfg: dict, block: str, suite: str) -> dict:
-    """``cfg[block]`` with ``cfg[block]["per_suite"][suite]`` merged over it."""
+    """``cfg[block]`` with ``cfg[block]["per_suite"][suite]`` merged over it.
+
+    Also registers the config's custom suites in this process (cheap after the first call), so a
+    stage that reads its settings through ``section`` / ``suite_tasks`` can make their envs.
+    """
+    register_suites(cfg)
     base = {k: v for k, v in cfg[block].items() if k != "per_suite"}
     return deep_merge(base, cfg[block].get("per_suite", {}).get(suite, {}))
+
+
+def register_suites(cfg: dict) -> list[str]:
+    """Register ``cfg["custom_suites"]`` with Gymnasium / ``npf.envs`` (idempotent); one-line errors."""
+    if not cfg.get("custom_suites"):
+        return []
+    from npf.envs import register_custom_suites
+
+    try:
+        return register_custom_suites(cfg)
+    except ValueError as e:
+        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+
+
+def _check_suite_names(cfg: dict) -> None:
+    """Every suite the config names is built in or declared under ``custom_suites``."""
+    from npf.envs import BUILTIN_SUITES
+
+    custom = list(cfg.get("custom_suites") or {})
+    known = f"known: {', '.join(BUILTIN_SUITES)}" + (f"; custom: {', '.join(custom)}" if custom else
+                                                      "; or declare it under custom_suites")
+    ok = set(BUILTIN_SUITES) | set(custom)
+    named = [("suites", s) for s in cfg["suites"]]
+    named += [(f"{b}.per_suite.{s}", s) for b in PER_SUITE_BLOCKS for s in cfg[b].get("per_suite", {})]
+    named += [(f"tasks.{s}", s) for s in cfg["tasks"]]
+    named += [("online.suites", s) for s in cfg["online"]["suites"]]
+    named += [("online.dapd_ablation.suite", cfg["online"]["dapd_ablation"]["suite"])]
+    for where, suite in named:
+        if suite not in ok:
+            raise ConfigError(f"config: {where}: unknown suite {suite!r} ({known})")
+
+
+def _resolve_episode_lengths(cfg: dict) -> None:
+    """``max_episode_steps: null`` of a custom task → the env's registered limit (shown in MLflow params)."""
+    from npf.envs.custom import resolve_tasks
+
+    for suite, decl in cfg["custom_suites"].items():
+        try:
+            resolved = resolve_tasks(suite, decl)
+        except ValueError as e:
+            raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+        for task, t in decl["tasks"].items():
+            t["max_episode_steps"] = resolved[task].max_episode_steps
 
 
 def _check_semantics(cfg: dict) -> None:
     from npf.envs import SUITES
 
+    _check_suite_names(cfg)
+    _resolve_episode_lengths(cfg)
+    register_suites(cfg)
     schema = load_schema()
     for block in PER_SUITE_BLOCKS:
         sub = schema["properties"][block]
@@ -73,8 +130,6 @@ def _check_semantics(cfg: dict) -> None:
                 raise ConfigError(f"config: {block}.per_suite.{suite}: {_describe(errs[0])}")
 
     for suite, tasks in cfg["tasks"].items():
-        if suite not in SUITES:
-            raise ConfigError(f"config: tasks.{suite}: unknown suite (known: {', '.join(SUITES)})")
         for t in tasks:
             if t not in SUITES[suite]:
                 raise ConfigError(f"config: tasks.{suite}: unknown task {t!r} (known: {', '.join(SUITES[suite])})")
@@ -120,6 +175,10 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def suite_tasks(cfg: dict, suite: str) -> list[str]:
+    """The configured tasks of a suite: ``tasks.<suite>``, else all of the suite's tasks."""
     from npf.envs import SUITES
 
+    register_suites(cfg)
+    if suite not in SUITES:
+        raise ConfigError(f"config: unknown suite {suite!r} (known: {', '.join(SUITES)})")
     return list(cfg["tasks"].get(suite, SUITES[suite]))

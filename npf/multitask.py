@@ -33,7 +33,7 @@ from torch import Tensor
 
 from npf.algos.base import Algorithm, Batch
 from npf.nets import MLPFactory, mlp, multihead_factory
-from npf.pathways import Pathways
+from npf.pathways import DEFAULT_BACKEND, Pathways, resolve_backend
 
 METHODS = ("npf", "mt", "mhmt")
 REDUCTIONS = ("sum", "mean")
@@ -91,12 +91,16 @@ def append_one_hot(obs: Tensor, num_tasks: int, task: int | None = None) -> Tens
 class MultitaskLearner:
     """N tasks through one algorithm with task conditioning ``method`` (see module docstring).
 
-    ``pathways`` is required for ``npf`` and is attached to the algorithm here (``backend`` as in
-    :meth:`Pathways.attach`). While attached, the algorithm's networks expect ``[N, ...]`` inputs.
+    ``pathways`` is required for ``npf`` and is attached to the algorithm here. ``backend`` is how
+    the masked layers compute (config key ``pathway_backend``): ``"auto"`` (default), ``"dense"``,
+    ``"sparse"`` or the reference ``"autograd"``; all give the same numbers (see
+    :meth:`Pathways.attach`, docs/backends.md; ``"fused"`` is an old name of ``"auto"``). It is
+    validated for every method but only used by ``npf``. While attached, the algorithm's networks
+    expect ``[N, ...]`` inputs.
     """
 
     def __init__(self, algo: Algorithm, method: str, num_tasks: int, pathways: Pathways | None = None,
-                 reduce: str = "sum", backend: str = "fused"):
+                 reduce: str = "sum", backend: str = DEFAULT_BACKEND):
         _check_method(method)
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
@@ -104,13 +108,13 @@ class MultitaskLearner:
             raise ValueError(f"num_tasks must be ≥ 1, got {num_tasks}")
         self.algo, self.method, self.num_tasks, self.reduce = algo, method, num_tasks, reduce
         self.pathways = pathways
-        self.backend = backend
+        self.backend = resolve_backend(backend)
         if method == "npf":
             if pathways is None:
                 raise ValueError("method 'npf' needs pathways (Pathways.discover(...))")
             if pathways.num_tasks != num_tasks:
                 raise ValueError(f"pathways hold {pathways.num_tasks} tasks, learner has {num_tasks}")
-            pathways.attach(algo, backend)
+            pathways.attach(algo, self.backend)
         elif pathways is not None:
             raise ValueError(f"method {method!r} takes no pathways")
         algo.loss_scale = float(num_tasks) if reduce == "sum" else 1.0

@@ -2,7 +2,10 @@
 
 Every network accepts inputs with arbitrary leading dimensions ``[..., features]``. When task
 pathways are attached (see :mod:`npf.pathways`) the first leading dimension is the task axis
-``N`` and each task runs through ``θ ⊙ m_n`` in one batched matrix product. Algorithms never
+``N`` and each task runs through ``θ ⊙ m_n``, computed by the backend the pathways were attached
+with (``MaskedLinear.pathway_forward``: masked-dense bmm, CSR kernels or the plain autograd
+reference; docs/backends.md). Outputs of masked layers may then be non-contiguous (transposed)
+views; element-wise ops, ``reshape`` and ``cat`` handle them, ``view`` may not. Algorithms never
 see masks: they build networks with :func:`mlp` (or a factory passed in by a multitask
 conditioning) and call them like any module.
 """
@@ -89,11 +92,25 @@ class StackedLinear(nn.Module):
         return _task_bmm(x, self.weight, self.bias)
 
 
+#: Activation modules a pathway backend can fuse into the masked layer before them.
+_FUSABLE: dict[type, str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
 class MLP(nn.Sequential):
     """Fully connected network of :class:`MaskedLinear` layers.
 
     ``heads``: when set, the output layer is a :class:`StackedLinear` with one head per task
     (multi-head multitask baseline); inputs are then ``[N, ..., in]``.
+
+    When a masked layer's pathway hook can fuse activations (``fuses_activation``: the ``dense``,
+    ``sparse`` and ``auto`` backends of :mod:`npf.pathways`) and a ReLU or Tanh module follows it,
+    the forward lets the layer apply that activation in place on its own output and skips the
+    module: same numbers, one ``[N, ..., out]`` allocation and pass fewer. Modules carrying forward
+    hooks are never fused.
     """
 
     def __init__(
@@ -118,6 +135,23 @@ class MLP(nn.Sequential):
         if output_activation is not None:
             layers.append(ACTIVATIONS[output_activation]())
         super().__init__(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mods = list(self._modules.values())
+        i, count = 0, len(mods)
+        while i < count:
+            m = mods[i]
+            if type(m) is MaskedLinear and i + 1 < count and m.weight_mask is not None:
+                hook = m.pathway_forward
+                act = _FUSABLE.get(type(mods[i + 1]))
+                if act is not None and getattr(hook, "fuses_activation", False) \
+                        and not _hooked(m) and not _hooked(mods[i + 1]):
+                    x = hook(x, activation=act)
+                    i += 2
+                    continue
+            x = m(x)
+            i += 1
+        return x
 
 
 MLPFactory = Callable[..., nn.Module]

@@ -2,7 +2,11 @@
 
 Importing this package registers every task with Gymnasium, so
 ``gymnasium.make("npf/cheetah-forward-v0")`` (or ``"npf/mt10-reach-v0"``, ...)
-works afterwards.  To add a suite, add a :class:`SuiteSpec` to ``SUITE_SPECS``.
+works afterwards.  To add a built-in suite, add a :class:`SuiteSpec` to ``SUITE_SPECS``.
+Suites declared in a config under ``custom_suites`` (any Gymnasium envs with continuous actions,
+see :mod:`npf.envs.custom` and docs/own-suite.md) are added to ``SUITE_SPECS`` / ``SUITES`` by
+:func:`register_custom_suites`, which :func:`npf.config.validate` (and ``section`` /
+``suite_tasks``) call with the config.
 
 Seeding: ``make_env(..., seed=s)`` seeds the env at construction, so a plain
 ``reset()`` is reproducible (for cheetah it equals ``reset(seed=s)``).  For MT10
@@ -20,6 +24,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from npf.envs import cheetah as _cheetah
+from npf.envs import custom as _custom
 from npf.envs import metaworld as _metaworld
 from npf.envs import quadruped as _quadruped
 
@@ -39,6 +44,7 @@ class SuiteSpec:
     episode_length: int
     success_metric: bool = False  # True: evaluate by info["success"] (any step)
     disable_env_checker: bool = False
+    custom: bool = False  # declared in a config (custom_suites), not built in
 
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.tasks)
@@ -81,15 +87,22 @@ SUITE_SPECS: dict[str, SuiteSpec] = {
     ),
 }
 
-#: suite -> task names, in the paper's order.
+#: the suites that ship with npf (a custom suite may not reuse these names).
+BUILTIN_SUITES: tuple[str, ...] = tuple(SUITE_SPECS)
+
+#: suite -> task names, in the paper's order (custom suites are added in place when registered).
 SUITES: dict[str, tuple[str, ...]] = {name: spec.task_names() for name, spec in SUITE_SPECS.items()}
+
+#: custom suite -> fingerprint of the declaration it was registered from.
+_CUSTOM_REGISTERED: dict[str, str] = {}
 
 
 def _suite_spec(suite: str) -> SuiteSpec:
     try:
         return SUITE_SPECS[suite]
     except KeyError:
-        raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITE_SPECS)}") from None
+        raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITE_SPECS)} (a suite declared under "
+                         f"custom_suites in a config is known once npf.config.validate(config) has run)") from None
 
 
 def _check_task(suite: str, task: str) -> SuiteSpec:
@@ -144,6 +157,53 @@ def make_vec_env(suite: str, task: str, num_envs: int, seed: int | None) -> gym.
     return venv
 
 
+def register_custom_suites(config: Mapping[str, Any] | None) -> list[str]:
+    """Register the suites declared in a config's ``custom_suites`` block.
+
+    Each task becomes ``npf/<suite>-<task>-v0`` and the suite is added to ``SUITE_SPECS`` and
+    ``SUITES``, so :func:`make_env`, :func:`env_id`, :func:`episode_length` and
+    :func:`is_success_suite` work for it. Every task is built once to check its spaces (flat
+    ``Box`` observations, ``Box`` actions, equal sizes and episode lengths within the suite).
+    Idempotent and cheap for a declaration registered before; a changed declaration replaces
+    the old registration. Raises a one-line ``ValueError`` naming
+    ``custom_suites.<suite>[.tasks.<task>]``. Returns the custom suites' names.
+    """
+    names = []
+    for suite, decl in ((config or {}).get("custom_suites") or {}).items():
+        names.append(suite)
+        fp = _custom.fingerprint(decl)
+        if _CUSTOM_REGISTERED.get(suite) == fp:
+            continue
+        if suite in BUILTIN_SUITES:
+            raise ValueError(f"custom_suites.{suite}: {suite!r} is a built-in suite; choose another name")
+        tasks = _custom.resolve_tasks(suite, decl)
+        _, _, length = _custom.check_suite(suite, tasks)
+        old = SUITE_SPECS.get(suite)
+        if old is not None:
+            for task in old.tasks:
+                gym.registry.pop(f"npf/{old.id_prefix}-{task}-v0", None)
+        spec = SuiteSpec(name=suite, id_prefix=suite, entry_point=_custom.ENTRY_POINT,
+                         tasks={t: c.entry_kwargs() for t, c in tasks.items()}, episode_length=length,
+                         success_metric=bool(decl.get("success_metric", False)), custom=True)
+        SUITE_SPECS[suite] = spec
+        SUITES[suite] = spec.task_names()
+        for task, kwargs in spec.tasks.items():
+            gym.register(id=env_id(suite, task), entry_point=spec.entry_point, kwargs=dict(kwargs),
+                         max_episode_steps=length, disable_env_checker=spec.disable_env_checker)
+        _CUSTOM_REGISTERED[suite] = fp
+    return names
+
+
+def forget_custom_suites() -> None:
+    """Undo :func:`register_custom_suites` (every custom suite; tests use it to isolate configs)."""
+    for suite in list(_CUSTOM_REGISTERED):
+        spec = SUITE_SPECS.pop(suite, None)
+        SUITES.pop(suite, None)
+        for task in spec.tasks if spec else ():
+            gym.registry.pop(f"npf/{spec.id_prefix}-{task}-v0", None)
+        del _CUSTOM_REGISTERED[suite]
+
+
 def register_all() -> None:
     """Register every suite's tasks with Gymnasium (idempotent)."""
     for suite, spec in SUITE_SPECS.items():
@@ -163,6 +223,7 @@ def register_all() -> None:
 register_all()
 
 __all__ = [
+    "BUILTIN_SUITES",
     "SUITES",
     "SUITE_SPECS",
     "SuiteSpec",
@@ -171,5 +232,7 @@ __all__ = [
     "is_success_suite",
     "make_env",
     "make_vec_env",
+    "forget_custom_suites",
     "register_all",
+    "register_custom_suites",
 ]
