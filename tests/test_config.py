@@ -56,7 +56,7 @@ def test_repo_configs_are_valid():
     for name in ("config.yaml", "paper.yaml"):
         cfg = load(REPO / "config" / name)
         assert cfg["datasets"]["expert_seed"] in cfg["experts"]["seeds"]
-    assert load(REPO / "config/paper.yaml")["suites"] == ["cheetah", "cheetah_velocity", "mt10"]
+    assert load(REPO / "config/paper.yaml")["suites"] == ["cheetah", "cheetah_velocity", "mt10", "quadruped"]
 
 
 BAD = [
