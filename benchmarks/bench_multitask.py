@@ -309,8 +309,8 @@ def main(argv=None):
         out("## One layer, N = 10 tasks, forward + ReLU + backward: CSR time ÷ best masked-dense time")
         out()
         out("Cells: CSR ÷ min(bmm, loop) of the medians, and which masked-dense plan won (b = bmm, "
-            "l = loop); < 1 means CSR is faster. `auto` uses CSR when the density is ≤ "
-            "CPU_SPARSE_MAX_DENSITY and N·out·in > CPU_BMM_MAX_ELEMENTS.")
+            "l = loop); < 1 means CSR is faster. `auto` uses CSR when N·out·in > CPU_BMM_MAX_ELEMENTS and "
+            "the density is ≤ 15 % (R ≤ 1024) or ≤ 10 % (R > 1024).")
         out()
         dens = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
         out("| layer out×in | rows/task R | " + " | ".join(f"{100 * d:g}%" for d in dens) + " |")

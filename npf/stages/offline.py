@@ -167,7 +167,7 @@ def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathw
             pathways = Pathways.from_state_dict(saved["pathways"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ckpt.CheckpointError(f"{pathways_path}: unreadable pathway masks ({_one_line(e)})") from None
-    return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum")
+    return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
 
 
 def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_dir: str | Path,
@@ -321,7 +321,7 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
         raise ckpt.CheckpointError(f"{final_path}: does not match the configured {method}-{algo} networks "
                                    f"({_one_line(e)})") from None
     pathways = Pathways.from_state_dict(saved["pathways"]) if "pathways" in saved else None
-    learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum")
+    learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
     norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]
     episodes = int(cfg["evaluation"]["episodes"])
     tracker = stage_tracker(cfg, "evaluate", suite, f"eval/{suite}/{method}-{algo}/seed{seed}",
