@@ -212,7 +212,8 @@ class Syncer:
                 os.environ.setdefault(k, v)
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
+            with _store_lock(self.uri):  # creating a client creates/migrates a sqlite store: one process at a time
+                self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
     def sync(self) -> int:

@@ -29,6 +29,9 @@ def stage(snakemake):
         sys.stdout = f
         sys.stderr = f
     try:
+        from npf.config import register_suites
+
+        register_suites(snakemake.config)  # custom_suites: a job process never ran npf.config.validate
         yield
     except Exception as e:
         from npf.preemption import Preempted
