@@ -14,6 +14,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from npf.algos.sac import SAC, SACConfig
 from npf.nets import TanhGaussianPolicy
+from algo_fixtures import random_batch
 
 torch.set_num_threads(1)
 
@@ -21,14 +22,7 @@ OBS, ACT = 5, 3
 
 
 def batch(*lead, b=8, seed=0, obs=OBS, act=ACT) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "obs": torch.randn(*lead, b, obs, generator=g),
-        "act": torch.rand(*lead, b, act, generator=g) * 2 - 1,
-        "rew": torch.randn(*lead, b, 1, generator=g),
-        "next_obs": torch.randn(*lead, b, obs, generator=g),
-        "done": (torch.rand(*lead, b, 1, generator=g) < 0.3).float(),
-    }
+    return random_batch(*lead, b=b, seed=seed, obs=obs, act=act, done_p=0.3)
 
 
 def params(*mods: nn.Module) -> list[torch.Tensor]:
