@@ -31,7 +31,8 @@ def stage(snakemake):
     try:
         from npf.config import register_suites
 
-        register_suites(snakemake.config)  # custom_suites: a job process never ran npf.config.validate
+        # custom_suites: a job process never ran npf.config.validate (a bare test harness has no config)
+        register_suites(getattr(snakemake, "config", None) or {})
         yield
     except Exception as e:
         from npf.preemption import Preempted
