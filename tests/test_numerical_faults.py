@@ -150,3 +150,36 @@ def test_expert_inf_reward_from_the_env(store, db, monkeypatch, capsys):
     state = ckpt.load(out / "checkpoint.pt")
     assert state["step"] == 1000 and first_non_finite(state["algo"]) is None
     assert only_run(db, "expert/cheetah/forward/seed1").info.status == "FAILED"
+
+
+# ------------------------------------------------------------------------------------ online
+def test_online_nan_rewards_stop_at_the_first_bad_update(store, db, monkeypatch, capsys):
+    """Rewards sampled from the replay turn NaN at update 200 (env step 350, after the step-300
+    checkpoint): the job stops at that update naming the loss, the step-300 checkpoint stays."""
+    from npf.online_buffers import TaskReplay
+    from npf.stages import online
+
+    cfg = validate({"results_dir": str(store), "device": "cpu", "tasks": {"mt10": ["reach", "drawer-close"]},
+                    "online": {"total_steps": 600, "learning_starts": 150, "pretrain_steps": 0, "batch_size": 16,
+                               "eval_interval": 300, "eval_episodes": 1, "checkpoint_every": 150, "log_every": 50,
+                               "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": [16, 16]}}})
+    sample, calls = TaskReplay.sample, {"n": 0}
+
+    def poisoned(self, batch_size, gen):
+        batch = sample(self, batch_size, gen)
+        calls["n"] += 1
+        if calls["n"] >= 200:
+            batch["rew"] = torch.full_like(batch["rew"], float("nan"))
+        return batch
+
+    monkeypatch.setattr(TaskReplay, "sample", poisoned)
+    out = store / "online" / "runs" / "mt10" / "sac-npf" / "seed0"
+    line = run_like_a_stage_script(lambda: online.train_online(cfg, "mt10", "sac-npf", 0, out), capsys)
+    assert line.startswith("error: FloatingPointError: online/mt10/sac-npf/seed0: non-finite loss/critic"), line
+    assert "at update 200" in line and "(env step 350)" in line, line
+    assert f"{out / 'checkpoint.pt'} (step 300) kept" in line, line
+    state = ckpt.load(out / "checkpoint.pt")
+    assert state["step"] == 300 and first_non_finite(state["agent"]) is None
+    assert not (out / "final.pt").exists()
+    run = only_run(db, "online/mt10/sac-npf/seed0")
+    assert run.info.status == "FAILED" and "non-finite loss/critic" in run.data.tags["npf.error"]

@@ -102,11 +102,12 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, out_dir: Path, sig: int,
 
 def run_to_end(spec: dict, results: Path, monkeypatch) -> None:
     """The re-run of the job (in this process: the same stage function, minus an interpreter start)."""
-    from npf.stages import expert, offline
+    from npf.stages import expert, offline, online
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(results))
     monkeypatch.setenv("NPF_MLFLOW_FLUSH_S", "0")
-    fn = {"train_expert": expert.train_expert, "train_offline": offline.train_offline}[spec["stage"]]
+    fn = {"train_expert": expert.train_expert, "train_offline": offline.train_offline,
+          "npf.stages.online:train_online": online.train_online}[spec["stage"]]
     fn(validate(spec["config"]), *spec["args"], **spec.get("kwargs", {}))
 
 
@@ -305,6 +306,65 @@ def test_offline_interrupted_then_resumed_equals_uninterrupted(sig, offline_refe
     assert rows(out / "metrics.csv") == rows(ref / "metrics.csv")
     assert len(rows(out / "metrics.csv")) == 2
     assert_same_run_continued(uri, store_uri(offline_reference["results"]), "train/cheetah/npf-iql/seed0", run_id)
+
+
+# -------------------------------------------------------------------------------------- online
+ONLINE_RUN = "online/mt10/sac-npf/seed0"
+
+
+def online_config(results: Path) -> dict:
+    # 150-step MT10 episodes; checkpoints every episode; pretraining copies until step 300, then merged
+    return {"results_dir": str(results), "device": "cpu", "tasks": {"mt10": ["reach", "drawer-close"]},
+            "online": {"total_steps": 900, "learning_starts": 150, "pretrain_steps": 300, "batch_size": 16,
+                       "eval_interval": 300, "eval_episodes": 1, "checkpoint_every": 150, "log_every": 10,
+                       "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": [16, 16]}}}
+
+
+def online_dir(results: Path) -> Path:
+    return results / "online" / "runs" / "mt10" / "sac-npf" / "seed0"
+
+
+@pytest.fixture(scope="module")
+def online_reference(tmp_path_factory):
+    from npf.stages.online import train_online
+
+    results = tmp_path_factory.mktemp("online-ref")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", store_uri(results))
+    try:
+        train_online(validate(online_config(results)), "mt10", "sac-npf", 0, online_dir(results))
+        yield {"results": results}
+    finally:
+        mp.undo()
+
+
+def test_online_sigterm_checkpoints_at_the_next_episode_then_resumes_identically(online_reference, tmp_path,
+                                                                                 monkeypatch):
+    results = tmp_path / "results"
+    out = online_dir(results)
+    spec = {"stage": "npf.stages.online:train_online", "config": online_config(results),
+            "args": ["mt10", "sac-npf", 0, str(out)]}
+    uri = store_uri(results)
+    proc = spawn(spec, results, tmp_path / "first.log")
+    k = kill_after_first_checkpoint(proc, out, signal.SIGTERM, uri, "loss/critic")
+    first = (tmp_path / "first.log").read_text()
+    assert k["rc"] == EX_TEMPFAIL, first
+    lines = [ln for ln in first.splitlines() if ln.startswith(("preempted:", "error:"))]
+    assert len(lines) == 1 and lines[0].startswith("preempted: SIGTERM received"), first
+    assert k["ckpt_step"] % 150 == 0 and 150 < k["ckpt_step"] < 900, k  # an episode boundary, not the end
+    assert f"stopped at step {k['ckpt_step']}," in lines[0]
+    assert not (out / "final.pt").exists()
+    run_id = (out / "mlflow_run_id.txt").read_text()
+    c, runs = runs_named(uri, ONLINE_RUN)
+    assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "KILLED"
+    assert runs[0].data.tags["npf.preempted_at_step"] == str(k["ckpt_step"])
+    print(f"SIGTERM: checkpoint at env step {k['ckpt_step']}, exit {k['exit_s']:.2f} s after the signal")
+
+    run_to_end(spec, results, monkeypatch)
+    ref = online_dir(online_reference["results"])
+    assert_state_equal(ckpt.load(out / "final.pt"), ckpt.load(ref / "final.pt"), "final")
+    assert (out / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
+    assert_same_run_continued(uri, store_uri(online_reference["results"]), ONLINE_RUN, run_id)
 
 
 # ----------------------------------------------------------------------------------- unit level

@@ -50,6 +50,7 @@ import csv
 import json
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -74,6 +75,7 @@ from npf.online_buffers import ChunkStore, TaskReplay
 from npf.pathways import Pathways
 from npf.progress import Progress
 from npf.rollout import EnvPool, evaluate_policy
+from npf.preemption import preemption_guard, save_checkpoint
 from npf.tracking import stage_tracker
 
 METHODS = ("sac-npf", "sac-npf-nopretrain", "mt-sac", "mh-sac", "pcgrad")
@@ -515,7 +517,9 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
               "wall": 0.0, "transitions": 0, "updates": 0}
     episodes = [0] * (n * E)
     ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.exists():
+    resuming = ckpt_path.exists()
+    last_good = None
+    if resuming:
         state = ckpt.load(ckpt_path, map_location="cpu")
         if state.get("format") != STATE_FORMAT or state.get("tasks") != tasks:
             raise ValueError(f"{ckpt_path}: not a checkpoint of this run (tasks {state.get('tasks')}, "
@@ -535,6 +539,7 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
         eval_rows, grad_rows = list(state["eval_rows"]), list(state["grad_rows"])
         recent = [list(r) for r in state["recent"]]
         timing.update(state["timing"])
+        last_good = step
     else:
         store.prune([])
     pool = EnvPool(envs, seed, episodes)
@@ -546,7 +551,8 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
     if agent.npf:
         write_csv(grads_path, grad_rows, GRAD_FIELDS)
 
-    tracker = stage_tracker(cfg, stage, suite, run_name, out_dir / "mlflow_run_id.txt", wildcards)
+    tracker = stage_tracker(cfg, stage, suite, run_name, out_dir / "mlflow_run_id.txt", wildcards,
+                            fresh=not resuming)
     progress = Progress(st.total_steps, run_name, initial=step)
     next_ckpt = (step // st.checkpoint_every + 1) * st.checkpoint_every
     status = "FAILED"
@@ -586,6 +592,7 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
                 "loop_updates_per_s": timing["updates"] / max(wall, 1e-9),
                 "wall_s": wall}
 
+    guard = preemption_guard().install()  # SIGTERM/SIGUSR1 → checkpoint at the next boundary, exit 75
     try:
         if step == 0 and not eval_rows:
             do_eval()  # the randomly initialised policy
@@ -616,6 +623,7 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
                     update_debt -= 1
                     timing["updates"] += 1
                     u = agent.num_updates
+                    check_finite(metrics, u)  # stop at the first NaN/inf loss, before it reaches a checkpoint
                     if agent.npf and u % st.grad_norm_every == 0:
                         gn = agent.group_grad_norms()
                         gm = {}
@@ -627,7 +635,6 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
                             gm[f"grad_norm/critic/{t}"] = float(gn["critic"][i])
                         tracker.log_metrics(gm, step)
                     if u % st.log_every == 0:
-                        check_finite(metrics, u)
                         tracker.log_metrics(metrics, step)
                     if agent.maybe_merge():
                         tracker.log_metrics({"dapd/merged_at_update": u}, step)
@@ -667,23 +674,29 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
             if step % st.eval_interval == 0 or step == st.total_steps:
                 do_eval()
 
-            if res.finished and pool.at_episode_start and (step >= next_ckpt or step >= st.total_steps):
+            if res.finished and pool.at_episode_start and (step >= next_ckpt or step >= st.total_steps
+                                                           or guard.requested):
                 t5 = time.perf_counter()
                 timing["wall"] = wall0 + (t5 - t_start)
+                r = rates()
+                tracker.log_metrics({f"rate/{k}": v for k, v in r.items() if k != "wall_s"}, step)
+                tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
                 names = store.save(replay)
-                ckpt.save({"format": STATE_FORMAT, "tasks": tasks, "method": method, "step": step,
+                save_checkpoint({"format": STATE_FORMAT, "tasks": tasks, "method": method, "step": step,
                            "update_debt": update_debt, "started": started, "episodes": list(pool.episodes),
                            "agent": agent.state_dict(), "replay_chunks": names, "td": td.state_dict(),
                            "gen": gen.get_state(), "global_rng": ckpt.rng_state(), "eval_rows": eval_rows,
-                           "grad_rows": grad_rows, "recent": recent, "timing": timing}, ckpt_path)
+                           "grad_rows": grad_rows, "recent": recent, "timing": timing}, ckpt_path, step,
+                                skip=("td",))
+                last_good = step
                 store.prune(names)
                 if agent.npf:
                     write_csv(grads_path, grad_rows, GRAD_FIELDS)
-                r = rates()
-                tracker.log_metrics({f"rate/{k}": v for k, v in r.items() if k != "wall_s"}, step)
-                tracker.flush()
                 timing["ckpt"] += time.perf_counter() - t5
                 next_ckpt = (step // st.checkpoint_every + 1) * st.checkpoint_every
+                if guard.requested and step < st.total_steps:
+                    status = "PREEMPTED"
+                    raise guard.preempted(step, ckpt_path)
                 if stop_after_steps is not None and step >= stop_after_steps and step < st.total_steps:
                     status = "KILLED"
                     return {"stopped_at": step}
@@ -697,7 +710,7 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
                  "conditioning": agent.cond, "steps": step, "updates": agent.num_updates}
         if agent.pathways is not None:
             final["pathways"] = agent.pathways.state_dict()
-        ckpt.save(final, out_dir / "final.pt")
+        save_checkpoint(final, out_dir / "final.pt", step)
         if agent.npf:
             write_csv(grads_path, grad_rows, GRAD_FIELDS)
         summary = {"suite": suite, "tasks": tasks, "method": method, "seed": seed, "env_steps_per_task": step,
@@ -723,13 +736,15 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
         shutil.rmtree(out_dir / "replay", ignore_errors=True)
         status = "FINISHED"
         return summary
+    except FloatingPointError as e:
+        kept = f"{ckpt_path} (step {last_good}) kept" if last_good is not None else "no checkpoint yet"
+        msg = (str(e).strip().splitlines() or ["FloatingPointError"])[0][:300]
+        raise FloatingPointError(f"{run_name}: {msg} (env step {step}); last good checkpoint: {kept}") from None
     finally:
+        guard.restore()
         pool.close()
         evaluator.close()
-        if status == "KILLED":
-            tracker.flush()  # the MLflow run stays RUNNING, as after a real kill
-        else:
-            tracker.finish(status)
+        tracker.close(status, step, error=sys.exc_info()[1])
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -837,7 +852,7 @@ def evaluate_online_run(cfg: Mapping, suite: str, method: str, seed: int, final_
     episodes = int(cfg["evaluation"]["episodes"])
     tracker = stage_tracker(cfg, "online_evaluate", suite, f"eval/{suite}/{method}-sac/seed{seed}",
                             Path(out_json).with_suffix(".mlflow_run_id.txt"),
-                            {"suite": suite, "method": method, "algo": "sac", "seed": seed})
+                            {"suite": suite, "method": method, "algo": "sac", "seed": seed}, fresh=True)
     status = "FAILED"
     try:
         ev = evaluate_tasks(_policy(agent, device), suite, tasks, episodes,
@@ -857,4 +872,4 @@ def evaluate_online_run(cfg: Mapping, suite: str, method: str, seed: int, final_
         status = "FINISHED"
         return ev
     finally:
-        tracker.finish(status)
+        tracker.close(status, error=sys.exc_info()[1])
