@@ -170,11 +170,14 @@ def test_artifacts_masks_policies_and_evaluations(ui):
 def test_figures_and_tables_are_artifacts(ui):
     """The report stage's figures/tables, browsable next to the runs."""
     base = ui["base"]
-    runs = [r for r in ui["runs"].values() if stage_of(r) == "figures_tables"]
-    if not runs:
-        pytest.xfail("figures_tables logs no MLflow run yet (workflow/scripts/figures_tables.py)")
-    names = {f["path"] for f in api(base, "artifacts/list", run_id=runs[0]["info"]["run_id"]).get("files", [])}
-    assert any(n.startswith("figures") for n in names) and any(n.startswith("tables") for n in names), names
+    runs = {n: r for n, r in ui["runs"].items() if stage_of(r) == "figures_tables"}
+    assert list(runs) == ["report/pendulum"] and runs["report/pendulum"]["info"]["status"] == "FINISHED"
+    rid = runs["report/pendulum"]["info"]["run_id"]
+    folders = {f["path"] for f in api(base, "artifacts/list", run_id=rid).get("files", [])}
+    assert folders == {"figures", "tables"}, folders
+    for folder, local in (("figures", Path(ui["run"]["reports"]) / "figures"), ("tables", Path(ui["run"]["reports"]) / "tables")):
+        listed = {f["path"] for f in api(base, "artifacts/list", run_id=rid, path=folder).get("files", [])}
+        assert listed == {f"{folder}/{p.name}" for p in local.iterdir() if not p.name.startswith(".")} and listed, listed
 
 
 # ------------------------------------------------------------------------------ in the browser
