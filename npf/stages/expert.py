@@ -27,10 +27,11 @@ from npf.algos.base import check_finite
 from npf.algos.sac import SAC, SACConfig
 from npf.config import section
 from npf.data import ReplayBuffer, atomic_write_bytes
-from npf.envs import make_env
+from npf.envs import BUILTIN_SUITES, make_env
 from npf.nets import TanhGaussianPolicy, resolve_device
 from npf.preemption import preemption_guard, save_checkpoint
 from npf.progress import Progress
+from npf.render import render_in_subprocess
 from npf.rollout import EnvPool, evaluate_policy
 from npf.tracking import stage_tracker
 
@@ -163,6 +164,10 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
         tracker.log_artifact(out_dir / "policy.pt")
         atomic_write_bytes(out_dir / "metrics.json", lambda t: Path(t).write_text(json.dumps(result, indent=2)))
         tracker.log_artifact(out_dir / "metrics.json")
+        if int(ecfg.get("render_steps", 0)) > 0 and suite in BUILTIN_SUITES:  # see the gait in the MLflow UI
+            for p in render_in_subprocess(out_dir / "policy.pt", suite, task, out_dir / "rollout",
+                                          int(ecfg["render_steps"]), seed=10_000 + seed):
+                tracker.log_artifact(p, "rollout")
         status = "FINISHED"
         return result
     except FloatingPointError as e:
