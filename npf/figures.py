@@ -48,7 +48,6 @@ from npf.tables import METHOD_LABELS, SUITE_LABELS, SUITE_ORDER, run_label
 
 BANDS = {"std": "shaded: mean ± 1 std over seeds", "ci95": "shaded: mean ± 95% CI over seeds",
          "iqr": "line: median; shaded: IQR over seeds", "minmax": "shaded: min–max over seeds"}
-SUCCESS_SUITES = {"mt10"}
 CURVE_FIGURES = {"cheetah": "fig10_curves_cheetah", "cheetah_velocity": "fig11_curves_cheetah_velocity",
                  "quadruped": "fig12_curves_quadruped"}
 ONLINE_INPUTS = {"dapd": "online/dapd_curves.csv", "grad_norms": "online/grad_norms.csv",
@@ -328,6 +327,16 @@ def figure15(overlaps: Mapping[str, pd.DataFrame], stem: str | Path, ncols: int 
 
 
 # ------------------------------------------------------------------------------------ Figs. 10–12
+def _scored_by_success(suite: str) -> bool:
+    """MT10 and config-declared success suites (``success_metric``); unknown suites: score."""
+    from npf.envs import is_success_suite
+
+    try:
+        return is_success_suite(suite)
+    except (KeyError, ValueError):
+        return False
+
+
 def figure_learning_curves(curves: pd.DataFrame, stem: str | Path, title: str | None = None,
                            band: str = "std", ylabel: str | None = None, ncols: int = 3) -> Figure:
     """Figs. 10–12: score vs gradient updates, one subplot per task, one line per run type
@@ -342,7 +351,7 @@ def figure_learning_curves(curves: pd.DataFrame, stem: str | Path, title: str | 
     fig, axes = _grid(len(tasks), ncols)
     if ylabel is None:
         suites = set(d["suite"]) if "suite" in d.columns else set()
-        ylabel = VALUE_LABELS["success"] if suites and suites <= SUCCESS_SUITES else VALUE_LABELS["score"]
+        ylabel = VALUE_LABELS["success"] if suites and all(map(_scored_by_success, suites)) else VALUE_LABELS["score"]
     ncols_used = max(1, min(ncols, len(tasks)))
     for k, (ax, t) in enumerate(zip(axes, tasks)):
         _plot_curves(ax, d[d["task"] == t], "step", "score", "label", labels, {}, band, colors)

@@ -235,3 +235,17 @@ def test_bands():
     assert F._center_band(v, "minmax") == pytest.approx((2.5, 1.0, 4.0))
     with pytest.raises(ValueError):
         F._center_band(v, "sem")
+
+
+def test_config_declared_success_suite_is_labelled_by_success(tmp_path):
+    """A custom suite with ``success_metric: true`` is plotted as success %, like MT10."""
+    from npf.config import register_suites
+
+    register_suites({"custom_suites": {"pendsuccess": {"success_metric": True, "tasks": {
+        "earth": {"env_id": "Pendulum-v1", "kwargs": {"g": 9.81}}}}}})
+    curves = pd.DataFrame({"suite": "pendsuccess", "method": "npf", "algo": "iql", "seed": 0,
+                           "step": [0, 10], "task": "earth", "score": [0.0, 50.0]})
+    fig = F.figure_learning_curves(curves, tmp_path / "custom")
+    assert fig.axes[0].get_ylabel() == "success rate (%)"
+    fig = F.figure_learning_curves(curves.assign(suite="not-registered"), tmp_path / "unknown")
+    assert fig.axes[0].get_ylabel() == "normalized score (100 = expert)"
