@@ -17,6 +17,20 @@ def normalized_score(score: float | np.ndarray, random: float, expert: float) ->
     return (np.asarray(score) - random) / (expert - random) * 100.0
 
 
+def final_metrics(ev: dict) -> dict[str, float]:
+    """The ``final/...`` MLflow metrics of an :func:`evaluate_tasks` result: return and success
+    means, and the normalized score wherever the result has one (overall and per task)."""
+    em = {"final/return_mean": ev["return_mean"], "final/success_mean": ev["success_mean"]}
+    if "normalized_mean" in ev:
+        em["final/normalized_mean"] = ev["normalized_mean"]
+    for t, r in ev["tasks"].items():
+        em[f"final/return/{t}"] = r["return_mean"]
+        if "normalized_mean" in r:
+            em[f"final/normalized/{t}"] = r["normalized_mean"]
+        em[f"final/success/{t}"] = r["success"]
+    return em
+
+
 def evaluate_tasks(policy: Callable[[np.ndarray], np.ndarray], suite: str, tasks: Sequence[str],
                    episodes: int, seed: int, ref_scores: Sequence[dict] | None = None,
                    envs_per_task: int | None = None) -> dict:

@@ -1,5 +1,12 @@
-"""Shared test fixtures for the algorithm tests: random batches and a toy offline task."""
+"""Shared test fixtures for the algorithm tests: random batches, parameter snapshots, the seeding
+and resume checks every offline algorithm passes, and a toy offline task."""
+import io
+
 import torch
+
+from npf.nets import MaskedLinear
+
+OBS, ACT = 5, 3  # the unit tests' observation and action sizes
 
 
 def random_batch(*lead, b=8, seed=0, obs=5, act=3, done_p=0.2) -> dict[str, torch.Tensor]:
@@ -12,6 +19,117 @@ def random_batch(*lead, b=8, seed=0, obs=5, act=3, done_p=0.2) -> dict[str, torc
         "next_obs": torch.randn(*lead, b, obs, generator=g),
         "done": (torch.rand(*lead, b, 1, generator=g) < done_p).float(),
     }
+
+
+def snapshot(algo) -> dict[str, torch.Tensor]:
+    """A copy of every parameter and buffer of the algorithm's networks and targets."""
+    mods = {**algo.networks(), **{f"{k}_target": v for k, v in algo.targets().items()}}
+    return {f"{k}.{n}": p.detach().clone() for k, m in mods.items() for n, p in m.state_dict().items()}
+
+
+def masked_layers(algo):
+    """Every MaskedLinear of the algorithm's networks and targets (where Pathways attaches masks)."""
+    for m in [*algo.networks().values(), *algo.targets().values()]:
+        yield from (l for l in m.modules() if isinstance(l, MaskedLinear))
+
+
+def check_seeding(make) -> None:
+    """``make(seed=...)``: a seed fixes the init; without one, fresh draws that follow the global
+    torch seed (the sampling generator included)."""
+    w = lambda algo: algo.critic.q1[0].weight  # noqa: E731
+    assert torch.equal(w(make(seed=5)), w(make(seed=5)))
+    assert not torch.equal(w(make(seed=5)), w(make(seed=6)))
+    assert not torch.equal(w(make(seed=None)), w(make(seed=None)))  # unseeded: fresh draws
+    torch.manual_seed(1)
+    a = make(seed=None)
+    torch.manual_seed(1)
+    b = make(seed=None)  # ... that follow the global torch seed, noise generator included
+    assert torch.equal(w(a), w(b)) and torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+def check_losses_and_update(algo, b) -> dict[str, float]:
+    """Every role has a finite scalar loss on ``b``; one update returns float metrics (returned)."""
+    losses = algo.losses(b)
+    assert set(losses) == set(algo.roles)
+    for k, v in losses.items():
+        assert v.dim() == 0 and torch.isfinite(v), k
+    metrics = algo.update(b)
+    assert all(isinstance(v, float) for v in metrics.values())
+    return metrics
+
+
+def check_losses_change_nothing(algo) -> None:
+    """``losses`` (used for SNIP saliency) steps no network, target or optimizer."""
+    algo.update(random_batch(seed=1))
+    before = snapshot(algo)
+    opts = [getattr(algo, f"{role}_opt") for role in algo.roles]
+    opt_before = [o.state_dict()["state"][0]["exp_avg"].clone() for o in opts]
+    algo.losses(random_batch(seed=2))
+    after = snapshot(algo)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(x, o.state_dict()["state"][0]["exp_avg"]) for x, o in zip(opt_before, opts))
+
+
+def check_task_axis_with_masks(algo, n: int) -> dict[str, torch.Tensor]:
+    """Masks on every MaskedLinear (as Pathways attaches them): [N, B, d] runs task-wise; all-ones
+    masks reproduce the unmasked result; loss_scale multiplies every loss. Leaves random sparse
+    masks attached, one update done; returns the ``[N, B, ...]`` batch for further checks."""
+    b = random_batch(n)
+    state = algo.generator.get_state()  # the same sampling noise for every loss evaluation
+    plain = algo.losses(b)
+    for layer in masked_layers(algo):
+        layer.set_masks(torch.ones(n, *layer.weight.shape))
+    algo.generator.set_state(state)
+    ones = algo.losses(b)
+    for k in plain:
+        torch.testing.assert_close(ones[k], plain[k])
+    algo.loss_scale = float(n)
+    algo.generator.set_state(state)
+    scaled = algo.losses(b)
+    for k in plain:
+        torch.testing.assert_close(scaled[k], n * plain[k])
+    # Random sparse masks: every loss still finite, update and act run with the task axis first.
+    g = torch.Generator().manual_seed(0)
+    for layer in masked_layers(algo):
+        layer.set_masks((torch.rand(n, *layer.weight.shape, generator=g) < 0.5).float())
+    assert all(torch.isfinite(v) for v in algo.losses(b).values())
+    algo.update(b)
+    assert algo.act(b["obs"]).shape == (n, 8, ACT)
+    return b
+
+
+def check_multihead(algo, n: int) -> None:
+    """An algorithm built with ``multihead_factory(n)`` trains and acts on ``[n, B, ...]`` batches."""
+    b = random_batch(n)
+    assert all(torch.isfinite(v) for v in algo.losses(b).values())
+    algo.update(b)
+    assert algo.act(b["obs"]).shape == (n, 8, ACT)
+
+
+def resumed_pair(make, **kw):
+    """Six updates straight through, and the same six with a state_dict round trip after three
+    into an algorithm built with another seed; checks the networks are bit-identical and returns
+    ``(full, resumed)`` for further checks."""
+    batches = [random_batch(b=16, seed=s) for s in range(6)]
+    full = make(seed=3, **kw)
+    for bt in batches:
+        full.update(bt)
+
+    first = make(seed=3, **kw)
+    for bt in batches[:3]:
+        first.update(bt)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = make(seed=99, **kw)  # different init and noise: everything must come from the checkpoint
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    for bt in batches[3:]:
+        resumed.update(bt)
+
+    assert full.num_updates == resumed.num_updates == 6
+    a, b = snapshot(full), snapshot(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return full, resumed
 
 
 # Toy goal-reaching task: obs = [x, g] in R^2 x R^2, action a in [-1, 1]^2, x' = clip(x + 0.25a),

@@ -1,38 +1,23 @@
 """BCQ: shapes (single-task and task axis), loss values by hand, resume, and offline learning."""
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 from torch import nn
 
 from npf.algos.bcq import BCQ, BCQConfig
-from npf.nets import MaskedLinear, multihead_factory
-from algo_fixtures import D, random_batch, toy_learning
+from npf.nets import multihead_factory
+from algo_fixtures import (ACT, D, OBS, check_losses_and_update, check_losses_change_nothing, check_multihead,
+                           check_seeding, check_task_axis_with_masks, random_batch as batch, resumed_pair,
+                           toy_learning)
 
 torch.set_num_threads(1)
 
-OBS, ACT = 5, 3
 TINY = dict(actor_hidden=[16, 16], critic_hidden=[16, 16], vae_hidden=[16, 16])
 
 
 def make(seed=0, **kw) -> BCQ:
     return BCQ(OBS, ACT, BCQConfig(**{**TINY, **kw}), "cpu", seed=seed)
-
-
-def batch(*lead, b=8, seed=0, obs=OBS, act=ACT) -> dict[str, torch.Tensor]:
-    return random_batch(*lead, b=b, seed=seed, obs=obs, act=act, done_p=0.2)
-
-
-def snapshot(algo: BCQ) -> dict[str, torch.Tensor]:
-    mods = {**algo.networks(), **{f"{k}_target": v for k, v in algo.targets().items()}}
-    return {f"{k}.{n}": p.detach().clone() for k, m in mods.items() for n, p in m.state_dict().items()}
-
-
-def masked_layers(algo: BCQ):
-    for m in [*algo.networks().values(), *algo.targets().values()]:
-        yield from (l for l in m.modules() if isinstance(l, MaskedLinear))
 
 
 # ---------------------------------------------------------------------------- config
@@ -55,15 +40,7 @@ def test_paper_defaults_and_tanh_activation():
 
 
 def test_seeding():
-    w = lambda algo: algo.critic.q1[0].weight  # noqa: E731
-    assert torch.equal(w(make(seed=5)), w(make(seed=5)))
-    assert not torch.equal(w(make(seed=5)), w(make(seed=6)))
-    assert not torch.equal(w(make(seed=None)), w(make(seed=None)))  # unseeded: fresh draws
-    torch.manual_seed(1)
-    a = make(seed=None)
-    torch.manual_seed(1)
-    b = make(seed=None)  # ... that follow the global torch seed, noise generator included
-    assert torch.equal(w(a), w(b)) and torch.equal(a.generator.get_state(), b.generator.get_state())
+    check_seeding(make)
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -71,68 +48,27 @@ def test_seeding():
 def test_losses_finite_update_and_act_shapes(lead):
     algo = make()
     b = batch(*lead)
-    losses = algo.losses(b)
-    assert set(losses) == set(algo.roles)
-    for k, v in losses.items():
-        assert v.dim() == 0 and torch.isfinite(v), k
-    metrics = algo.update(b)
+    metrics = check_losses_and_update(algo, b)
     assert set(metrics) == {"loss/vae", "loss/critic", "loss/actor", "q/mean"}
-    assert all(isinstance(v, float) for v in metrics.values())
     a = algo.act(b["obs"])
     assert a.shape == (*lead, 8, ACT) and a.abs().max() <= 1
     assert algo.act(b["obs"][..., 0, :]).shape == (*lead, ACT)
 
 
 def test_losses_do_not_change_parameters():
-    algo = make()
-    algo.update(batch(seed=1))
-    before = snapshot(algo)
-    opt_before = [s["state"][0]["exp_avg"].clone() for s in
-                  (algo.actor_opt.state_dict(), algo.critic_opt.state_dict(), algo.vae_opt.state_dict())]
-    algo.losses(batch(seed=2))
-    after = snapshot(algo)
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    opt_after = [s["state"][0]["exp_avg"] for s in
-                 (algo.actor_opt.state_dict(), algo.critic_opt.state_dict(), algo.vae_opt.state_dict())]
-    assert all(torch.equal(x, y) for x, y in zip(opt_before, opt_after))
+    check_losses_change_nothing(make())
 
 
 def test_task_axis_with_masks_attached():
-    """Masks on every MaskedLinear (as Pathways attaches them): [N, B, d] runs task-wise; all-ones
-    masks reproduce the unmasked result; loss_scale multiplies every loss."""
     n = 3
     algo = make()
-    b = batch(n)
-    state = algo.generator.get_state()
-    plain = algo.losses(b)
-    for layer in masked_layers(algo):
-        layer.set_masks(torch.ones(n, *layer.weight.shape))
-    algo.generator.set_state(state)
-    ones = algo.losses(b)
-    for k in plain:
-        torch.testing.assert_close(ones[k], plain[k])
-    algo.loss_scale = float(n)
-    algo.generator.set_state(state)
-    scaled = algo.losses(b)
-    for k in plain:
-        torch.testing.assert_close(scaled[k], n * plain[k])
-    # Random sparse masks: every loss still finite, update and act run with the task axis first.
-    g = torch.Generator().manual_seed(0)
-    for layer in masked_layers(algo):
-        layer.set_masks((torch.rand(n, *layer.weight.shape, generator=g) < 0.5).float())
-    assert all(torch.isfinite(v) for v in algo.losses(b).values())
-    algo.update(b)
-    assert algo.act(b["obs"]).shape == (n, 8, ACT)
+    b = check_task_axis_with_masks(algo, n)
     assert algo.act(b["obs"][:, 0]).shape == (n, ACT)
 
 
 def test_multihead_factory():
     n = 2
-    algo = BCQ(OBS, ACT, BCQConfig(**TINY), "cpu", factory=multihead_factory(n), seed=0)
-    b = batch(n)
-    assert all(torch.isfinite(v) for v in algo.losses(b).values())
-    algo.update(b)
-    assert algo.act(b["obs"]).shape == (n, 8, ACT)
+    check_multihead(BCQ(OBS, ACT, BCQConfig(**TINY), "cpu", factory=multihead_factory(n), seed=0), n)
 
 
 # ---------------------------------------------------------------------------- hand checks
@@ -206,25 +142,7 @@ def test_act_picks_argmax_q1():
 
 # ---------------------------------------------------------------------------- resume
 def test_state_round_trip_is_bit_identical():
-    batches = [batch(b=16, seed=s) for s in range(6)]
-    full = make(seed=3)
-    for bt in batches:
-        full.update(bt)
-
-    first = make(seed=3)
-    for bt in batches[:3]:
-        first.update(bt)
-    buf = io.BytesIO()
-    torch.save(first.state_dict(), buf)
-    buf.seek(0)
-    resumed = make(seed=99)  # different init and noise: everything must come from the checkpoint
-    resumed.load_state_dict(torch.load(buf, weights_only=True))
-    for bt in batches[3:]:
-        resumed.update(bt)
-
-    assert full.num_updates == resumed.num_updates == 6
-    a, b = snapshot(full), snapshot(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full, resumed = resumed_pair(make)
     for name in ("actor_opt", "critic_opt", "vae_opt"):
         sa, sb = getattr(full, name).state_dict()["state"], getattr(resumed, name).state_dict()["state"]
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)

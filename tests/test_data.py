@@ -2,6 +2,7 @@
 buffer, and episode collection checked against a replay in a fresh environment."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,6 +57,30 @@ def assert_one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
     return msg
 
 
+def load_error(npz: Path, named: Path, **kwargs) -> str:
+    """``load_dataset(npz)`` fails with a one-line DatasetError naming ``named``; its message."""
+    with pytest.raises(DatasetError) as e:
+        load_dataset(npz, **kwargs)
+    return assert_one_line_naming(e, named)
+
+
+def flip_middle_bytes(path: Path) -> None:
+    """Corrupt the file in place: invert 8 bytes in its middle."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])
+    path.write_bytes(bytes(data))
+
+
+@contextlib.contextmanager
+def editing_manifest(npz: Path):
+    """Yields the dataset's manifest as a dict; writes it back (as JSON) after the block."""
+    mpath = npz.with_suffix(".json")
+    m = json.loads(mpath.read_text())
+    yield m
+    mpath.write_text(json.dumps(m))
+
+
 @pytest.fixture
 def saved(tmp_path):
     npz = tmp_path / "forward.npz"
@@ -93,17 +118,13 @@ def test_round_trip(saved):
 def test_missing_npz(saved):
     npz, _, _ = saved
     npz.unlink()
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "not found" in assert_one_line_naming(e, npz)
+    assert "not found" in load_error(npz, npz)
 
 
 def test_missing_manifest(saved):
     npz, _, _ = saved
     npz.with_suffix(".json").unlink()
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert_one_line_naming(e, npz.with_suffix(".json"))
+    load_error(npz, npz.with_suffix(".json"))
 
 
 @pytest.mark.parametrize("verify_checksum", [True, False])
@@ -112,33 +133,22 @@ def test_truncated_npz(saved, verify_checksum):
     data = npz.read_bytes()
     npz.write_bytes(data[: len(data) // 2])
     # make the manifest agree with the truncated file: only the truncation itself can be detected
-    mpath = npz.with_suffix(".json")
-    m = json.loads(mpath.read_text())
-    m["sha256"] = sha256(npz)
-    mpath.write_text(json.dumps(m))
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz, verify_checksum=verify_checksum)
-    assert_one_line_naming(e, npz)
+    with editing_manifest(npz) as m:
+        m["sha256"] = sha256(npz)
+    load_error(npz, npz, verify_checksum=verify_checksum)
 
 
 def test_truncated_npz_is_caught_by_checksum(saved):
     npz, _, _ = saved
     data = npz.read_bytes()
     npz.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "sha256" in assert_one_line_naming(e, npz)
+    assert "sha256" in load_error(npz, npz)
 
 
 def test_corrupted_bytes(saved):
     npz, _, _ = saved
-    data = bytearray(npz.read_bytes())
-    mid = len(data) // 2
-    data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])
-    npz.write_bytes(bytes(data))
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "sha256" in assert_one_line_naming(e, npz)
+    flip_middle_bytes(npz)
+    assert "sha256" in load_error(npz, npz)
 
 
 @pytest.mark.parametrize(
@@ -155,9 +165,7 @@ def test_wrong_shape(tmp_path, key, bad):
     arrays = make_arrays()
     arrays[key] = bad(arrays)
     write_raw(npz, arrays)
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    msg = assert_one_line_naming(e, npz)
+    msg = load_error(npz, npz)
     assert key in msg and "shape" in msg
 
 
@@ -168,9 +176,7 @@ def test_wrong_dtype(tmp_path, key, dtype):
     arrays = make_arrays()
     arrays[key] = arrays[key].astype(dtype)
     write_raw(npz, arrays)
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    msg = assert_one_line_naming(e, npz)
+    msg = load_error(npz, npz)
     assert key in msg and "dtype" in msg
 
 
@@ -179,9 +185,7 @@ def test_missing_array(tmp_path):
     arrays = make_arrays()
     del arrays["timeouts"]
     write_raw(npz, arrays)
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "timeouts" in assert_one_line_naming(e, npz)
+    assert "timeouts" in load_error(npz, npz)
 
 
 @pytest.mark.parametrize("key,value", [("rewards", np.nan), ("observations", np.inf), ("actions", -np.inf)])
@@ -190,27 +194,21 @@ def test_non_finite(tmp_path, key, value):
     arrays = make_arrays()
     arrays[key][3] = value
     write_raw(npz, arrays)
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert key in assert_one_line_naming(e, npz)
+    assert key in load_error(npz, npz)
 
 
 def test_manifest_not_json(saved):
     npz, _, _ = saved
     mpath = npz.with_suffix(".json")
     mpath.write_text('{"schema_version": 1, "sha256": ')  # cut short
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "JSON" in assert_one_line_naming(e, mpath)
+    assert "JSON" in load_error(npz, mpath)
 
 
 def test_manifest_binary_garbage(saved):
     npz, _, _ = saved
     mpath = npz.with_suffix(".json")
     mpath.write_bytes(b"\xff\xfe\x00garbage\n\n")
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert_one_line_naming(e, mpath)
+    load_error(npz, mpath)
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "null", '"schema_version"', "1"])
@@ -218,55 +216,38 @@ def test_manifest_not_an_object(saved, text):
     npz, _, _ = saved
     mpath = npz.with_suffix(".json")
     mpath.write_text(text)
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert_one_line_naming(e, mpath)
+    load_error(npz, mpath)
 
 
 def test_corrupted_bytes_without_checksum(saved):
     """Even without the sha256 check, the zip's own CRC/headers catch flipped bytes."""
     npz, _, _ = saved
-    data = bytearray(npz.read_bytes())
-    mid = len(data) // 2
-    data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])
-    npz.write_bytes(bytes(data))
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz, verify_checksum=False)
-    assert_one_line_naming(e, npz)
+    flip_middle_bytes(npz)
+    load_error(npz, npz, verify_checksum=False)
 
 
 @pytest.mark.parametrize("version", [2, 0, None, "1"])
 def test_wrong_schema_version(saved, version):
     npz, _, _ = saved
-    mpath = npz.with_suffix(".json")
-    m = json.loads(mpath.read_text())
-    if version is None:
-        del m["schema_version"]
-    else:
-        m["schema_version"] = version
-    mpath.write_text(json.dumps(m))
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "schema_version" in assert_one_line_naming(e, mpath)
+    with editing_manifest(npz) as m:
+        if version is None:
+            del m["schema_version"]
+        else:
+            m["schema_version"] = version
+    assert "schema_version" in load_error(npz, npz.with_suffix(".json"))
 
 
 def test_transition_count_mismatch(saved):
     npz, _, _ = saved
-    mpath = npz.with_suffix(".json")
-    m = json.loads(mpath.read_text())
-    m["counts"]["transitions"] = T + 1
-    mpath.write_text(json.dumps(m))
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert_one_line_naming(e, npz)
+    with editing_manifest(npz) as m:
+        m["counts"]["transitions"] = T + 1
+    load_error(npz, npz)
 
 
 def test_empty_dataset(tmp_path):
     npz = tmp_path / "d.npz"
     write_raw(npz, make_arrays(n=0))
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "empty" in assert_one_line_naming(e, npz)
+    assert "empty" in load_error(npz, npz)
 
 
 # ---------------------------------------------------------------- atomic save
@@ -330,9 +311,7 @@ def test_crash_before_manifest_leaves_an_incomplete_dataset(tmp_path, monkeypatc
         save_dataset(npz, make_arrays(), {})
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["d.npz"]  # no manifest, no temp file
-    with pytest.raises(DatasetError) as e:
-        load_dataset(npz)
-    assert "incomplete" in assert_one_line_naming(e, npz.with_suffix(".json"))
+    assert "incomplete" in load_error(npz, npz.with_suffix(".json"))
 
 
 # ---------------------------------------------------------------- replay buffer

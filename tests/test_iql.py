@@ -1,7 +1,6 @@
 """IQL: shapes (single-task and task axis), loss values by hand, resume, and offline learning."""
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -10,30 +9,17 @@ from torch import nn
 
 from npf.algos.iql import IQL, IQLConfig, expectile_loss
 from npf.nets import MaskedLinear, multihead_factory
-from algo_fixtures import D, random_batch, toy_learning
+from algo_fixtures import (ACT, D, OBS, check_losses_and_update, check_losses_change_nothing, check_multihead,
+                           check_seeding, check_task_axis_with_masks, random_batch as batch, resumed_pair,
+                           toy_learning)
 
 torch.set_num_threads(1)
 
-OBS, ACT = 5, 3
 TINY = dict(actor_hidden=[16, 16], critic_hidden=[16, 16], value_hidden=[16, 16])
 
 
 def make(seed=0, **kw) -> IQL:
     return IQL(OBS, ACT, IQLConfig(**{**TINY, **kw}), "cpu", seed=seed)
-
-
-def batch(*lead, b=8, seed=0, obs=OBS, act=ACT) -> dict[str, torch.Tensor]:
-    return random_batch(*lead, b=b, seed=seed, obs=obs, act=act, done_p=0.2)
-
-
-def snapshot(algo: IQL) -> dict[str, torch.Tensor]:
-    mods = {**algo.networks(), **{f"{k}_target": v for k, v in algo.targets().items()}}
-    return {f"{k}.{n}": p.detach().clone() for k, m in mods.items() for n, p in m.state_dict().items()}
-
-
-def masked_layers(algo: IQL):
-    for m in [*algo.networks().values(), *algo.targets().values()]:
-        yield from (l for l in m.modules() if isinstance(l, MaskedLinear))
 
 
 # ---------------------------------------------------------------------------- config
@@ -59,15 +45,7 @@ def test_paper_defaults_and_tanh_activation():
 
 
 def test_seeding():
-    w = lambda algo: algo.critic.q1[0].weight  # noqa: E731
-    assert torch.equal(w(make(seed=5)), w(make(seed=5)))
-    assert not torch.equal(w(make(seed=5)), w(make(seed=6)))
-    assert not torch.equal(w(make(seed=None)), w(make(seed=None)))  # unseeded: fresh draws
-    torch.manual_seed(1)
-    a = make(seed=None)
-    torch.manual_seed(1)
-    b = make(seed=None)  # ... that follow the global torch seed, noise generator included
-    assert torch.equal(w(a), w(b)) and torch.equal(a.generator.get_state(), b.generator.get_state())
+    check_seeding(make)
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -75,13 +53,9 @@ def test_seeding():
 def test_losses_finite_update_and_act_shapes(lead):
     algo = make()
     b = batch(*lead)
-    losses = algo.losses(b)
-    assert set(losses) == set(algo.roles)
-    for k, v in losses.items():
-        assert v.dim() == 0 and torch.isfinite(v), k
-    metrics = algo.update(b)
+    metrics = check_losses_and_update(algo, b)
     assert {"loss/value", "loss/critic", "loss/actor", "q/mean"} <= set(metrics)
-    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    assert all(math.isfinite(v) for v in metrics.values())
     for det in (True, False):
         a = algo.act(b["obs"], deterministic=det)
         assert a.shape == (*lead, 8, ACT) and a.abs().max() <= 1
@@ -89,47 +63,19 @@ def test_losses_finite_update_and_act_shapes(lead):
 
 
 def test_losses_do_not_change_parameters():
-    algo = make()
-    algo.update(batch(seed=1))
-    before = snapshot(algo)
-    opts = (algo.actor_opt, algo.critic_opt, algo.value_opt)
-    opt_before = [o.state_dict()["state"][0]["exp_avg"].clone() for o in opts]
-    algo.losses(batch(seed=2))
-    after = snapshot(algo)
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert all(torch.equal(x, o.state_dict()["state"][0]["exp_avg"]) for x, o in zip(opt_before, opts))
+    check_losses_change_nothing(make())
 
 
 def test_task_axis_with_masks_attached():
     n = 3
     algo = make()
-    b = batch(n)
-    plain = algo.losses(b)
-    for layer in masked_layers(algo):
-        layer.set_masks(torch.ones(n, *layer.weight.shape))
-    ones = algo.losses(b)
-    for k in plain:
-        torch.testing.assert_close(ones[k], plain[k])
-    algo.loss_scale = float(n)
-    scaled = algo.losses(b)
-    for k in plain:
-        torch.testing.assert_close(scaled[k], n * plain[k])
-    g = torch.Generator().manual_seed(0)
-    for layer in masked_layers(algo):
-        layer.set_masks((torch.rand(n, *layer.weight.shape, generator=g) < 0.5).float())
-    assert all(torch.isfinite(v) for v in algo.losses(b).values())
-    algo.update(b)
-    assert algo.act(b["obs"]).shape == (n, 8, ACT)
+    b = check_task_axis_with_masks(algo, n)
     assert algo.act(b["obs"][:, 0], deterministic=False).shape == (n, ACT)
 
 
 def test_multihead_factory():
     n = 2
-    algo = IQL(OBS, ACT, IQLConfig(**TINY), "cpu", factory=multihead_factory(n), seed=0)
-    b = batch(n)
-    assert all(torch.isfinite(v) for v in algo.losses(b).values())
-    algo.update(b)
-    assert algo.act(b["obs"]).shape == (n, 8, ACT)
+    check_multihead(IQL(OBS, ACT, IQLConfig(**TINY), "cpu", factory=multihead_factory(n), seed=0), n)
 
 
 # ---------------------------------------------------------------------------- hand checks
@@ -183,26 +129,7 @@ def test_all_three_losses_by_hand():
 # ---------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("schedule", ["none", "cosine"])
 def test_state_round_trip_is_bit_identical(schedule):
-    batches = [batch(b=16, seed=s) for s in range(6)]
-    kw = dict(lr_schedule=schedule, schedule_steps=10)
-    full = make(seed=3, **kw)
-    for bt in batches:
-        full.update(bt)
-
-    first = make(seed=3, **kw)
-    for bt in batches[:3]:
-        first.update(bt)
-    buf = io.BytesIO()
-    torch.save(first.state_dict(), buf)
-    buf.seek(0)
-    resumed = make(seed=99, **kw)
-    resumed.load_state_dict(torch.load(buf, weights_only=True))
-    for bt in batches[3:]:
-        resumed.update(bt)
-
-    assert full.num_updates == resumed.num_updates == 6
-    a, b = snapshot(full), snapshot(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full, resumed = resumed_pair(make, lr_schedule=schedule, schedule_steps=10)
     assert full.actor_opt.param_groups[0]["lr"] == resumed.actor_opt.param_groups[0]["lr"]
     if schedule == "cosine":
         assert full.actor_opt.param_groups[0]["lr"] < 1e-3

@@ -19,7 +19,7 @@ import npf.pathways as pathways_mod
 from npf.algos.base import Algorithm
 from npf.nets import MaskedLinear, mlp, soft_update
 from npf.pathways import (
-    Pathways, ScoreAverager, maskable_parameters, masks_removed, num_kept, snip_scores,
+    Pathways, ScoreAverager, maskable_parameters, num_kept, snip_scores,
     snip_scores_all, topk_masks,
 )
 

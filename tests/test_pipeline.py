@@ -69,7 +69,7 @@ def test_pipeline_runs(pipeline):
 
 
 def test_outputs_exist_and_load(pipeline):
-    res, cfg = pipeline["results"], pipeline["cfg"]
+    res = pipeline["results"]
     for t in TASKS:
         d = res / "experts" / "cheetah" / t / "seed0"
         pol = load_policy(d / "policy.pt")

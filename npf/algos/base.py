@@ -10,10 +10,15 @@ task, ``N · mean`` is exactly Σ_n mean_b(loss_n), the paper's summed gradient 
 """
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+import copy
+import dataclasses
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
+
+from npf.nets import resolve_device
 
 Batch = Mapping[str, Tensor]
 
@@ -23,6 +28,41 @@ class Algorithm:
     roles: tuple[str, ...] = ()
     loss_scale: float = 1.0
     device: torch.device = torch.device("cpu")
+
+    # ---------------------------------------------------------------- construction helpers
+    def _configure(self, cfg: Any, cfg_type: type, obs_dim: int, act_dim: int,
+                   device: str | torch.device) -> Any:
+        """Set ``cfg`` (a ``cfg_type``, or a mapping/None for ``cfg_type.from_dict``), the dims and
+        the device (a string goes through :func:`npf.nets.resolve_device`); returns the config."""
+        self.cfg = cfg if isinstance(cfg, cfg_type) else cfg_type.from_dict(cfg)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        return self.cfg
+
+    @staticmethod
+    @contextlib.contextmanager
+    def seeded_init(seed: int | None) -> Iterator[None]:
+        """Build the networks inside this block. A seed initialises them without touching the
+        global RNG; without one they draw from (and advance) the global torch RNG like any module."""
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            yield
+
+    def _finish_init(self, lr: float, seed: int | None, targets: tuple[str, ...] = ()) -> None:
+        """After :meth:`seeded_init`: move every network to the device, add a frozen copy
+        ``<role>_target`` of each role in ``targets``, one Adam ``<role>_opt`` per network, the
+        update count and the sampling generator (seeded ``seed + 1``, or from the global RNG)."""
+        nets = self.networks()
+        for net in nets.values():
+            net.to(self.device)
+        for role in targets:
+            setattr(self, f"{role}_target", copy.deepcopy(nets[role]).requires_grad_(False))
+        for role, net in nets.items():
+            setattr(self, f"{role}_opt", torch.optim.Adam(net.parameters(), lr=lr))
+        self.num_updates = 0
+        # Sampling noise has its own generator, saved in state_dict.
+        self.generator = make_generator(self.device, None if seed is None else seed + 1)
 
     # ---------------------------------------------------------------- helpers for subclasses
     def _scale(self, loss: Tensor) -> Tensor:
@@ -62,11 +102,40 @@ class Algorithm:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """Networks, targets, optimizers and any learned scalars (everything resume needs)."""
-        raise NotImplementedError
+        """Networks, targets, optimizers and any learned scalars (everything resume needs).
+
+        This default (for algorithms built with :meth:`_finish_init`) holds ``config``, each
+        network under its role, each target under ``<role>_target``, each ``<role>_opt``, then
+        :meth:`_extra_state`, ``generator`` and ``num_updates``."""
+        nets = self.networks()
+        return {
+            "config": dataclasses.asdict(self.cfg),
+            **{role: net.state_dict() for role, net in nets.items()},
+            **{f"{role}_target": tgt.state_dict() for role, tgt in self.targets().items()},
+            **{f"{role}_opt": getattr(self, f"{role}_opt").state_dict() for role in nets},
+            **self._extra_state(),
+            "generator": self.generator.get_state(),
+            "num_updates": self.num_updates,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
+        nets = self.networks()
+        for role, net in nets.items():
+            net.load_state_dict(state[role])
+        for role, tgt in self.targets().items():
+            tgt.load_state_dict(state[f"{role}_target"])
+        for role in nets:
+            getattr(self, f"{role}_opt").load_state_dict(state[f"{role}_opt"])
+        self._load_extra_state(state)
+        self.generator.set_state(state["generator"].cpu())
+        self.num_updates = int(state["num_updates"])
+
+    def _extra_state(self) -> dict:
+        """Entries of the default state_dict beyond networks, targets and optimizers."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
 
 
 def make_generator(device: torch.device, seed: int | None) -> torch.Generator:

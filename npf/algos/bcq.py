@@ -16,17 +16,15 @@ along the batch axis (-2), ``[..., B·S, d]``, so the task axis always stays fir
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from npf.algos.base import Algorithm, Batch, make_generator
+from npf.algos.base import Algorithm, Batch
 from npf.algos.sac import dataclass_from_dict
-from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
+from npf.nets import MLPFactory, TwinQ, mlp, soft_update
 
 
 @dataclass
@@ -94,29 +92,12 @@ class BCQ(Algorithm):
     def __init__(self, obs_dim: int, act_dim: int, cfg: BCQConfig | Mapping | None = None,
                  device: str | torch.device = "cpu", factory: MLPFactory = mlp,
                  seed: int | None = None):
-        self.cfg = cfg if isinstance(cfg, BCQConfig) else BCQConfig.from_dict(cfg)
-        c = self.cfg
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        # A seed initialises the networks without touching the global RNG; without one they
-        # draw from (and advance) the global torch RNG like any module.
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        c = self._configure(cfg, BCQConfig, obs_dim, act_dim, device)
+        with self.seeded_init(seed):
             self.actor = Perturbation(obs_dim, act_dim, c.actor_hidden, c.phi, c.activation, factory)
             self.critic = TwinQ(obs_dim, act_dim, c.critic_hidden, c.activation, factory)
             self.vae = VAE(obs_dim, act_dim, c.vae_hidden, c.activation, factory)
-            gen_seed = None if seed is None else seed + 1
-        self.actor.to(self.device)
-        self.critic.to(self.device)
-        self.vae.to(self.device)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
-        self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=c.lr)
-        self.num_updates = 0
-        self.generator = make_generator(self.device, gen_seed)
+        self._finish_init(c.lr, seed, targets=("actor", "critic"))
 
     # ------------------------------------------------------------------ contract
     def networks(self) -> dict[str, nn.Module]:
@@ -211,31 +192,3 @@ class BCQ(Algorithm):
         q1, _ = self.critic(rep, a)                                           # [..., S, 1]
         idx = q1.argmax(dim=-2, keepdim=True).expand(*a.shape[:-2], 1, a.shape[-1])
         return a.gather(-2, idx).squeeze(-2)
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        return {
-            "config": dataclasses.asdict(self.cfg),
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "vae": self.vae.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "vae_opt": self.vae_opt.state_dict(),
-            "generator": self.generator.get_state(),
-            "num_updates": self.num_updates,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.vae.load_state_dict(state["vae"])
-        self.actor_target.load_state_dict(state["actor_target"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.vae_opt.load_state_dict(state["vae_opt"])
-        self.generator.set_state(state["generator"].cpu())
-        self.num_updates = int(state["num_updates"])

@@ -16,8 +16,6 @@ multitask training, with pathway masks attached to the networks by other code).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -25,9 +23,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from npf.algos.base import Algorithm, Batch, make_generator
+from npf.algos.base import Algorithm, Batch
 from npf.algos.sac import dataclass_from_dict
-from npf.nets import MLPFactory, TwinQ, mlp, resolve_device, soft_update
+from npf.nets import MLPFactory, TwinQ, mlp, soft_update
 
 
 @dataclass
@@ -88,32 +86,16 @@ class IQL(Algorithm):
     def __init__(self, obs_dim: int, act_dim: int, cfg: IQLConfig | Mapping | None = None,
                  device: str | torch.device = "cpu", factory: MLPFactory = mlp,
                  seed: int | None = None):
-        self.cfg = cfg if isinstance(cfg, IQLConfig) else IQLConfig.from_dict(cfg)
-        c = self.cfg
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        # A seed initialises the networks without touching the global RNG; without one they
-        # draw from (and advance) the global torch RNG like any module.
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        c = self._configure(cfg, IQLConfig, obs_dim, act_dim, device)
+        with self.seeded_init(seed):
             self.actor = GaussianPolicy(obs_dim, act_dim, c.actor_hidden, c.activation, factory,
                                         c.log_std_min, c.log_std_max)
             self.critic = TwinQ(obs_dim, act_dim, c.critic_hidden, c.activation, factory)
             self.value = factory(obs_dim, 1, c.value_hidden, c.activation)
-        self.actor.to(self.device)
-        self.critic.to(self.device)
-        self.value.to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=c.lr)
+        self._finish_init(c.lr, seed, targets=("critic",))
         self.actor_sched = None
         if c.lr_schedule == "cosine":
             self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, c.schedule_steps)
-        self.num_updates = 0
-        # Sampling noise (act with deterministic=False) has its own generator, saved in state_dict.
-        self.generator = make_generator(self.device, None if seed is None else seed + 1)
 
     # ------------------------------------------------------------------ contract
     def networks(self) -> dict[str, nn.Module]:
@@ -189,30 +171,9 @@ class IQL(Algorithm):
         return (mean + log_std.exp() * eps).clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        return {
-            "config": dataclasses.asdict(self.cfg),
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "value": self.value.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "value_opt": self.value_opt.state_dict(),
-            "actor_sched": None if self.actor_sched is None else self.actor_sched.state_dict(),
-            "generator": self.generator.get_state(),
-            "num_updates": self.num_updates,
-        }
+    def _extra_state(self) -> dict:
+        return {"actor_sched": None if self.actor_sched is None else self.actor_sched.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.value.load_state_dict(state["value"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.value_opt.load_state_dict(state["value_opt"])
+    def _load_extra_state(self, state: dict) -> None:
         if self.actor_sched is not None and state.get("actor_sched") is not None:
             self.actor_sched.load_state_dict(state["actor_sched"])
-        self.generator.set_state(state["generator"].cpu())
-        self.num_updates = int(state["num_updates"])

@@ -50,23 +50,20 @@ class SuiteSpec:
         return tuple(self.tasks)
 
 
-_CHEETAH_ENTRY = "npf.envs.cheetah:HalfCheetahMultitaskEnv"
+def _cheetah_suite(name: str, tasks: Mapping[str, Any]) -> SuiteSpec:
+    """A HalfCheetah suite (env ids ``npf/cheetah-<task>-v0``) over ``tasks``: name -> task spec."""
+    return SuiteSpec(
+        name=name,
+        id_prefix="cheetah",
+        entry_point="npf.envs.cheetah:HalfCheetahMultitaskEnv",
+        tasks={task: asdict(spec) for task, spec in tasks.items()},
+        episode_length=_cheetah.EPISODE_LENGTH,
+    )
+
 
 SUITE_SPECS: dict[str, SuiteSpec] = {
-    "cheetah": SuiteSpec(
-        name="cheetah",
-        id_prefix="cheetah",
-        entry_point=_CHEETAH_ENTRY,
-        tasks={name: asdict(spec) for name, spec in _cheetah.CHEETAH_TASKS.items()},
-        episode_length=_cheetah.EPISODE_LENGTH,
-    ),
-    "cheetah_velocity": SuiteSpec(
-        name="cheetah_velocity",
-        id_prefix="cheetah",
-        entry_point=_CHEETAH_ENTRY,
-        tasks={name: asdict(spec) for name, spec in _cheetah.CHEETAH_VELOCITY_TASKS.items()},
-        episode_length=_cheetah.EPISODE_LENGTH,
-    ),
+    "cheetah": _cheetah_suite("cheetah", _cheetah.CHEETAH_TASKS),
+    "cheetah_velocity": _cheetah_suite("cheetah_velocity", _cheetah.CHEETAH_VELOCITY_TASKS),
     "mt10": SuiteSpec(
         name="mt10",
         id_prefix="mt10",

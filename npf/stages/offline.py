@@ -29,7 +29,7 @@ from npf.algos.iql import IQL, IQLConfig
 from npf.config import section, suite_tasks
 from npf.data import Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset
 from npf.envs import make_env
-from npf.evaluate import evaluate_tasks
+from npf.evaluate import evaluate_tasks, final_metrics
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.nets import resolve_device
 from npf.pathways import Pathways
@@ -334,15 +334,7 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
                             envs_per_task=min(episodes, int(cfg["evaluation"]["envs_per_task"])))
         ev.update({"suite": suite, "method": method, "algo": algo, "seed": seed, "episodes_per_task": episodes})
         _write_json(Path(out_json), ev)
-        em = {"final/return_mean": ev["return_mean"], "final/success_mean": ev["success_mean"]}
-        if "normalized_mean" in ev:
-            em["final/normalized_mean"] = ev["normalized_mean"]
-        for t, r in ev["tasks"].items():
-            em[f"final/return/{t}"] = r["return_mean"]
-            if "normalized_mean" in r:
-                em[f"final/normalized/{t}"] = r["normalized_mean"]
-            em[f"final/success/{t}"] = r["success"]
-        tracker.log_metrics(em, 0)
+        tracker.log_metrics(final_metrics(ev), 0)
         tracker.log_artifact(out_json)
         status = "FINISHED"
         return ev

@@ -68,7 +68,7 @@ from npf.dapd import (DAPDController, attach_copy_masks, broadcast_state, copies
                       copies_snip_scores, merge_copies, shared_snip_scores)
 from npf.data import atomic_write_bytes
 from npf.envs import episode_length, is_success_suite, make_env
-from npf.evaluate import evaluate_tasks
+from npf.evaluate import evaluate_tasks, final_metrics
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.nets import resolve_device
 from npf.online_buffers import ChunkStore, TaskReplay
@@ -863,11 +863,7 @@ def evaluate_online_run(cfg: Mapping, suite: str, method: str, seed: int, final_
         ev.update({"suite": suite, "method": method, "algo": "sac", "seed": seed, "episodes_per_task": episodes,
                    "env_steps_per_task": saved["steps"], "updates": saved["updates"]})
         _write_json(Path(out_json), ev)
-        em = {"final/return_mean": ev["return_mean"], "final/success_mean": ev["success_mean"]}
-        for t, r in ev["tasks"].items():
-            em[f"final/return/{t}"] = r["return_mean"]
-            em[f"final/success/{t}"] = r["success"]
-        tracker.log_metrics(em, 0)
+        tracker.log_metrics(final_metrics(ev), 0)
         tracker.log_artifact(out_json)
         status = "FINISHED"
         return ev
