@@ -24,14 +24,26 @@ BACKENDS = ("egl", "osmesa")
 def _make_render_env(suite: str, task: str, size: int):
     from npf.envs import make_env
 
-    # the model's tracking camera if it has one (HalfCheetah: "track"), else the env's default view;
     # envs without size arguments (Meta-World) are downscaled in _resize
-    for kw in ({"width": size, "height": size, "camera_name": "track"}, {"width": size, "height": size}, {}):
+    for kw in ({"width": size, "height": size}, {}):
         try:
-            return make_env(suite, task, render_mode="rgb_array", **kw)
+            env = make_env(suite, task, render_mode="rgb_array", **kw)
+            break
         except (TypeError, ValueError):
             continue
-    raise ValueError(f"{suite}/{task}: cannot build an env with render_mode='rgb_array'")
+    else:
+        raise ValueError(f"{suite}/{task}: cannot build an env with render_mode='rgb_array'")
+    if _has_camera(env, "track"):  # the model's tracking camera (HalfCheetah's); else the env's default view
+        env.close()
+        env = make_env(suite, task, render_mode="rgb_array", camera_name="track", **kw)
+    return env
+
+
+def _has_camera(env, name: str) -> bool:
+    import mujoco
+
+    model = getattr(env.unwrapped, "model", None)
+    return isinstance(model, mujoco.MjModel) and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name) >= 0
 
 
 def _resize(frame: np.ndarray, size: int):

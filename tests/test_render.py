@@ -79,3 +79,34 @@ def test_expert_stage_logs_the_rollout_to_mlflow(tmp_path, monkeypatch):
     listed = {f.path for f in MlflowClient(uri).list_artifacts(run_id, "rollout")}
     assert listed == {"rollout/rollout_strip.png", "rollout/rollout.gif"}
     assert Image.open(out / "rollout" / "rollout_strip.png").size == (240 * 5, 240)  # 1 + 20/5 frames
+
+
+TRACKING_PROBE = """
+import mujoco
+from npf.envs import make_env
+env = make_env("quadruped", "pace-forward", render_mode="rgb_array", width=96, height=96)
+env.reset(seed=0)
+u = env.unwrapped
+def orange(f):  # the A1's trunk and legs
+    f = f.astype(int)
+    return int(((f[..., 0] > 150) & (f[..., 1] > 40) & (f[..., 1] < 140) & (f[..., 2] < 80)).sum())
+before = orange(env.render())
+u.data.qpos[0] += 5.0  # the trunk 5 m further along x
+mujoco.mj_forward(u.model, u.data)
+print(before, orange(env.render()))
+env.close()
+"""
+
+
+def test_quadruped_camera_follows_the_robot():
+    """A robot that walked 5 m away is still in the picture (a fixed camera loses it entirely)."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", TRACKING_PROBE], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"})
+    if r.returncode != 0:
+        pytest.skip(f"no EGL rendering here: {r.stderr.strip().splitlines()[-1:]}")
+    before, after = map(int, r.stdout.split())
+    assert before > 50 and after > 0.5 * before, (before, after)

@@ -538,6 +538,9 @@ class A1MultitaskEnv(gym.Env, EzPickle):
                                     "distance": 1.6, "elevation": -20.0, "azimuth": 120.0},
                 width=self.width, height=self.height,
             )
+        # Gymnasium's renderer draws with its free camera (it resets the camera type each frame):
+        # follow the trunk by moving the free camera's look-at point
+        self._renderer._get_viewer(self.render_mode).cam.lookat[:] = self.data.xpos[self.trunk_body]
         return self._renderer.render(self.render_mode)
 
     def close(self):
