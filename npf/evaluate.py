@@ -17,6 +17,18 @@ def normalized_score(score: float | np.ndarray, random: float, expert: float) ->
     return (np.asarray(score) - random) / (expert - random) * 100.0
 
 
+def weak_expert(scores: dict) -> str | None:
+    """Why normalized scores of a task mean little, or None: the expert's data score must exceed
+    the random policy's by at least one standard deviation of the random returns (else the
+    denominator of :func:`normalized_score` is noise and the scores explode or flip sign)."""
+    gap, spread = scores["expert"] - scores["random"], scores.get("random_std", 0.0)
+    if gap > max(spread, 1e-6):
+        return None
+    return (f"the expert ({scores['expert']:.1f}) is not clearly better than random ({scores['random']:.1f} ± "
+            f"{spread:.1f}): normalized scores of this task are not meaningful; train the expert longer "
+            "(experts.total_steps)")
+
+
 def final_metrics(ev: dict) -> dict[str, float]:
     """The ``final/...`` MLflow metrics of an :func:`evaluate_tasks` result: return and success
     means, and the normalized score wherever the result has one (overall and per task)."""

@@ -16,7 +16,8 @@ import torch
 from npf import checkpoint as ckpt
 from npf.config import section
 from npf.data import save_dataset
-from npf.envs import env_id, episode_length, make_env
+from npf.envs import env_id, episode_length, is_success_suite, make_env
+from npf.evaluate import weak_expert
 from npf.nets import resolve_device
 from npf.progress import Progress
 from npf.rollout import EnvPool, evaluate_policy
@@ -118,6 +119,10 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, o
                              "score/expert_deterministic": manifest["scores"]["expert_deterministic"],
                              "rate/transitions_per_s": transitions / collect_s}, 0)
         tracker.log_artifact(out_npz.with_suffix(".json"))
+        weak = None if is_success_suite(suite) else weak_expert(manifest["scores"])
+        if weak:
+            print(f"warning: dataset {suite}/{task}: {weak}", file=sys.stderr, flush=True)
+            tracker.set_tags({"npf.warning": weak})
         status = "FINISHED"
         return manifest
     finally:
