@@ -192,8 +192,9 @@ def _lookup(summary: pd.DataFrame, **keys) -> tuple[float, float, int] | None:
 
 
 def _cell(summary: pd.DataFrame, **keys) -> str:
+    """``mean ± std`` over seeds; one seed has no spread to show: just its value."""
     hit = _lookup(summary, **keys)
-    return MISSING if hit is None else fmt(hit[0], hit[1])
+    return MISSING if hit is None else fmt(hit[0], hit[1] if hit[2] > 1 else None)
 
 
 def _seed_note(summary: pd.DataFrame) -> str:
@@ -206,7 +207,8 @@ def _seed_note(summary: pd.DataFrame) -> str:
 
 
 STATS_NOTE = ("Ours: per seed, the mean over tasks; then mean ± std over seeds (population std, "
-              "ddof={ddof}). 'paper' columns: the published numbers (npf.paper_numbers).")
+              "ddof={ddof}; a cell of one seed shows its value alone). 'paper' columns: the published "
+              "numbers (npf.paper_numbers).")
 
 
 def _offline(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -317,7 +319,7 @@ def _per_task_table(d: pd.DataFrame, name: str, caption: str, published: Mapping
                 row[label] = _fmt_paper(p)
             rows.append(row)
     notes = ["Ours: mean ± std over seeds of each task's score (population std, "
-             f"ddof={ddof}). 'paper' columns: the published numbers.",
+             f"ddof={ddof}; one seed: its value alone). 'paper' columns: the published numbers.",
              _seed_note(so)]
     if overall:
         notes.append("overall: per seed the mean over tasks, then mean ± std over seeds (as Table 3).")

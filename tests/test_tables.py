@@ -118,6 +118,18 @@ def test_table2_numbers_and_paper_column(results):
     assert not any("paper" in c and c.startswith("MT") for c in df.columns)  # the paper has no MT in Table 2
 
 
+def test_one_seed_shows_its_value_without_a_spread(tmp_path):
+    """One seed has no std over seeds: the cell is the value alone, never a made-up '± 0.00'."""
+    _write_eval(tmp_path, "cheetah", "npf", "iql", 0, "normalized", {"forward": 80.0, "backward": 71.0})
+    _write_eval(tmp_path, "cheetah", "npf", "bcq", 0, "normalized", {"forward": 50.0, "backward": 60.0})
+    _write_eval(tmp_path, "cheetah", "npf", "bcq", 1, "normalized", {"forward": 70.0, "backward": 80.0})
+    df = parse_md(table2(load_eval_results(tmp_path)).to_markdown())
+    assert df["NPF-IQL"].item() == "75.50"
+    assert df["NPF-BCQ"].item() == "65.00 ± 10.00"  # seeds 55 and 75
+    per_task = parse_md(table6(load_eval_results(tmp_path)).to_markdown())
+    assert list(per_task["NPF-IQL"]) == ["80.00", "71.00"]
+
+
 def test_table3_numbers_and_reported_columns(results):
     root, truth = results
     df = parse_md(table3(load_eval_results(root)).to_markdown())
