@@ -60,6 +60,11 @@ def atomic_write_bytes(path: Path, write) -> None:
             tmp.unlink()
 
 
+def write_json(path: str | os.PathLike, obj) -> None:
+    """``obj`` as indented JSON, written atomically (:func:`atomic_write_bytes`)."""
+    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+
+
 def save_dataset(npz_path: str | os.PathLike, arrays: dict[str, np.ndarray], manifest: dict) -> dict:
     """Write the arrays and their manifest atomically (manifest last). Returns the manifest."""
     npz_path = Path(npz_path)
@@ -77,7 +82,7 @@ def save_dataset(npz_path: str | os.PathLike, arrays: dict[str, np.ndarray], man
         counts={**manifest.get("counts", {}), "transitions": int(len(arrays["rewards"])),
                 "obs_dim": int(arrays["observations"].shape[1]), "act_dim": int(arrays["actions"].shape[1])},
     )
-    atomic_write_bytes(manifest_path(npz_path), lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    write_json(manifest_path(npz_path), manifest)
     return manifest
 
 

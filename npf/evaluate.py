@@ -29,6 +29,16 @@ def weak_expert(scores: dict) -> str | None:
             "(experts.total_steps)")
 
 
+def publish_evaluation(tracker, ev: dict, out_json) -> None:
+    """The final evaluation's JSON (what the tables read), its ``final/...`` metrics and the JSON
+    as an artifact of the job's MLflow run."""
+    from npf.data import write_json
+
+    write_json(out_json, ev)
+    tracker.log_metrics(final_metrics(ev), 0)
+    tracker.log_artifact(out_json)
+
+
 def final_metrics(ev: dict) -> dict[str, float]:
     """The ``final/...`` MLflow metrics of an :func:`evaluate_tasks` result: return and success
     means, and the normalized score wherever the result has one (overall and per task)."""

@@ -14,7 +14,6 @@ good checkpoint is never overwritten.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from npf import checkpoint as ckpt
 from npf.algos.base import check_finite
 from npf.algos.sac import SAC, SACConfig
 from npf.config import section
-from npf.data import ReplayBuffer, atomic_write_bytes
+from npf.data import ReplayBuffer, write_json
 from npf.envs import BUILTIN_SUITES, make_env
 from npf.nets import TanhGaussianPolicy, resolve_device
 from npf.preemption import preemption_guard, save_checkpoint
@@ -162,7 +161,7 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
         tracker.log_metrics({"eval/return": result["eval_return_mean"], "eval/success": result["eval_success"]}, step)
         save_policy(out_dir / "policy.pt", algo, obs_dim, act_dim, result)
         tracker.log_artifact(out_dir / "policy.pt")
-        atomic_write_bytes(out_dir / "metrics.json", lambda t: Path(t).write_text(json.dumps(result, indent=2)))
+        write_json(out_dir / "metrics.json", result)
         tracker.log_artifact(out_dir / "metrics.json")
         if int(ecfg.get("render_steps", 0)) > 0 and suite in BUILTIN_SUITES:  # see the gait in the MLflow UI
             for p in render_in_subprocess(out_dir / "policy.pt", suite, task, out_dir / "rollout",

@@ -27,9 +27,10 @@ from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
 from npf.config import section, suite_tasks
-from npf.data import Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset
+from npf.data import (Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset,
+                      write_json)
 from npf.envs import make_env
-from npf.evaluate import evaluate_tasks, final_metrics
+from npf.evaluate import evaluate_tasks, publish_evaluation
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.nets import resolve_device
 from npf.pathways import Pathways
@@ -88,10 +89,6 @@ def build_algo(cfg: dict, suite: str, algo: str, method: str, obs_dim: int, act_
                factory=factory_for(method, num_tasks), seed=seed)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2)))
-
-
 # --------------------------------------------------------------------------------------- pathways
 def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str | Path) -> dict:
     out_path = Path(out_path)
@@ -120,7 +117,7 @@ def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str
                                       "overlap_percent": np.round(ov, 3).tolist()}
             tracker.log_metrics({f"pathways/{role}/density": float(np.mean(pw.density(role))),
                                  f"pathways/{role}/union_density": pw.union_density(role)}, 0)
-        _write_json(out_path.with_suffix(".json"), summary)
+        write_json(out_path.with_suffix(".json"), summary)
         tracker.log_artifact(out_path.with_suffix(".json"))
         tracker.log_artifact(out_path)
         status = "FINISHED"
@@ -333,9 +330,7 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
                             seed=int(cfg["evaluation"]["seed"]) + seed, ref_scores=[m["scores"] for m in manifests],
                             envs_per_task=min(episodes, int(cfg["evaluation"]["envs_per_task"])))
         ev.update({"suite": suite, "method": method, "algo": algo, "seed": seed, "episodes_per_task": episodes})
-        _write_json(Path(out_json), ev)
-        tracker.log_metrics(final_metrics(ev), 0)
-        tracker.log_artifact(out_json)
+        publish_evaluation(tracker, ev, out_json)
         status = "FINISHED"
         return ev
     finally:

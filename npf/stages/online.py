@@ -66,9 +66,9 @@ from npf.baselines import PCGradSAC
 from npf.config import deep_merge, suite_tasks
 from npf.dapd import (DAPDController, attach_copy_masks, broadcast_state, copies_factory, copies_group_grad_norms,
                       copies_snip_scores, merge_copies, shared_snip_scores)
-from npf.data import atomic_write_bytes
+from npf.data import atomic_write_bytes, write_json
 from npf.envs import episode_length, is_success_suite, make_env
-from npf.evaluate import evaluate_tasks, final_metrics
+from npf.evaluate import evaluate_tasks, publish_evaluation
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.nets import resolve_device
 from npf.online_buffers import ChunkStore, TaskReplay
@@ -426,10 +426,6 @@ def _cpu_generators(state: Mapping) -> dict:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2)))
-
-
 def write_csv(path: Path, rows: Sequence[Mapping], fields: Sequence[str] | None = None) -> None:
     fields = list(fields or (rows[0].keys() if rows else []))
 
@@ -724,7 +720,7 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
                                "frozen_at_step": dict(zip(tasks, d.frozen_at)), "merged_at_update": agent.merged_at,
                                "density": {role: [float(x) for x in agent.pathways.density(role)]
                                            for role in agent.pathways.roles}}
-        _write_json(out_dir / "summary.json", summary)
+        write_json(out_dir / "summary.json", summary)
         tracker.log_metrics({f"rate/{k}": v for k, v in r.items() if k != "wall_s"}, step)
         for p in (metrics_path, out_dir / "summary.json") + ((grads_path,) if agent.npf else ()):
             tracker.log_artifact(p)
@@ -862,9 +858,7 @@ def evaluate_online_run(cfg: Mapping, suite: str, method: str, seed: int, final_
             ev["metric"] = "return"  # no reference scores: raw returns (not comparable to normalized tables)
         ev.update({"suite": suite, "method": method, "algo": "sac", "seed": seed, "episodes_per_task": episodes,
                    "env_steps_per_task": saved["steps"], "updates": saved["updates"]})
-        _write_json(Path(out_json), ev)
-        tracker.log_metrics(final_metrics(ev), 0)
-        tracker.log_artifact(out_json)
+        publish_evaluation(tracker, ev, out_json)
         status = "FINISHED"
         return ev
     finally:
