@@ -92,27 +92,13 @@ class Row:
 
 
 # ------------------------------------------------------------------------------------ timing
-@contextlib.contextmanager
-def _wall_clock():
-    """bench_multitask.interleaved with wall time (perf_counter) whatever the thread count."""
-    saved = bm.clock
-    bm.clock = lambda: time.perf_counter
-    try:
-        yield
-    finally:
-        bm.clock = saved
-
-
 def timed(fns, rounds, warmup, device=torch.device("cpu"), wall=False):
     """{name: (median ms, min ms)}: bench_multitask.interleaved; on CUDA every call is
     synchronized and timed by wall clock."""
     if device.type == "cuda":
         fns = {k: (lambda f=f: (f(), torch.cuda.synchronize(device))) for k, f in fns.items()}
         wall = True
-    if not wall:
-        return bm.interleaved(fns, rounds, warmup)
-    with _wall_clock():
-        return bm.interleaved(fns, rounds, warmup)
+    return bm.interleaved(fns, rounds, warmup, now=time.perf_counter if wall else None)
 
 
 def ms(t) -> str:
