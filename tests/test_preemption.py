@@ -14,6 +14,7 @@ exactly the uninterrupted run's (key, step) pairs: none missing, none duplicated
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -44,6 +45,14 @@ RNG = random.Random(os.environ.get("NPF_TEST_SEED") or time.time_ns())
 # ------------------------------------------------------------------------------------ helpers
 def store_uri(results: Path) -> str:
     return f"sqlite:///{results / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def own_store(results: Path):
+    """This process logs to ``results``' own sqlite store (the reference runs of a module)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store_uri(results))
+        yield
 
 
 def spawn(spec: dict, results: Path, log: Path) -> subprocess.Popen:
@@ -180,14 +189,10 @@ def expert_dir(results: Path) -> Path:
 @pytest.fixture(scope="module")
 def expert_reference(tmp_path_factory):
     results = tmp_path_factory.mktemp("expert-ref")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", store_uri(results))
-    try:
+    with own_store(results):
         t0 = time.perf_counter()
         train_expert(validate(expert_config(results)), SUITE, TASK, SEED, expert_dir(results))
         yield {"results": results, "seconds": time.perf_counter() - t0}
-    finally:
-        mp.undo()
 
 
 # the quick suite interrupts the expert with SIGTERM and train_offline with SIGKILL; -m slow adds the others
@@ -262,16 +267,12 @@ def install_datasets(results: Path) -> None:
 def offline_reference(tmp_path_factory):
     results = tmp_path_factory.mktemp("offline-ref")
     install_datasets(results)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", store_uri(results))
-    try:
+    with own_store(results):
         cfg = validate(offline_config(results))
         masks = results / "pathways" / "masks.pt"
         discover_pathways(cfg, "cheetah", "iql", 0, masks)
         train_offline(cfg, "cheetah", "npf", "iql", 0, offline_dir(results), pathways_path=masks)
         yield {"results": results, "masks": masks}
-    finally:
-        mp.undo()
 
 
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL],
@@ -329,13 +330,9 @@ def online_reference(tmp_path_factory):
     from npf.stages.online import train_online
 
     results = tmp_path_factory.mktemp("online-ref")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", store_uri(results))
-    try:
+    with own_store(results):
         train_online(validate(online_config(results)), "mt10", "sac-npf", 0, online_dir(results))
         yield {"results": results}
-    finally:
-        mp.undo()
 
 
 def test_online_sigterm_checkpoints_at_the_next_episode_then_resumes_identically(online_reference, tmp_path,
