@@ -70,6 +70,13 @@ def section(cfg: dict, block: str, suite: str) -> dict:
     return deep_merge(base, cfg[block].get("per_suite", {}).get(suite, {}))
 
 
+def offline_section(cfg: dict, suite: str, algo: str) -> dict:
+    """The offline settings of one algorithm's runs: ``section(cfg, "offline", suite)`` with
+    ``offline.per_algo[algo]`` (seeds, updates, batch size, evaluation and checkpoint intervals) merged over it."""
+    off = section(cfg, "offline", suite)
+    return deep_merge({k: v for k, v in off.items() if k != "per_algo"}, off.get("per_algo", {}).get(algo, {}))
+
+
 def register_suites(cfg: dict) -> list[str]:
     """Register ``cfg["custom_suites"]`` with Gymnasium / ``npf.envs`` (idempotent); one-line errors."""
     if not cfg.get("custom_suites"):

@@ -21,7 +21,8 @@ def schema_defaults(schema: dict) -> dict:
     out = {}
     for key, sub in schema.get("properties", {}).items():
         if sub.get("type") == "object" and "properties" in sub:
-            out[key] = schema_defaults(sub)
+            if "default" in sub:  # an object without a default (e.g. offline.per_algo.bcq) is not filled in
+                out[key] = schema_defaults(sub)
         elif "default" in sub:
             out[key] = sub["default"]
     return out

@@ -26,7 +26,7 @@ from npf import checkpoint as ckpt
 from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
-from npf.config import section, suite_tasks
+from npf.config import offline_section, section, suite_tasks
 from npf.data import (Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset,
                       write_json)
 from npf.envs import make_env
@@ -171,7 +171,7 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
                   pathways_path: str | Path | None = None, stop_after_updates: int | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ocfg = section(cfg, "offline", suite)
+    ocfg = offline_section(cfg, suite, algo)
     device = resolve_device(cfg["device"])
     torch.set_num_threads(int(cfg["torch_threads"]))
     ckpt.seed_everything(seed)

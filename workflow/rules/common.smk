@@ -1,4 +1,4 @@
-from npf.config import section, suite_tasks
+from npf.config import offline_section, section, suite_tasks
 
 RESULTS = config["results_dir"]
 
@@ -30,7 +30,7 @@ def offline_runs():
         for suite in config["suites"]
         for method in section(config, "offline", suite)["methods"]
         for algo in section(config, "offline", suite)["algos"]
-        for seed in section(config, "offline", suite)["seeds"]
+        for seed in offline_section(config, suite, algo)["seeds"]
     ]
 
 
