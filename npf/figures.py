@@ -348,7 +348,7 @@ def figure_learning_curves(curves: pd.DataFrame, stem: str | Path, title: str | 
     labels = _ordered(d["label"], pref)
     colors = _palette(labels)
     tasks = list(dict.fromkeys(d["task"]))
-    fig, axes = _grid(len(tasks), ncols)
+    fig, axes = _grid(len(tasks), ncols, size=(3.6, 3.3))  # taller rows: stacked y labels stay apart
     if ylabel is None:
         suites = set(d["suite"]) if "suite" in d.columns else set()
         ylabel = VALUE_LABELS["success"] if suites and all(map(_scored_by_success, suites)) else VALUE_LABELS["score"]
