@@ -308,8 +308,9 @@ TRAIN_RULES = ("train_offline", "train_online", "train_online_npf")
 USEFUL = ("finished", "preempted")  # attempts whose work the result carries (failed ones are redone)
 
 
-def run_provenance(src: Source | None, suite: str, method: str, algo: str) -> tuple[str, str]:
-    """(budget, wall time of the run's training jobs, summed over seeds) from the attempt records."""
+def run_provenance(src: Source | None, suite: str, method: str, algo: str, seeds: int) -> tuple[str, str]:
+    """(budget, wall time of the run's training jobs, summed over seeds) from the attempt records
+    (``seeds``: how many seeds were evaluated)."""
     if src is None or src.attempts.empty:
         return NOT_RECORDED, NOT_RECORDED
     a = src.attempts
@@ -324,8 +325,9 @@ def run_provenance(src: Source | None, suite: str, method: str, algo: str) -> tu
         b = NOT_RECORDED if cfg is None else _budget_of(cfg, suite, method, algo)
         budgets.append(b)
     budget = " / ".join(dict.fromkeys(budgets)) or NOT_RECORDED
-    seeds = sel["seed"].nunique()
-    return budget, f"{fmt_duration(sel['wall_s'].sum())} ({seeds} seed{'s' if seeds > 1 else ''})"
+    n = sel["seed"].nunique()
+    which = f"{n} seed{'s' if n > 1 else ''}" if n >= seeds else f"{n} of {seeds} seeds recorded"
+    return budget, f"{fmt_duration(sel['wall_s'].sum())} ({which})"
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -378,7 +380,7 @@ def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int =
             p = _paper(table, suite, m, a)
             sm = stats.summarize_matrix(score_matrix(g).to_numpy(), ddof=ddof) if not g.empty else None
             src = by_label.get(g["source"].iloc[0]) if not g.empty else None
-            budget, wall = run_provenance(src, suite, m, a) if sm is not None else ("", "")
+            budget, wall = run_provenance(src, suite, m, a, sm.seeds) if sm is not None else ("", "")
             if sm is not None and p is not None:
                 measured[run_label(m, a)] = (sm, p)
             elif p is not None:

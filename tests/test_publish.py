@@ -245,3 +245,35 @@ def test_stage_wrapper_records_each_attempt_and_the_config(tmp_path):
     finally:
         sys.stdout, sys.stderr = saved
     assert not bare.with_name("bare.attempts.jsonl").exists()
+
+
+def test_mt10_offline_and_online_rows(tmp_path, monkeypatch):
+    """Success-rate suites: Table 3 (offline, the paper's baseline runs marked) and Table 4 (online,
+    budget from the online section, cited baselines in their own table)."""
+    monkeypatch.chdir(tmp_path)
+    root = Path("results/mt")
+    cfg = validate({"results_dir": str(root), "suites": ["mt10"],
+                    "online": {"methods": ["sac-npf"], "total_steps": 5000, "batch_size": 32, "pretrain_steps": 700}})
+    runs = {("npf", "bcq"): [[100.0, 0.0], [100.0, 100.0]], ("sac-npf", "sac"): [[0.0, 100.0], [0.0, 0.0]]}
+    for (m, a), per_seed in runs.items():
+        for s, tasks in enumerate(per_seed):
+            p = root / f"eval/mt10/{m}-{a}/seed{s}.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"suite": "mt10", "method": m, "algo": a, "seed": s, "metric": "success",
+                                     "tasks": {t: {"success": v} for t, v in zip(("reach", "push"), tasks)}}))
+    record_attempt(root / "logs/train_online/mt10/sac-npf/seed0.log", "train_online_npf",
+                   {"suite": "mt10", "method": "sac-npf", "seed": 0}, cfg, time.time() - 125, "finished")
+    assert main(["publish", "--out", "docs/results.md", str(root)]) == 0
+    page = Path("docs/results.md").read_text()
+    t3 = row(page, "NPF-BCQ", "## Table 3")
+    assert t3[1] == "75.0 ± 25.0 (2 seeds)" and t3[3] == "100.00 ± 0.00"
+    assert t3[4] == "reproduced"  # |75 − 100| ≤ 25 + 0
+    assert t3[6] == "not recorded"
+    assert row(page, "MT-BCQ", "## Table 3")[3] == "81.50 ± 24.15 (baseline run)"
+    t4 = row(page, "SAC+NPF", "## Table 4")
+    assert t4[1] == "25.0 ± 25.0 (2 seeds)" and t4[3] == "77.40 ± 13.12"
+    assert t4[4] == "not reproduced (Δ -52.4)"
+    assert t4[5] == "5,000 env steps/task, batch 32/task, pretraining 700"
+    assert t4[6] == "2 min (1 of 2 seeds recorded)"
+    assert "| CARE (Sodhani et al. 2021) | 84.0 ± 5.1 | 486,000 |" in page
+    assert row(page, "PCGrad", "## Table 4")[1:4] == [NOT_MEASURED, "", "—"]   # ours never gets the cited 72
