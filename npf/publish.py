@@ -21,6 +21,7 @@ without records is "not recorded".
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -212,6 +213,38 @@ def combined_evals(sources: list[Source]) -> pd.DataFrame:
     return df
 
 
+def withhold_weak_experts(df: pd.DataFrame, sources: list[Source]) -> tuple[pd.DataFrame, dict]:
+    """Normalized scores of a suite whose dataset expert is not clearly better than random
+    (:func:`npf.evaluate.weak_expert`) never reach the page: returns the evaluations without them
+    and ``{(suite, method, algo): (results label, suite, why)}`` for the runs held back."""
+    from npf.evaluate import weak_expert
+
+    withheld: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+    if df.empty:
+        return df, withheld
+    drop = pd.Series(False, index=df.index)
+    for src in sources:
+        for suite in sorted(set(df.loc[(df["source"] == src.label) & (df["metric"] == "normalized"), "suite"])):
+            weak = []
+            for p in sorted((src.path / "datasets" / suite).glob("*.json")):
+                try:
+                    scores = json.loads(p.read_text())["scores"]
+                    why = weak_expert(scores)
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{p}: not a dataset manifest ({type(e).__name__}: {e})") from None
+                if why:
+                    weak.append(p.stem)
+            if not weak:
+                continue
+            sel = (df["source"] == src.label) & (df["suite"] == suite) & (df["metric"] == "normalized")
+            why = (f"withheld: the expert of {', '.join(weak)} is not clearly better than random, "
+                   "so normalized scores mean nothing")
+            for key in set(zip(df.loc[sel, "suite"], df.loc[sel, "method"], df.loc[sel, "algo"])):
+                withheld[key] = (src.label, suite, why)
+            drop |= sel
+    return df[~drop], withheld
+
+
 # ------------------------------------------------------------------------------------ formatting
 def fmt_num(v: float, digits: int = 1) -> str:
     return MISSING if v is None or math.isnan(v) else f"{v:.{digits}f}"
@@ -364,7 +397,9 @@ class RowResult:
     verdict: str
 
 
-def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int = STD_DDOF) -> list[RowResult]:
+def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int = STD_DDOF,
+                withheld: dict | None = None) -> list[RowResult]:
+    withheld = withheld or {}
     d = _table_frame(df, table)
     base_suites, runs = TABLE_ROWS[table]
     suites = list(dict.fromkeys([*base_suites, *([] if d.empty else d["suite"])]))
@@ -374,13 +409,21 @@ def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int =
     for suite in suites:
         ds = d[d["suite"] == suite] if not d.empty else d
         present = list(dict.fromkeys(zip(ds["method"], ds["algo"]))) if not ds.empty else []
-        lines, measured, unmeasured = [], {}, []
+        present += [(m, a) for (su, m, a) in withheld if su == suite and table == "table2"]
+        lines, measured, unmeasured, held_why = [], {}, [], None
         for m, a in list(dict.fromkeys([*runs, *present])):
             g = ds[(ds["method"] == m) & (ds["algo"] == a)] if not ds.empty else ds
             p = _paper(table, suite, m, a)
             sm = stats.summarize_matrix(score_matrix(g).to_numpy(), ddof=ddof) if not g.empty else None
             src = by_label.get(g["source"].iloc[0]) if not g.empty else None
             budget, wall = run_provenance(src, suite, m, a, sm.seeds) if sm is not None else ("", "")
+            held = withheld[(suite, m, a)][2] if table == "table2" and (suite, m, a) in withheld else None
+            if held:
+                lines.append({"Run": run_label(m, a), "Ours: mean ± std": held, "Ours: IQM [95 % CI]": "",
+                              "Paper": MISSING if p is None else p.fmt(2), "Verdict": "withheld", "Budget": "",
+                              "Wall time (training)": "", "Results": ""})
+                held_why = held
+                continue
             if sm is not None and p is not None:
                 measured[run_label(m, a)] = (sm, p)
             elif p is not None:
@@ -392,7 +435,10 @@ def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int =
                           "Verdict": run_verdict(sm, p),
                           "Budget": budget, "Wall time (training)": wall,
                           "Results": "" if src is None else f"`{src.label}`"})
-        out.append(RowResult(suite, lines, row_verdict_line(measured, unmeasured)))
+        verdict = row_verdict_line(measured, unmeasured)
+        if held_why:
+            verdict = held_why if not measured else f"{verdict}; some runs {held_why}"
+        out.append(RowResult(suite, lines, verdict))
     return out
 
 
@@ -433,10 +479,12 @@ def readme_region(rows: list[RowResult], page_link: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ figures
-def write_page_figures(sources: list[Source], fig_dir: Path) -> dict[str, list[Path]]:
+def write_page_figures(sources: list[Source], fig_dir: Path, withheld_suites: set[tuple[str, str]] = frozenset()
+                       ) -> dict[str, list[Path]]:
     """Every figure each results directory supports, PNG only, under ``fig_dir/<dir name>/``,
-    at a resolution that keeps each under :data:`MAX_PNG_BYTES`; stale PNGs there are removed."""
-    from npf.figures import write_figures
+    at a resolution that keeps each under :data:`MAX_PNG_BYTES`; stale PNGs there are removed, and
+    so are the learning curves (normalized scores) of ``withheld_suites`` ((label, suite) pairs)."""
+    from npf.figures import CURVE_FIGURES, write_figures
 
     out = {}
     for s in sources:
@@ -451,6 +499,8 @@ def write_page_figures(sources: list[Source], fig_dir: Path) -> dict[str, list[P
             if dpi <= 50:
                 raise ValueError(f"{big[0]}: {big[0].stat().st_size:,} bytes even at {dpi} dpi (limit {MAX_PNG_BYTES:,})")
             dpi = int(dpi * 0.75)
+        held = {f"{CURVE_FIGURES.get(su, f'curves_{su}')}.png" for lab, su in withheld_suites if lab == s.label}
+        written = [p for p in written if p.name not in held]
         if target.is_dir():
             for old in target.glob("*.png"):
                 if old not in written:
@@ -459,11 +509,15 @@ def write_page_figures(sources: list[Source], fig_dir: Path) -> dict[str, list[P
     return out
 
 
-def figures_region(figs: dict[str, list[Path]], page_dir: Path) -> str:
+def figures_region(figs: dict[str, list[Path]], page_dir: Path, held_suites: set[str] = frozenset()) -> str:
+    from npf.figures import CURVE_FIGURES
+
+    held = {CURVE_FIGURES[su][:5] for su in held_suites if su in CURVE_FIGURES}
     lines = []
     for prefix, caption in FIGURES:
         hits = [(label, p) for label, ps in figs.items() for p in ps if p.name.startswith(prefix)]
-        lines.append(f"**{caption}**" + ("" if hits else f": {NOT_MEASURED}."))
+        missing = "withheld (weak expert, see the table)" if prefix in held else NOT_MEASURED
+        lines.append(f"**{caption}**" + ("" if hits else f": {missing}."))
         for label, p in hits:
             rel = p.relative_to(page_dir).as_posix() if p.is_relative_to(page_dir) else p.as_posix()
             lines.append(f"\n![{caption}, {label}]({rel})\n*from `{label}` ({p.stem})*")
@@ -547,8 +601,8 @@ def publish(dirs: list[str], out: str | Path, readme: str | Path | None = None,
             raise ValueError(f"{readme}: no '{BEGIN.format('table2-readme')}' region (add it and its end "
                              "comment where Table 2's rows should go)")
     sources = load_sources(dirs, wall_times)
-    df = combined_evals(sources)
-    t2 = build_table(df, "table2", sources)
+    df, withheld = withhold_weak_experts(combined_evals(sources), sources)
+    t2 = build_table(df, "table2", sources, withheld=withheld)
     regions = {"command": command_region(out.as_posix(), None if readme is None else readme.as_posix(),
                                          dirs, wall_times),
                "statistics": statistics_region(), "budgets": budgets_region(sources),
@@ -556,8 +610,8 @@ def publish(dirs: list[str], out: str | Path, readme: str | Path | None = None,
                "table3": table_region(build_table(df, "table3", sources), "table3"),
                "table4": table_region(build_table(df, "table4", sources), "table4"),
                "per-task": per_task_region(df), "table8": table8_region(sources)}
-    figs = write_page_figures(sources, fig_dir)
-    regions["figures"] = figures_region(figs, out.parent)
+    figs = write_page_figures(sources, fig_dir, {(lab, su) for lab, su, _ in withheld.values()})
+    regions["figures"] = figures_region(figs, out.parent, {su for _, su, _ in withheld.values()})
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_if_changed(out, fill_regions(text, regions, str(out)))
     written = [out, *[p for ps in figs.values() for p in ps]]

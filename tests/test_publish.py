@@ -277,3 +277,24 @@ def test_mt10_offline_and_online_rows(tmp_path, monkeypatch):
     assert t4[6] == "2 min (1 of 2 seeds recorded)"
     assert "| CARE (Sodhani et al. 2021) | 84.0 ± 5.1 | 486,000 |" in page
     assert row(page, "PCGrad", "## Table 4")[1:4] == [NOT_MEASURED, "", "—"]   # ours never gets the cited 72
+
+
+def test_a_weak_expert_keeps_its_suites_numbers_off_the_page(site):
+    """A dataset whose expert is not clearly better than random never feeds a published number."""
+    man = Path("results/tiny/datasets/cheetah")
+    man.mkdir(parents=True)
+    (man / "forward.json").write_text(json.dumps({"scores": {"random": 100.0, "random_std": 20.0, "expert": 900.0}}))
+    (man / "backward.json").write_text(json.dumps({"scores": {"random": 100.0, "random_std": 20.0, "expert": 110.0}}))
+    assert build() == 0
+    page, readme = Path("docs/results.md").read_text(), Path("README.md").read_text()
+    npf = row(page, "NPF-IQL")
+    assert npf[1].startswith("withheld: the expert of backward is not clearly better than random")
+    assert npf[4] == "withheld" and npf[2] == ""
+    assert "91.0" not in page and "91.0" not in readme and "104.0" not in page
+    assert "**HalfCheetah 5-task**: withheld: the expert of backward" in page
+    per_task = page[page.index("<!-- npf:begin per-task -->"):page.index("<!-- npf:end per-task -->")]
+    assert NOT_MEASURED in per_task
+    assert "Figure 10: learning curves, HalfCheetah 5-task**: withheld (weak expert, see the table)." in page
+    assert not Path("docs/results/tiny/fig10_curves_cheetah.png").exists()
+    (man / "backward.json").write_text("{}")
+    assert build() == 1
