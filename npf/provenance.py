@@ -94,3 +94,52 @@ def load_config(results_dir: str | os.PathLike, config_hash: str) -> dict | None
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def _param_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def unflatten(params: dict[str, str]) -> dict:
+    """MLflow params (:func:`npf.tracking.flatten`ed config, values as strings) → nested config."""
+    cfg: dict = {}
+    for key, text in sorted(params.items()):
+        node = cfg
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[leaf] = _param_value(text)
+    return cfg
+
+
+def mlflow_attempts(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """For results directories from before the attempt records: one row per finished MLflow run
+    of the local store (``results_dir/mlflow.db``), ``wall_s`` = its end − start time (an upper
+    bound when it was resumed: column ``resumed``), and the configs rebuilt from its params."""
+    db = Path(results_dir) / "mlflow.db"
+    empty = pd.DataFrame(columns=ATTEMPT_COLUMNS + ["resumed"])
+    if not db.exists():
+        return empty, {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db.resolve()}")
+    rows, configs = [], {}
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=50_000):
+            tags, info = run.data.tags, run.info
+            if "npf.stage" not in tags or info.end_time is None:
+                continue
+            h = tags.get("npf.config_hash", "")
+            if h and h not in configs:
+                configs[h] = unflatten(run.data.params)
+            rows.append({"rule": tags["npf.stage"], **{k: tags.get(f"npf.{k}") for k in ("suite", "method", "algo",
+                                                                                          "seed", "task")},
+                         "config_hash": h or None, "start": None, "wall_s": (info.end_time - info.start_time) / 1000,
+                         "status": "finished", "file": str(db), "resumed": int(tags.get("npf.resumes", "0")) > 0})
+    return (pd.DataFrame(rows, columns=empty.columns) if rows else empty), configs

@@ -33,7 +33,7 @@ import pandas as pd
 from npf import paper_numbers as paper
 from npf import stats
 from npf.config import offline_section, section
-from npf.provenance import load_attempts, load_config
+from npf.provenance import load_attempts, load_config, mlflow_attempts
 from npf.tables import (EVAL_COLUMNS, MISSING, OFFLINE_ALGOS, OFFLINE_METHODS, ONLINE_METHODS, SUITE_LABELS, SUITE_ORDER,
                         STD_DDOF, load_eval_results, load_param_counts, run_label, table6, table7, table8)
 
@@ -167,6 +167,7 @@ class Source:
     attempts: pd.DataFrame
     end_to_end_s: float | None = None
     configs: dict = field(default_factory=dict)
+    from_mlflow: bool = False        # no attempt records: budgets and times from the MLflow runs
 
     def config(self, h: str) -> dict | None:
         if h not in self.configs:
@@ -194,7 +195,11 @@ def load_sources(dirs: list[str], wall_times: dict[str, float] | None = None) ->
         names[p.name] = d
         evals = load_eval_results(p)
         evals["source"] = display_path(d)
-        sources.append(Source(p, display_path(d), evals, load_attempts(p), wall_times.get(d)))
+        attempts, configs = load_attempts(p), {}
+        if attempts.empty:
+            attempts, configs = mlflow_attempts(p)
+        sources.append(Source(p, display_path(d), evals, attempts, wall_times.get(d), configs,
+                              from_mlflow="resumed" in attempts.columns))
     unknown = set(wall_times) - set(dirs)
     if unknown:
         raise ValueError(f"--wall-time {sorted(unknown)[0]}: not one of the results directories given")
@@ -360,6 +365,9 @@ def run_provenance(src: Source | None, suite: str, method: str, algo: str, seeds
     budget = " / ".join(dict.fromkeys(budgets)) or NOT_RECORDED
     n = sel["seed"].nunique()
     which = f"{n} seed{'s' if n > 1 else ''}" if n >= seeds else f"{n} of {seeds} seeds recorded"
+    if src.from_mlflow:
+        bound = "≤ " if sel["resumed"].any() else ""
+        return budget, f"{bound}{fmt_duration(sel['wall_s'].sum())} ({which}; MLflow run start to end)"
     return budget, f"{fmt_duration(sel['wall_s'].sum())} ({which})"
 
 
@@ -550,7 +558,7 @@ def budgets_region(sources: list[Source]) -> str:
         suites = sorted(set(s.evals["suite"])) if not s.evals.empty else []
         rows.append({"Results": f"`{s.label}`", "Suites evaluated": ", ".join(suites) or NOT_MEASURED,
                      "Configs (hash)": ", ".join(f"`{h}`" for h in hashes) or NOT_RECORDED,
-                     "Jobs recorded": str(len(a)),
+                     "Jobs recorded": f"{len(a)}" + (" (MLflow runs)" if s.from_mlflow else ""),
                      "Sum of job wall times": fmt_duration(a["wall_s"].sum()) if not a.empty else NOT_RECORDED,
                      "End to end (measured)": fmt_duration(s.end_to_end_s)})
     if not rows:

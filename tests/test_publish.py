@@ -298,3 +298,32 @@ def test_a_weak_expert_keeps_its_suites_numbers_off_the_page(site):
     assert not Path("docs/results/tiny/fig10_curves_cheetah.png").exists()
     (man / "backward.json").write_text("{}")
     assert build() == 1
+
+
+def test_results_without_records_take_budget_and_times_from_mlflow(tmp_path, monkeypatch):
+    """Runs made before the attempt records: the config from the MLflow run's params, the wall
+    time from its start and end (an upper bound, marked ≤, when the run was resumed)."""
+    from npf.tracking import stage_tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    root = Path("results/old")
+    make_results(root)
+    for p in root.glob("logs/**/*.attempts.jsonl"):
+        p.unlink()
+    cfg = validate({"results_dir": str(root), "suites": ["cheetah"], "offline": {"updates": 999, "batch_size": 16,
+                    "per_algo": {"iql": {"updates": 555}}}, "datasets": {"episodes": 3}})
+    for m in ("npf", "mt"):
+        for s in (0, 1):
+            wc = {"suite": "cheetah", "method": m, "algo": "iql", "seed": s}
+            id_file = root / f"runs/cheetah/{m}-iql/seed{s}/mlflow_run_id.txt"
+            stage_tracker(cfg, "train_offline", "cheetah", f"train/{m}/{s}", id_file, wc, fresh=True).close("FINISHED")
+            if m == "npf" and s == 1:  # resumed once
+                stage_tracker(cfg, "train_offline", "cheetah", f"train/{m}/{s}", id_file, wc).close("FINISHED")
+    assert main(["publish", "--out", "docs/results.md", str(root)]) == 0
+    page = Path("docs/results.md").read_text()
+    npf, mt = row(page, "NPF-IQL"), row(page, "MT-IQL")
+    assert npf[5] == mt[5] == "555 updates × batch 16/task; 3 trajectories/task from 20,000-step experts"
+    assert npf[6].startswith("≤ ") and npf[6].endswith("(2 seeds; MLflow run start to end)")
+    assert not mt[6].startswith("≤") and mt[6].endswith("(2 seeds; MLflow run start to end)")
+    assert "| 4 (MLflow runs) |" in page
