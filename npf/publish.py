@@ -547,7 +547,11 @@ def statistics_region() -> str:
             f"- {VERDICT_RULE}\n"
             "- **Budget** and **wall time**: from the records each job leaves in its results directory "
             "(`configs/<hash>.yaml`, `logs/**/*.attempts.jsonl`; `npf/provenance.py`); the wall time is the sum "
-            "of the run's training attempts over its seeds (jobs may have run in parallel).")
+            "of the run's training attempts over its seeds (jobs may have run in parallel). A results directory "
+            "from before these records takes both from its MLflow runs (config params; run start to end, marked "
+            "≤ when a run was resumed, since the pause counts too).\n"
+            "- **withheld**: a suite whose dataset expert is not clearly better than random "
+            "(`npf.evaluate.weak_expert`) shows no normalized score and no learning curve.")
 
 
 def budgets_region(sources: list[Source]) -> str:

@@ -327,3 +327,15 @@ def test_results_without_records_take_budget_and_times_from_mlflow(tmp_path, mon
     assert npf[6].startswith("≤ ") and npf[6].endswith("(2 seeds; MLflow run start to end)")
     assert not mt[6].startswith("≤") and mt[6].endswith("(2 seeds; MLflow run start to end)")
     assert "| 4 (MLflow runs) |" in page
+
+
+def test_figures_are_downscaled_to_the_size_limit(site, monkeypatch):
+    import npf.publish as pub
+
+    assert build() == 0
+    full = Path("docs/results/tiny/fig10_curves_cheetah.png").stat().st_size
+    monkeypatch.setattr(pub, "MAX_PNG_BYTES", int(full * 0.7))
+    assert build() == 0
+    assert Path("docs/results/tiny/fig10_curves_cheetah.png").stat().st_size <= full * 0.7
+    monkeypatch.setattr(pub, "MAX_PNG_BYTES", 100)
+    assert build() == 1
