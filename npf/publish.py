@@ -183,24 +183,26 @@ def display_path(path: str) -> str:
 
 
 def load_sources(dirs: list[str], wall_times: dict[str, float] | None = None) -> list[Source]:
-    wall_times = wall_times or {}
+    wall_times = {Path(k): v for k, v in (wall_times or {}).items()}
     sources, names = [], {}
     for d in dirs:
         p = Path(d)
         if not p.is_dir():
             raise FileNotFoundError(f"{d}: no such results directory")
+        if not any((p / sub).exists() for sub in ("eval", "runs", "pathways", "online", "sample_complexity")):
+            raise ValueError(f"{d}: not a results directory (no eval/, runs/, pathways/ or online/ in it)")
         if p.name in names:
             raise ValueError(f"{d} and {names[p.name]}: two results directories named {p.name!r} "
-                             "(their figures would share docs/results/{p.name}/)")
+                             f"(their figures would share one folder {p.name}/)")
         names[p.name] = d
         evals = load_eval_results(p)
         evals["source"] = display_path(d)
         attempts, configs = load_attempts(p), {}
         if attempts.empty:
             attempts, configs = mlflow_attempts(p)
-        sources.append(Source(p, display_path(d), evals, attempts, wall_times.get(d), configs,
+        sources.append(Source(p, display_path(d), evals, attempts, wall_times.get(p), configs,
                               from_mlflow="resumed" in attempts.columns))
-    unknown = set(wall_times) - set(dirs)
+    unknown = set(wall_times) - {Path(d) for d in dirs}
     if unknown:
         raise ValueError(f"--wall-time {sorted(unknown)[0]}: not one of the results directories given")
     return sources

@@ -108,7 +108,7 @@ def test_missing_results_say_not_measured_yet(site):
 
 
 def test_rebuild_is_identical_and_keeps_hand_written_text(site):
-    assert build("--wall-time", "results/tiny=2h50m") == 0
+    assert build("--wall-time", "results/tiny/=2h50m") == 0   # the same folder, spelt differently
     page = Path("docs/results.md")
     png = Path("docs/results/tiny/fig10_curves_cheetah.png")
     first, first_png = page.read_text(), png.read_bytes()
@@ -167,6 +167,11 @@ def test_bad_inputs_are_one_line_errors(site, capsys):
     assert "results/nope: no such results directory" in capsys.readouterr().err
     assert build("--wall-time", "results/tiny=soon") == 1
     assert "'soon'" in capsys.readouterr().err
+    assert build("--wall-time", "results/other=1h") == 1
+    assert "--wall-time results/other: not one of the results directories" in capsys.readouterr().err
+    Path("results/empty").mkdir()
+    assert build(dirs=("results/empty",)) == 1
+    assert "results/empty: not a results directory" in capsys.readouterr().err
     make_results(Path("other/tiny2"))
     assert build(dirs=("results/tiny", "other/tiny2")) == 1
     assert "evaluated in both results/tiny and other/tiny2" in capsys.readouterr().err
