@@ -36,10 +36,10 @@ def _loop_ci(m: np.ndarray, reps: int, seed: int, level: float = 0.95) -> tuple[
     each replicate redraws every task's runs with replacement, independently per task."""
     rng = np.random.default_rng(seed)
     n, k = m.shape
-    vals = np.empty(reps)
-    for r in range(reps):
-        sample = np.stack([m[rng.integers(0, n, n), j] for j in range(k)], axis=1)
-        vals[r] = stats.iqm(sample)
+    samples = np.stack([m[rng.integers(0, n, (reps, n)), j] for j in range(k)], axis=2)  # [reps, runs, tasks]
+    flat = np.sort(samples.reshape(reps, -1), axis=1)
+    cut = flat.shape[1] // 4  # 15 scores: trim 3 each side, as trim_mean(0.25) does
+    vals = flat[:, cut:flat.shape[1] - cut].mean(axis=1)
     a = (1 - level) / 2
     return tuple(np.quantile(vals, [a, 1 - a]))
 
