@@ -3,6 +3,7 @@
     npf suites [--config FILE ...]  list suites, tasks and their Gymnasium ids (custom suites of the configs too)
     npf validate [CONFIG ...]       validate a config (files merged in order) and print the planned jobs
     npf results [RESULTS_DIR]       summarise finished evaluations as a table (--tasks: per task)
+    npf publish --out PAGE DIR ...  rebuild the results page (tables beside the paper's, PNGs) from results dirs
     npf export FINAL TASK OUT       export one task's pathway policy from a trained NPF run
     npf ui [RESULTS_DIR]            start the MLflow UI on the results' store, print the URL to open
 
@@ -119,6 +120,21 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from npf.publish import parse_duration, publish
+
+    wall = {}
+    for item in args.wall_time:
+        d, sep, dur = item.rpartition("=")
+        if not sep or not d:
+            raise ValueError(f"--wall-time {item!r}: expected RESULTS_DIR=DURATION, e.g. results/small=2h50m")
+        wall[d] = parse_duration(dur)
+    written = publish(args.results_dirs, args.out, args.readme, wall, args.figures_dir)
+    pngs = sum(p.suffix == ".png" for p in written)
+    print(f"wrote {args.out}" + (f" and {args.readme}" if args.readme else "") + f"; {pngs} figure(s)")
+    return 0
+
+
 def cmd_export(args) -> int:
     from npf.export import export_task_policy
 
@@ -163,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tasks", action="store_true", help="one row per task")
     r.add_argument("--suite", help="only this suite")
     r.set_defaults(fn=cmd_results)
+    pb = sub.add_parser("publish", help="rebuild the results page from results directories (generated regions only)")
+    pb.add_argument("results_dirs", nargs="*", metavar="RESULTS_DIR",
+                    help="one per config run, e.g. results/small (none: every table says 'not measured yet')")
+    pb.add_argument("--out", default="docs/results.md", help="the page (default: docs/results.md)")
+    pb.add_argument("--readme", help="also fill this README's table2-readme region (e.g. README.md)")
+    pb.add_argument("--figures-dir", help="where the PNGs go (default: the page's path without .md)")
+    pb.add_argument("--wall-time", action="append", default=[], metavar="DIR=DURATION",
+                    help="a results dir's measured end-to-end wall time, e.g. results/small=2h50m (repeatable)")
+    pb.set_defaults(fn=cmd_publish)
     e = sub.add_parser("export", help="export one task's pathway policy (sparse, no optimizer state)")
     e.add_argument("final", help="a trained NPF run's final.pt")
     e.add_argument("task", help="task name")

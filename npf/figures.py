@@ -66,13 +66,17 @@ VALUE_LABELS = {"return": "episodic return", "success": "success rate (%)",
 
 
 # ------------------------------------------------------------------------------------ helpers
+FORMATS = ("png", "pdf")
+_OUTPUT = {"dpi": DPI, "formats": FORMATS}  # what _save writes; write_figures(dpi=, formats=) sets it per call
+
+
 def _save(fig: Figure, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    for ext in ("png", "pdf"):
+    for ext in _OUTPUT["formats"]:
         p = stem.parent / f"{stem.name}.{ext}"
-        fig.savefig(p, dpi=DPI)
+        fig.savefig(p, dpi=_OUTPUT["dpi"])
         out.append(p)
     return out
 
@@ -424,9 +428,11 @@ def read_tidy(path: str | Path) -> pd.DataFrame | None:
 
 
 # ------------------------------------------------------------------------------------ driver
-def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std") -> list[Path]:
+def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std", dpi: int = DPI,
+                  formats: Sequence[str] = FORMATS) -> list[Path]:
     """Build every figure whose inputs exist under ``results_dir``; returns the written files
-    (PNG and PDF). Nothing is written — not even ``out_dir`` — when there are no inputs."""
+    (``formats``, PNG and PDF by default; raster at ``dpi``). Nothing is written — not even
+    ``out_dir`` — when there are no inputs."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     jobs: list[tuple[str, callable]] = []
 
@@ -467,8 +473,13 @@ def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std
         jobs.append(("fig05_sample_complexity", lambda s: figure5(sc, s, band=band)))
 
     written: list[Path] = []
-    for name, make in jobs:
-        stem = out_dir / name
-        make(stem)
-        written += [stem.parent / f"{stem.name}.{e}" for e in ("png", "pdf")]
+    saved = dict(_OUTPUT)
+    _OUTPUT.update(dpi=dpi, formats=tuple(formats))
+    try:
+        for name, make in jobs:
+            stem = out_dir / name
+            make(stem)
+            written += [stem.parent / f"{stem.name}.{e}" for e in formats]
+    finally:
+        _OUTPUT.update(saved)
     return written

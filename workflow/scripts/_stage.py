@@ -7,9 +7,12 @@
   printed only with ``NPF_DEBUG=1`` (to the rule's log and stderr).
 
 The line goes to the rule's log and to the job's stderr (what Snakemake / Slurm show).
+Each attempt's wall time, status and resolved config are recorded beside the log
+(:mod:`npf.provenance`; ``npf publish`` reads them).
 """
 import os
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -28,16 +31,19 @@ def stage(snakemake):
         f = open(log, "a", buffering=1)
         sys.stdout = f
         sys.stderr = f
+    start, status = time.time(), "failed"
     try:
         from npf.config import register_suites
 
         # custom_suites: a job process never ran npf.config.validate (a bare test harness has no config)
         register_suites(getattr(snakemake, "config", None) or {})
         yield
+        status = "finished"
     except Exception as e:
         from npf.preemption import Preempted
 
         if isinstance(e, Preempted):
+            status = "preempted"
             _say(f"preempted: {e}".splitlines()[0])
             sys.exit(e.exit_code)
         if os.environ.get("NPF_DEBUG"):
@@ -49,3 +55,18 @@ def stage(snakemake):
             msg += " (unexpected: NPF_DEBUG=1 shows the traceback)"
         _say(f"error: {type(e).__name__}: {msg}")
         sys.exit(1)
+    finally:
+        _record(snakemake, log, start, status)
+
+
+def _record(snakemake, log, start: float, status: str) -> None:
+    """One attempt record (npf.provenance); a job of a bare harness without rule or config has none."""
+    cfg, rule = getattr(snakemake, "config", None), getattr(snakemake, "rule", None)
+    if not (log and rule and cfg and "results_dir" in cfg):
+        return
+    try:
+        from npf.provenance import record_attempt
+
+        record_attempt(log, rule, dict(snakemake.wildcards.items()), cfg, start, status)
+    except OSError as e:  # never fail a job for its bookkeeping
+        _say(f"warning: attempt record not written ({e})")
