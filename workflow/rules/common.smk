@@ -11,10 +11,24 @@ def dataset_files(suite):
     return [f"{RESULTS}/datasets/{suite}/{task}.npz" for task in tasks_of(suite)]
 
 
+def scripted_experts(suite):
+    """experts.source scripted: Meta-World's controllers collect the data; no SAC experts to train."""
+    return section(config, "experts", suite)["source"] == "scripted"
+
+
+def expert_policy(suite, task):
+    """The SAC expert that collects a task's dataset ([] for scripted experts)."""
+    if scripted_experts(suite):
+        return []
+    seed = section(config, "datasets", suite)["expert_seed"]
+    return f"{RESULTS}/experts/{suite}/{task}/seed{seed}/policy.pt"
+
+
 def expert_targets():
     return [
         f"{RESULTS}/experts/{suite}/{task}/seed{seed}/policy.pt"
         for suite in config["suites"]
+        if not scripted_experts(suite)
         for task in tasks_of(suite)
         for seed in section(config, "experts", suite)["seeds"]
     ]
