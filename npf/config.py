@@ -150,6 +150,11 @@ def _check_semantics(cfg: dict) -> None:
                 cls.from_dict(off.get(name, {}), where=f"offline.{name}")
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+        episodes = section(cfg, "datasets", suite)["episodes"]
+        too_big = [k for k in off["dataset_sizes"] if k > episodes]
+        if too_big:
+            raise ConfigError(f"config: offline.dataset_sizes: {too_big[0]} trajectories per task, but datasets.episodes "
+                              f"is {episodes} (suite {suite})")
         experts = section(cfg, "experts", suite)
         if experts["source"] == "scripted":
             from npf.envs.scripted import SCRIPTED_SUITES

@@ -55,6 +55,27 @@ def eval_targets():
     ]
 
 
+def sample_complexity_runs():
+    """(suite, method, algo, seed, K) of the runs on the first K trajectories per task (offline.dataset_sizes)."""
+    return [
+        (suite, method, algo, seed, size)
+        for suite, method, algo, seed in offline_runs()
+        for size in section(config, "offline", suite)["dataset_sizes"]
+    ]
+
+
+def sample_complexity_evals():
+    return [
+        f"{RESULTS}/sample_complexity/eval/{suite}/{method}-{algo}/n{size}/seed{seed}.json"
+        for suite, method, algo, seed, size in sample_complexity_runs()
+    ]
+
+
+def sample_complexity_targets():
+    """Fig. 5's tidy scores, when any dataset size is configured."""
+    return [f"{RESULTS}/sample_complexity/scores.csv"] if sample_complexity_runs() else []
+
+
 def pathway_summaries():
     return sorted(
         {
@@ -77,6 +98,7 @@ def all_targets():
         expert_targets()
         + dataset_targets()
         + eval_targets()
+        + sample_complexity_targets()
         + online_targets()
         + [f"{config['reports_dir']}/figures", f"{config['reports_dir']}/tables"]
     )
