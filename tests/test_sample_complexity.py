@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from dag import dry_run
 
 from npf.config import ConfigError, validate
 from npf.data import Dataset, DatasetError, first_episodes, load_dataset, save_dataset
@@ -17,8 +17,6 @@ from npf.figures import write_figures
 from npf.sample_complexity import tidy_scores, write_scores
 from npf.stages.offline import evaluate_run, load_suite_data, train_offline
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
 LENGTHS = [3, 5, 4, 2]  # episode lengths; the 2nd ends in a terminal, the others at the time limit
 
 
@@ -66,15 +64,9 @@ def test_dataset_sizes_are_validated():
 
 
 def test_snakemake_plans_the_sample_complexity_runs(tmp_path):
-    (tmp_path / "c.yaml").write_text(
-        "suites: [cheetah]\ntasks: {cheetah: [forward, jump]}\n"
-        "offline: {methods: [npf, mt], algos: [iql], seeds: [0, 1], dataset_sizes: [2, 5]}\n"
-        "online: {methods: [], dapd_ablation: {variants: []}}\n")
-    r = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(tmp_path / "c.yaml"),
-                        "--config", f"results_dir={tmp_path / 'results'}"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
+    out = dry_run(tmp_path, "suites: [cheetah]\ntasks: {cheetah: [forward, jump]}\ndatasets: {episodes: 8}\n"
+                            "offline: {methods: [npf, mt], algos: [iql], seeds: [0, 1], dataset_sizes: [2, 5, 8]}\n"
+                            "online: {methods: [], dapd_ablation: {variants: []}}\n")
     runs = set(re.findall(r"sample_complexity/runs/cheetah/(\w+-\w+/n\d+/seed\d+)/final\.pt", out))
     assert runs == {f"{m}-iql/n{k}/seed{s}" for m in ("npf", "mt") for k in (2, 5) for s in (0, 1)}, out
     masks = set(re.findall(r"sample_complexity/pathways/cheetah/(iql/n\d+/seed\d+)/masks\.pt", out))
@@ -82,6 +74,13 @@ def test_snakemake_plans_the_sample_complexity_runs(tmp_path):
     evals = set(re.findall(r"sample_complexity/eval/cheetah/(\w+-\w+/n\d+/seed\d+)\.json", out))
     assert evals == runs
     assert "sample_complexity/scores.csv" in out
+    # K = datasets.episodes is the main run, not trained again: the scores job reads its JSON
+    job = out[out.index("rule sample_complexity_scores:"):]
+    inputs = job[job.index("input:") + len("input:"):].splitlines()[0].split(", ")
+    main = {i.split("/results/eval/cheetah/")[1] for i in inputs if "/results/eval/" in i}
+    assert main == {f"{m}-iql/seed{s}.json" for m in ("npf", "mt") for s in (0, 1)}, inputs
+    assert sum("/sample_complexity/eval/" in i for i in inputs) == 8 and len(inputs) == 12, inputs
+    assert "n8/" not in out
     # the main runs are still planned, once each
     assert set(re.findall(r"/runs/cheetah/(\w+-\w+/seed\d+)/final\.pt", out)) == {
         f"{m}-iql/seed{s}" for m in ("npf", "mt") for s in (0, 1)}
@@ -130,9 +129,16 @@ def test_runs_train_on_the_subset_and_tidy_rows_match_the_eval_jsons(tmp_path, m
     assert tmp_path / "figures" / "fig05_sample_complexity.png" in figs
 
 
-def test_tidy_rejects_a_main_run_eval(tmp_path):
-    p = tmp_path / "seed0.json"
-    p.write_text(json.dumps({"suite": "cheetah", "method": "npf", "algo": "iql", "seed": 0, "metric": "normalized",
-                             "tasks": {"forward": {"normalized_mean": 50.0}}}))
+def test_tidy_takes_a_main_run_with_its_listed_size(tmp_path):
+    main, sub = tmp_path / "seed0.json", tmp_path / "n5_seed0.json"
+    ev = {"suite": "cheetah", "method": "npf", "algo": "iql", "seed": 0, "metric": "normalized",
+          "tasks": {"forward": {"normalized_mean": 50.0}, "jump": {"normalized_mean": 70.0}}}
+    main.write_text(json.dumps(ev))
+    sub.write_text(json.dumps(ev | {"dataset_size": 5, "tasks": {"forward": {"normalized_mean": 20.0}}}))
     with pytest.raises(ValueError, match="no 'dataset_size'"):
-        tidy_scores([p])
+        tidy_scores([main])
+    with pytest.raises(ValueError, match="trained on 5 trajectories per task, listed as 7"):
+        tidy_scores([sub], sizes=[7])
+    t = tidy_scores([main, sub], sizes=[100, 5])
+    assert t[["dataset_size", "task", "score"]].values.tolist() == [[5, "forward", 20.0], [100, "forward", 50.0],
+                                                                      [100, "jump", 70.0]]

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from dag import dry_run
 
 from npf.config import ConfigError, validate
 from npf.data import load_dataset
@@ -15,10 +14,6 @@ from npf.envs import SUITES, make_env
 from npf.envs.scripted import scripted_policy, scripted_policy_name, with_gaussian_noise
 from npf.rollout import evaluate_policy
 from npf.stages.dataset import collect_dataset
-
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
-
 
 @pytest.mark.parametrize("task", SUITES["mt10"])
 def test_scripted_policy_solves_each_mt10_task(task):
@@ -62,15 +57,9 @@ def test_scripted_source_is_validated():
 
 
 def test_snakemake_plans_no_experts_jobs_for_scripted_suites(tmp_path):
-    (tmp_path / "c.yaml").write_text(
-        "suites: [cheetah, mt10]\ntasks: {mt10: [reach, push], cheetah: [forward]}\n"
-        "experts: {per_suite: {mt10: {source: scripted}}}\noffline: {methods: [mt], algos: [iql]}\n"
-        "online: {methods: [], dapd_ablation: {variants: []}}\n")
-    r = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(tmp_path / "c.yaml"),
-                        "--config", f"results_dir={tmp_path / 'results'}"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
+    out = dry_run(tmp_path, "suites: [cheetah, mt10]\ntasks: {mt10: [reach, push], cheetah: [forward]}\n"
+                            "experts: {per_suite: {mt10: {source: scripted}}}\noffline: {methods: [mt], algos: [iql]}\n"
+                            "online: {methods: [], dapd_ablation: {variants: []}}\n")
     assert set(re.findall(r"experts/(\w+)/([\w-]+)/seed\d+/policy\.pt", out)) == {("cheetah", "forward")}, out
     assert set(re.findall(r"datasets/(\w+)/([\w-]+)\.npz", out)) == {("cheetah", "forward"), ("mt10", "reach"),
                                                                       ("mt10", "push")}, out

@@ -65,10 +65,15 @@ def sample_complexity_runs():
 
 
 def sample_complexity_evals():
-    return [
-        f"{RESULTS}/sample_complexity/eval/{suite}/{method}-{algo}/n{size}/seed{seed}.json"
-        for suite, method, algo, seed, size in sample_complexity_runs()
-    ]
+    """(eval JSON, trajectories per task) of Fig. 5's points; a size equal to datasets.episodes is the
+    main run itself (trained on the whole dataset), not trained again."""
+    out = []
+    for suite, method, algo, seed, size in sample_complexity_runs():
+        if size == section(config, "datasets", suite)["episodes"]:
+            out.append((f"{RESULTS}/eval/{suite}/{method}-{algo}/seed{seed}.json", size))
+        else:
+            out.append((f"{RESULTS}/sample_complexity/eval/{suite}/{method}-{algo}/n{size}/seed{seed}.json", size))
+    return out
 
 
 def sample_complexity_targets():

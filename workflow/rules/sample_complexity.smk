@@ -1,6 +1,6 @@
 # Fig. 5, sample complexity (offline.dataset_sizes): the offline stages again, each run on only the
 # first {size} trajectories of every task's dataset (the datasets are not re-collected). NPF's
-# pathways are discovered from the same subset. Same scripts as the main runs; the size wildcard
+# pathways are discovered from the same subset. A size equal to datasets.episodes is the main run. Same scripts as the main runs; the size wildcard
 # tells them to subset. Targets: sample_complexity_targets() in common.smk.
 
 SC = f"{RESULTS}/sample_complexity"
@@ -83,9 +83,11 @@ rule sample_complexity_evaluate:
 rule sample_complexity_scores:
     """Fig. 5's tidy table: one row per run x task (dataset_size, method, algo, seed, task, score)."""
     input:
-        sample_complexity_evals(),
+        [path for path, _ in sample_complexity_evals()],
     output:
         f"{SC}/scores.csv",
+    params:
+        sizes=[size for _, size in sample_complexity_evals()],
     log:
         f"{RESULTS}/logs/sample_complexity/scores.log",
     threads: 1
