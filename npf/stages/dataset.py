@@ -62,7 +62,7 @@ def collect_episodes(policy, envs, episodes: int, seed: int, progress: Progress 
 
 
 def sac_expert_policies(expert_path: str | Path, suite: str, task: str, device: torch.device, seed: int):
-    """(stochastic, deterministic) batch policies of a trained SAC expert; the manifest's expert entry."""
+    """(stochastic, deterministic) batch policies of a trained SAC expert; the manifest's policy line."""
     check_expert(expert_path, suite, task)
     policy = load_policy(expert_path, device)
     gen = torch.Generator(device=device)
