@@ -25,6 +25,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/pathways.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sample_complexity.smk"
 include: "workflow/rules/online.smk"
 include: "workflow/rules/report.smk"
 

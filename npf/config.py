@@ -150,8 +150,21 @@ def _check_semantics(cfg: dict) -> None:
                 cls.from_dict(off.get(name, {}), where=f"offline.{name}")
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+        episodes = section(cfg, "datasets", suite)["episodes"]
+        too_big = [k for k in off["dataset_sizes"] if k > episodes]
+        if too_big:
+            raise ConfigError(f"config: offline.dataset_sizes: {too_big[0]} trajectories per task, but datasets.episodes "
+                              f"is {episodes} (suite {suite})")
+        experts = section(cfg, "experts", suite)
+        if experts["source"] == "scripted":
+            from npf.envs.scripted import SCRIPTED_SUITES
+
+            if suite not in SCRIPTED_SUITES:
+                raise ConfigError(f"config: experts.source scripted: suite {suite} has no scripted policies "
+                                  f"(only {', '.join(SCRIPTED_SUITES)}); use source sac for it (per_suite)")
+            continue  # no SAC experts to pick a seed from
         seed = section(cfg, "datasets", suite)["expert_seed"]
-        if seed not in section(cfg, "experts", suite)["seeds"]:
+        if seed not in experts["seeds"]:
             raise ConfigError(f"config: datasets.expert_seed {seed} is not in experts.seeds (suite {suite})")
     from npf.stages.online import check_online_config
 

@@ -157,6 +157,18 @@ def load_dataset(npz_path: str | os.PathLike, verify_checksum: bool = True) -> D
     return Dataset(arrays, manifest, npz_path)
 
 
+def first_episodes(ds: Dataset, k: int) -> Dataset:
+    """The first ``k`` whole episodes of ``ds`` (rows up to the ``k``-th episode end, a terminal or
+    a time-limit cut), for the sample-complexity runs (``offline.dataset_sizes``); the manifest
+    (reference scores) is kept. A dataset with fewer than ``k`` episodes is a DatasetError."""
+    ends = np.flatnonzero(ds.arrays["terminals"] | ds.arrays["timeouts"])
+    if k < 1 or len(ends) < k:
+        raise DatasetError(f"{ds.path}: holds {len(ends)} whole episodes, {k} requested (offline.dataset_sizes "
+                           f"may not exceed datasets.episodes)")
+    stop = int(ends[k - 1]) + 1
+    return Dataset({key: a[:stop] for key, a in ds.arrays.items()}, ds.manifest, ds.path)
+
+
 class Normalizer:
     """Per-task state normalization with its dataset's mean/std (std floored at 1e-3)."""
 

@@ -277,7 +277,7 @@ def figure5(scores: pd.DataFrame, stem: str | Path, band: str = "std", log_x: bo
     sizes = d["dataset_size"].astype(float)
     if log_x if log_x is not None else (sizes.min() > 0 and sizes.max() / sizes.min() >= 10):
         ax.set_xscale("log")
-    ax.set(title="Sample complexity", xlabel="dataset size (transitions per task)", ylabel=VALUE_LABELS["score"])
+    ax.set(title="Sample complexity", xlabel="dataset size (trajectories per task)", ylabel=VALUE_LABELS["score"])
     _legend(ax, band)
     _save(fig, stem)
     return fig

@@ -347,6 +347,17 @@ def table7(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
 
 
 # ------------------------------------------------------------------------------------ Table 8
+def _flat_masks(masks: Mapping, n: int) -> np.ndarray:
+    """[N, P] bool: one network's bit-packed masks (a Pathways state's ``masks[role]``) per task."""
+    flat = []
+    for m in masks.values():
+        shape = [int(s) for s in m["shape"]]
+        size = int(np.prod(shape))
+        bits = np.unpackbits(np.asarray(m["bits"], dtype=np.uint8))[:size].astype(bool)
+        flat.append(bits.reshape(n, -1))
+    return np.concatenate(flat, axis=1)
+
+
 def _counts_from_pt(path: Path, role: str) -> dict | None:
     from npf import checkpoint as ckpt  # torch: imported only when a masks.pt is read
     state = ckpt.load(path)
@@ -355,13 +366,7 @@ def _counts_from_pt(path: Path, role: str) -> dict | None:
     if not masks:
         return None
     n = int(pw["num_tasks"])
-    flat = []
-    for m in masks.values():
-        shape = [int(s) for s in m["shape"]]
-        size = int(np.prod(shape))
-        bits = np.unpackbits(np.asarray(m["bits"], dtype=np.uint8))[:size].astype(bool)
-        flat.append(bits.reshape(n, -1))
-    f = np.concatenate(flat, axis=1)
+    f = _flat_masks(masks, n)
     return {"n_tasks": n, "keep_ratio": float(pw.get("keep_ratio", math.nan)), "dense": int(f.shape[1]),
             "pathway": float(f.sum(1).mean()), "union": int(f.any(0).sum())}
 
@@ -476,4 +481,93 @@ def write_tables(results_dir: str | Path, out_dir: str | Path, ddof: int = STD_D
             tmp.write_text(text)
             tmp.replace(p)
             written.append(p)
+    return written
+
+
+# ------------------------------------------------------------------------- Table 8, per pathway
+TABLE8_PATHWAY_COLUMNS = ["suite", "algo", "seed", "task", "pathway", "dense", "n_tasks", "union"]
+
+
+def load_pathway_counts(results_dir: str | Path, role: str = "actor") -> pd.DataFrame:
+    """Per trained NPF run and task: the actor weights in the task's pathway (``pathway``: nonzero
+    mask entries), the actor's maskable weights (``dense``: one dense actor of the same width),
+    ``n_tasks`` and the run's ``union`` (weights in any task's pathway). Read from the runs'
+    ``runs/{suite}/npf-{algo}/seed{s}/final.pt`` (the masks NPF trained with); empty if none."""
+    from npf import checkpoint as ckpt  # torch: imported only when a run is read
+
+    rows = []
+    for path in sorted(Path(results_dir).glob("runs/*/npf-*/seed*/final.pt")):
+        suite, algo, seed = path.parts[-4], path.parts[-3][len("npf-"):], path.parts[-2][len("seed"):]
+        if not seed.isdigit():
+            continue
+        saved = ckpt.load(path)
+        pw = saved.get("pathways") if isinstance(saved, dict) else None
+        masks = (pw or {}).get("masks", {}).get(role)
+        if not masks:
+            continue
+        n = int(pw["num_tasks"])
+        f = _flat_masks(masks, n)
+        tasks = list(saved.get("tasks") or range(n))
+        union = int(f.any(0).sum())
+        for task, nnz in zip(tasks, f.sum(1)):
+            rows.append({"suite": suite, "algo": algo, "seed": int(seed), "task": str(task), "pathway": int(nnz),
+                         "dense": int(f.shape[1]), "n_tasks": n, "union": union})
+    return pd.DataFrame(rows, columns=TABLE8_PATHWAY_COLUMNS)
+
+
+def table8_pathways(counts: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
+    """Actor weights per suite and algorithm: one task's NPF pathway (mean ± std over tasks, all
+    seeds pooled), all N pathways together (their union; mean ± std over seeds), N separate
+    single-task actors of the same width (N × dense) and the one dense actor, each also as % of
+    the dense actor. ``counts``: :func:`load_pathway_counts`'s frame. None when it is empty."""
+    if counts is None or counts.empty:
+        return None
+    out = []
+    for suite in _order(counts["suite"], SUITE_ORDER):
+        cs = counts[counts["suite"] == suite]
+        for algo in _order(cs["algo"], ("iql", "bcq", "sac")):
+            g = cs[cs["algo"] == algo]
+            dense, n = int(g["dense"].iloc[0]), int(g["n_tasks"].iloc[0])
+            seeds = g.drop_duplicates("seed")
+            task = _mean_std(g["pathway"], ddof)
+            union = _mean_std(seeds["union"], ddof)
+            pct = lambda v: v / dense * 100.0  # noqa: E731
+            head = {"Suite": SUITE_LABELS.get(suite, suite), "Algorithm": algo.upper(),
+                    "Seeds": len(seeds), "Tasks": n}
+            out += [
+                {**head, "Actor": "NPF: one task's pathway (mean ± std over tasks)",
+                 "Weights": _fmt_count(task["mean"], task["std"]),
+                 "% of dense actor": fmt(pct(task["mean"]), pct(task["std"]))},
+                {**head, "Actor": f"NPF: all {n} pathways (union; mean ± std over seeds)",
+                 "Weights": _fmt_count(union["mean"], union["std"]),
+                 "% of dense actor": fmt(pct(union["mean"]), pct(union["std"]))},
+                {**head, "Actor": f"{n} separate single-task actors, same width",
+                 "Weights": _fmt_count(n * dense), "% of dense actor": fmt(pct(n * dense), None)},
+                {**head, "Actor": "one dense actor (shared network)",
+                 "Weights": _fmt_count(dense), "% of dense actor": fmt(100.0, None)},
+            ]
+    return Table("table8_pathways", "Table 8: actor weights of the NPF pathways vs separate and dense actors",
+                 pd.DataFrame(out), label_columns=5,
+                 notes=["Weights: the actor's maskable weights (biases excluded, as the paper's 1,092,608), "
+                        "counted from the masks of the trained NPF runs (runs/*/npf-*/seed*/final.pt). "
+                        f"Per-task row: nonzero mask entries of each task, mean ± std over tasks × seeds; "
+                        f"union row: mean ± std over seeds (population std, ddof={ddof})."])
+
+
+def write_table8_pathways(results_dir: str | Path, out_dir: str | Path, ddof: int = STD_DDOF) -> list[Path]:
+    """``table8_pathways.{csv,md}`` under ``out_dir`` (the CSV: one row per run × task, the tidy
+    counts); nothing when no trained NPF run is there. Returns the written paths."""
+    counts = load_pathway_counts(results_dir)
+    table = table8_pathways(counts, ddof)
+    if table is None:
+        return []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, write in ((out / "table8_pathways.csv", lambda f: counts.to_csv(f, index=False)),
+                        (out / "table8_pathways.md", lambda f: f.write_text(table.to_markdown()))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        write(tmp)
+        tmp.replace(path)
+        written.append(path)
     return written

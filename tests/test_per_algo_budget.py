@@ -4,15 +4,14 @@ from __future__ import annotations
 import csv
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from dag import dry_run
 
 from npf.config import ConfigError, offline_section, validate
 
 REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(REPO / ".venv" / "bin" / "snakemake")
 
 
 def test_per_algo_merges_over_block_and_per_suite():
@@ -43,13 +42,8 @@ def test_bad_per_algo_is_one_line_naming_the_key(raw, key):
 
 
 def test_snakemake_plans_per_algo_seeds(tmp_path):
-    (tmp_path / "c.yaml").write_text("suites: [cheetah]\noffline: {seeds: [0, 1, 2], per_algo: {bcq: {seeds: [0]}}}\n"
-                                     "online: {methods: []}\n")
-    r = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(tmp_path / "c.yaml"),
-                        "--config", f"results_dir={tmp_path / 'results'}"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
+    out = dry_run(tmp_path, "suites: [cheetah]\noffline: {seeds: [0, 1, 2], per_algo: {bcq: {seeds: [0]}}}\n"
+                            "online: {methods: []}\n")
     planned = set(re.findall(r"runs/cheetah/(\w+-\w+/seed\d+)/final\.pt", out))
     want = {f"{m}-iql/seed{s}" for m in ("npf", "mt", "mhmt") for s in (0, 1, 2)} | \
            {f"{m}-bcq/seed0" for m in ("npf", "mt", "mhmt")}

@@ -1,8 +1,11 @@
 """Stage ``datasets``: the expert's stochastic policy collects N episodes of one task.
 
-Also measures the random-policy score and the expert score (mean return of the collected,
-stochastic episodes — the policy that produced the data) for normalized scores, and the
-deterministic expert's return for reference.
+The expert is a trained SAC policy (``experts.source: sac``; it acts by sampling a ~ π(·|s)) or
+Meta-World's scripted controller of the task plus Gaussian noise (``experts.source: scripted``,
+:mod:`npf.envs.scripted`). Also measures the random-policy score and the expert score (mean return
+of the collected, stochastic episodes — the policy that produced the data) for normalized scores,
+and the deterministic expert's return and success (SAC: its mean action; scripted: the noise-free
+controller) for reference.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from npf import checkpoint as ckpt
 from npf.config import section
 from npf.data import save_dataset
 from npf.envs import env_id, episode_length, is_success_suite, make_env
+from npf.envs.scripted import scripted_policy, scripted_policy_name, with_gaussian_noise
 from npf.evaluate import weak_expert
 from npf.nets import resolve_device
 from npf.progress import Progress
@@ -57,18 +61,12 @@ def collect_episodes(policy, envs, episodes: int, seed: int, progress: Progress 
     }
 
 
-def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, out_npz: str | Path,
-                    expert_seed: int = 0) -> dict:
-    dcfg = section(cfg, "datasets", suite)
-    device = resolve_device(cfg.get("device", "auto"))
-    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
-    out_npz = Path(out_npz)
+def sac_expert_policies(expert_path: str | Path, suite: str, task: str, device: torch.device, seed: int):
+    """(stochastic, deterministic) batch policies of a trained SAC expert; the manifest's policy line."""
     check_expert(expert_path, suite, task)
     policy = load_policy(expert_path, device)
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(dcfg["seed"]))
-    n_envs = int(dcfg["num_envs"])
-    episodes = int(dcfg["episodes"])
+    gen.manual_seed(seed)
 
     def stochastic(o):
         with torch.no_grad():
@@ -77,6 +75,42 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, o
     def deterministic(o):
         with torch.no_grad():
             return policy(torch.as_tensor(o, device=device), deterministic=True)[0].cpu().numpy()
+
+    return stochastic, deterministic, "expert SAC, stochastic (a ~ π(·|s))"
+
+
+def scripted_expert_policies(suite: str, task: str, noise_std: float, seed: int):
+    """(noisy, noise-free) batch policies of the task's scripted controller; the manifest's policy line."""
+    clean = scripted_policy(suite, task)
+    noisy = with_gaussian_noise(clean, noise_std, np.random.default_rng(seed))
+    line = (f"scripted Meta-World controller {scripted_policy_name(suite, task)} + Gaussian noise "
+            f"N(0, {noise_std}²) per action entry, clipped to [-1, 1]")
+    return noisy, clean, line
+
+
+def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path | None, out_npz: str | Path,
+                    expert_seed: int = 0) -> dict:
+    """Collect one task's dataset. ``expert_path``: the SAC expert's policy.pt; None with
+    ``experts.source: scripted`` (the task's scripted controller collects)."""
+    dcfg = section(cfg, "datasets", suite)
+    ecfg = section(cfg, "experts", suite)
+    device = resolve_device(cfg.get("device", "auto"))
+    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
+    out_npz = Path(out_npz)
+    n_envs = int(dcfg["num_envs"])
+    episodes = int(dcfg["episodes"])
+    source = ecfg["source"]
+    if source == "scripted":
+        stochastic, deterministic, policy_line = scripted_expert_policies(suite, task, float(ecfg["noise_std"]),
+                                                                          int(dcfg["seed"]))
+        expert_entry = {"source": "scripted", "policy": scripted_policy_name(suite, task),
+                        "noise_std": float(ecfg["noise_std"])}
+    else:
+        if expert_path is None:
+            raise ValueError(f"dataset {suite}/{task}: experts.source sac needs the expert's policy.pt")
+        stochastic, deterministic, policy_line = sac_expert_policies(expert_path, suite, task, device,
+                                                                     int(dcfg["seed"]))
+        expert_entry = {"source": "sac", "path": str(expert_path), "seed": expert_seed}
 
     # not resumable (a killed job starts over): every attempt is a new MLflow run
     tracker = stage_tracker(cfg, "datasets", suite, f"dataset/{suite}/{task}", out_npz.with_suffix(".mlflow_run_id.txt"),
@@ -101,8 +135,8 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path, o
         transitions = len(data["rewards"])
         manifest = {
             "suite": suite, "task": task, "env_id": env_id(suite, task), "seed": int(dcfg["seed"]),
-            "expert": {"path": str(expert_path), "seed": expert_seed},
-            "policy": "expert SAC, stochastic (a ~ π(·|s))",
+            "expert": expert_entry,
+            "policy": policy_line,
             "counts": {"episodes": len(ep_returns)},
             "returns": {"mean": float(ep_returns.mean()), "std": float(ep_returns.std()),
                         "per_episode": ep_returns.tolist()},

@@ -27,8 +27,8 @@ from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
 from npf.config import offline_section, section, suite_tasks
-from npf.data import (Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, load_dataset,
-                      write_json)
+from npf.data import (Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, first_episodes,
+                      load_dataset, write_json)
 from npf.envs import make_env
 from npf.evaluate import evaluate_tasks, publish_evaluation
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
@@ -60,10 +60,15 @@ class SuiteData:
         return [b.sample(batch_size, gen) for b in self.buffers]
 
 
-def load_suite_data(cfg: dict, suite: str, device: torch.device, dataset_dir: str | Path | None = None) -> SuiteData:
+def load_suite_data(cfg: dict, suite: str, device: torch.device, dataset_dir: str | Path | None = None,
+                    max_episodes: int | None = None) -> SuiteData:
+    """Each task's dataset, normalizer and replay buffer; ``max_episodes``: only the first that many
+    whole episodes of each dataset (sample-complexity runs; normalizers are fit on them)."""
     tasks = suite_tasks(cfg, suite)
     root = Path(dataset_dir or Path(cfg["results_dir"]) / "datasets" / suite)
     datasets = [load_dataset(root / f"{t}.npz") for t in tasks]
+    if max_episodes is not None:
+        datasets = [first_episodes(d, int(max_episodes)) for d in datasets]
     for t, d in zip(tasks, datasets):
         env = make_env(suite, t)
         want = (env.observation_space.shape[0], env.action_space.shape[0])
@@ -90,19 +95,30 @@ def build_algo(cfg: dict, suite: str, algo: str, method: str, obs_dim: int, act_
 
 
 # --------------------------------------------------------------------------------------- pathways
-def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str | Path) -> dict:
+def _subset_tag(max_episodes: int | None) -> str:
+    """Run-name suffix and wildcard of a sample-complexity run (first ``max_episodes`` episodes)."""
+    return "" if max_episodes is None else f"/n{int(max_episodes)}"
+
+
+def _subset_wildcards(max_episodes: int | None) -> dict:
+    return {} if max_episodes is None else {"dataset_size": int(max_episodes)}
+
+
+def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str | Path,
+                      max_episodes: int | None = None) -> dict:
     out_path = Path(out_path)
     device = resolve_device(cfg["device"])
     torch.set_num_threads(int(cfg["torch_threads"]))
     ckpt.seed_everything(seed)
-    data = load_suite_data(cfg, suite, device)
+    data = load_suite_data(cfg, suite, device, max_episodes=max_episodes)
     n = len(data.tasks)
     model = build_algo(cfg, suite, algo, "npf", data.obs_dim, data.act_dim, n, seed, device)
     pcfg = cfg["pathways"]
     gen = torch.Generator(device=device).manual_seed(seed)
     batches = data.sample(int(pcfg["score_batch_size"]), gen)
-    tracker = stage_tracker(cfg, "pathways", suite, f"pathways/{suite}/{algo}/seed{seed}",
-                            out_path.with_suffix(".mlflow_run_id.txt"), {"suite": suite, "algo": algo, "seed": seed},
+    tracker = stage_tracker(cfg, "pathways", suite, f"pathways/{suite}/{algo}{_subset_tag(max_episodes)}/seed{seed}",
+                            out_path.with_suffix(".mlflow_run_id.txt"),
+                            {"suite": suite, "algo": algo, "seed": seed, **_subset_wildcards(max_episodes)},
                             fresh=True)  # not resumable: every attempt is a new run
     status = "FAILED"
     try:
@@ -168,14 +184,16 @@ def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathw
 
 
 def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_dir: str | Path,
-                  pathways_path: str | Path | None = None, stop_after_updates: int | None = None) -> dict:
+                  pathways_path: str | Path | None = None, stop_after_updates: int | None = None,
+                  max_episodes: int | None = None) -> dict:
+    """Train one run; ``max_episodes``: on the first that many episodes of each task's dataset only."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ocfg = offline_section(cfg, suite, algo)
     device = resolve_device(cfg["device"])
     torch.set_num_threads(int(cfg["torch_threads"]))
     ckpt.seed_everything(seed)
-    data = load_suite_data(cfg, suite, device)
+    data = load_suite_data(cfg, suite, device, max_episodes=max_episodes)
     learner = _make_learner(cfg, suite, method, algo, seed, data, device, pathways_path)
     gen = torch.Generator(device=device).manual_seed(seed + 17)
     step = 0
@@ -195,9 +213,10 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
             raise ckpt.CheckpointError(f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
                                        f"configured {method}-{algo} networks ({_one_line(e)})") from None
     last_good = step if resuming else None
-    run_name = f"train/{suite}/{method}-{algo}/seed{seed}"
+    run_name = f"train/{suite}/{method}-{algo}{_subset_tag(max_episodes)}/seed{seed}"
     tracker = stage_tracker(cfg, "train_offline", suite, run_name, out_dir / "mlflow_run_id.txt",
-                            {"suite": suite, "method": method, "algo": algo, "seed": seed}, fresh=not resuming)
+                            {"suite": suite, "method": method, "algo": algo, "seed": seed,
+                             **_subset_wildcards(max_episodes)}, fresh=not resuming)
     total, interval = int(ocfg["updates"]), int(ocfg["eval_interval"])
     refs = [d.manifest["scores"] for d in data.datasets]
     policy = _policy_fn(learner, data.normalizers, device)
@@ -248,7 +267,8 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
             status = "PREEMPTED"
             raise guard.preempted(step, ckpt_path)
         final = {"algo": learner.algo.state_dict(), "method": method, "algo_name": algo, "suite": suite,
-                 "tasks": data.tasks, "seed": seed, "normalizers": [n.state_dict() for n in data.normalizers]}
+                 "tasks": data.tasks, "seed": seed, "normalizers": [n.state_dict() for n in data.normalizers],
+                 **_subset_wildcards(max_episodes)}
         if learner.pathways is not None:
             final["pathways"] = learner.pathways.state_dict()
         save_checkpoint(final, out_dir / "final.pt", step)
@@ -289,7 +309,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final_path: str | Path,
-                 out_json: str | Path) -> dict:
+                 out_json: str | Path, dataset_size: int | None = None) -> dict:
+    """Final evaluation of a run; ``dataset_size``: a sample-complexity run's episodes per task
+    (recorded in the JSON as ``dataset_size``)."""
     device = resolve_device(cfg["device"])
     torch.set_num_threads(int(cfg["torch_threads"]))
     saved = ckpt.load(final_path, map_location=device)
@@ -321,15 +343,17 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
     learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
     norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]
     episodes = int(cfg["evaluation"]["episodes"])
-    tracker = stage_tracker(cfg, "evaluate", suite, f"eval/{suite}/{method}-{algo}/seed{seed}",
+    tracker = stage_tracker(cfg, "evaluate", suite, f"eval/{suite}/{method}-{algo}{_subset_tag(dataset_size)}/seed{seed}",
                             Path(out_json).with_suffix(".mlflow_run_id.txt"),
-                            {"suite": suite, "method": method, "algo": algo, "seed": seed}, fresh=True)
+                            {"suite": suite, "method": method, "algo": algo, "seed": seed,
+                             **_subset_wildcards(dataset_size)}, fresh=True)
     status = "FAILED"
     try:
         ev = evaluate_tasks(_policy_fn(learner, norms, device), suite, tasks, episodes,
                             seed=int(cfg["evaluation"]["seed"]) + seed, ref_scores=[m["scores"] for m in manifests],
                             envs_per_task=min(episodes, int(cfg["evaluation"]["envs_per_task"])))
-        ev.update({"suite": suite, "method": method, "algo": algo, "seed": seed, "episodes_per_task": episodes})
+        ev.update({"suite": suite, "method": method, "algo": algo, "seed": seed, "episodes_per_task": episodes,
+                   **_subset_wildcards(dataset_size)})
         publish_evaluation(tracker, ev, out_json)
         status = "FINISHED"
         return ev

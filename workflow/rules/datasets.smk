@@ -1,7 +1,8 @@
 rule datasets:
-    """Collect the expert's stochastic trajectories and the random/expert reference scores."""
+    """Collect the expert's stochastic trajectories (SAC expert, or scripted controller + noise) and the
+    random/expert reference scores."""
     input:
-        policy=lambda wc: f"{RESULTS}/experts/{wc.suite}/{wc.task}/seed{section(config, 'datasets', wc.suite)['expert_seed']}/policy.pt",
+        policy=lambda wc: expert_policy(wc.suite, wc.task),
     output:
         data=f"{RESULTS}/datasets/{{suite}}/{{task}}.npz",
         manifest=f"{RESULTS}/datasets/{{suite}}/{{task}}.json",

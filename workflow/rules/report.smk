@@ -7,6 +7,7 @@ rule figures_tables:
         evals=eval_targets(),
         pathways=pathway_summaries(),
         online=online_targets(),
+        sample_complexity=sample_complexity_targets(),
     output:
         figures=report(
             directory(f"{REPORTS}/figures"),

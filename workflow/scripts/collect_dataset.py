@@ -5,5 +5,6 @@ from npf.stages.dataset import collect_dataset
 
 with stage(snakemake):
     w = snakemake.wildcards
-    collect_dataset(snakemake.config, w.suite, w.task, snakemake.input.policy, snakemake.output.data,
+    policy = snakemake.input.get("policy") or None  # none: experts.source scripted
+    collect_dataset(snakemake.config, w.suite, w.task, policy, snakemake.output.data,
                     expert_seed=section(snakemake.config, "datasets", w.suite)["expert_seed"])

@@ -3,7 +3,7 @@ from pathlib import Path
 from _stage import stage
 
 from npf.figures import write_figures
-from npf.tables import write_tables
+from npf.tables import write_table8_pathways, write_tables
 from npf.tracking import stage_tracker
 
 with stage(snakemake):
@@ -13,6 +13,7 @@ with stage(snakemake):
         Path(out).mkdir(parents=True, exist_ok=True)  # an empty folder when a suite has no inputs yet
     figs = write_figures(results, snakemake.output.figures)
     tabs = write_tables(results, snakemake.output.tables)
+    tabs += write_table8_pathways(results, snakemake.output.tables)
     print(f"wrote {len(figs)} figure files and {len(tabs)} table files")
     # one run per suite's experiment, so the figures and tables are browsable next to that suite's runs
     out_dirs = {"figures": Path(snakemake.output.figures), "tables": Path(snakemake.output.tables)}
