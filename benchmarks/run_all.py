@@ -323,7 +323,7 @@ def online_run(overrides: dict, device, threads: int) -> tuple[dict, dict]:
     """A SAC+NPF online run on mt10 with the default config (``online`` block ``overrides``) in a
     temporary results dir (MLflow: a sqlite file there); returns (config, summary)."""
     from npf.config import load
-    from npf.stages.online import train_online
+    from npf.online.stages import train_online
 
     with tempfile.TemporaryDirectory(prefix="npf-bench-online-") as tmp:
         cfg = load(ROOT / "config" / "config.yaml",

@@ -153,7 +153,7 @@ def _check_semantics(cfg: dict) -> None:
         seed = section(cfg, "datasets", suite)["expert_seed"]
         if seed not in section(cfg, "experts", suite)["seeds"]:
             raise ConfigError(f"config: datasets.expert_seed {seed} is not in experts.seeds (suite {suite})")
-    from npf.stages.online import check_online_config
+    from npf.online.settings import check_online_config
 
     try:
         check_online_config(cfg)

@@ -10,7 +10,8 @@ from npf.dapd import (DAPDController, attach_copy_masks, broadcast_state, copies
                       copies_snip_scores, merge_copies, shared_snip_scores)
 from npf.online_buffers import ChunkStore, TaskReplay
 from npf.pathways import Pathways, snip_scores_all, topk_masks
-from npf.stages.online import OnlineAgent, online_settings, parse_variant
+from npf.online.agent import OnlineAgent
+from npf.online.settings import online_settings, parse_variant
 from npf.config import validate
 
 torch.set_num_threads(1)

@@ -26,7 +26,7 @@ from npf import checkpoint as ckpt
 from npf.config import validate
 from npf.stages.expert import train_expert
 from npf.stages.offline import discover_pathways, train_offline
-from npf.stages.online import train_dapd_variant, train_online
+from npf.online.stages import train_dapd_variant, train_online
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "data" / "golden_runs.json"

@@ -12,7 +12,8 @@ import torch
 
 from npf import checkpoint as ckpt
 from npf.config import validate
-from npf.stages.online import evaluate_online_run, train_dapd_variant, train_online
+from npf.online.evaluate import evaluate_online_run
+from npf.online.stages import train_dapd_variant, train_online
 
 torch.set_num_threads(1)
 

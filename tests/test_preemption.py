@@ -111,12 +111,13 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, out_dir: Path, sig: int,
 
 def run_to_end(spec: dict, results: Path, monkeypatch) -> None:
     """The re-run of the job (in this process: the same stage function, minus an interpreter start)."""
-    from npf.stages import expert, offline, online
+    from npf.online import stages as online
+    from npf.stages import expert, offline
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(results))
     monkeypatch.setenv("NPF_MLFLOW_FLUSH_S", "0")
     fn = {"train_expert": expert.train_expert, "train_offline": offline.train_offline,
-          "npf.stages.online:train_online": online.train_online}[spec["stage"]]
+          "npf.online.stages:train_online": online.train_online}[spec["stage"]]
     fn(validate(spec["config"]), *spec["args"], **spec.get("kwargs", {}))
 
 
@@ -327,7 +328,7 @@ def online_dir(results: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def online_reference(tmp_path_factory):
-    from npf.stages.online import train_online
+    from npf.online.stages import train_online
 
     results = tmp_path_factory.mktemp("online-ref")
     with own_store(results):
@@ -339,7 +340,7 @@ def test_online_sigterm_checkpoints_at_the_next_episode_then_resumes_identically
                                                                                  monkeypatch):
     results = tmp_path / "results"
     out = online_dir(results)
-    spec = {"stage": "npf.stages.online:train_online", "config": online_config(results),
+    spec = {"stage": "npf.online.stages:train_online", "config": online_config(results),
             "args": ["mt10", "sac-npf", 0, str(out)]}
     uri = store_uri(results)
     proc = spawn(spec, results, tmp_path / "first.log")
