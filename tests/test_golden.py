@@ -85,6 +85,15 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(fingerprint(obj), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def digest_tree(obj, opened: tuple[str, ...] = ("agent", "agent.dapd"), path: str = ""):
+    """A state's top-level entries (and those under the ``opened`` paths) digested one by one, so
+    that a new field of a state shows as an extra entry, not as a changed digest of its parent."""
+    if isinstance(obj, dict) and (not path or path in opened):
+        return {str(k): digest_tree(v, opened, f"{path}.{k}" if path else str(k))
+                for k, v in obj.items() if k not in CLOCK_KEYS}
+    return digest(obj)
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -110,7 +119,7 @@ def run_all(results: Path) -> dict:
 
     d = results / "experts" / "cheetah" / "forward" / "seed0"
     train_expert(cfg, "cheetah", "forward", 0, d)
-    out["expert"] = {"checkpoint": digest(ckpt.load(d / "checkpoint.pt")),
+    out["expert"] = {"checkpoint": digest_tree(ckpt.load(d / "checkpoint.pt")),
                      "policy": digest(ckpt.load(d / "policy.pt")["actor"]),
                      "metrics": fingerprint(json.loads((d / "metrics.json").read_text()))}
 
@@ -122,8 +131,9 @@ def run_all(results: Path) -> dict:
     discover_pathways(cfg, "cheetah", "iql", 0, masks)
     d = results / "runs" / "cheetah" / "npf-iql" / "seed0"
     train_offline(cfg, "cheetah", "npf", "iql", 0, d, pathways_path=masks)
-    out["offline"] = {"masks": digest(ckpt.load(masks)), "final": digest(ckpt.load(d / "final.pt")),
-                      "checkpoint": digest(ckpt.load(d / "checkpoint.pt")), "curve": file_digest(d / "metrics.csv")}
+    out["offline"] = {"masks": digest_tree(ckpt.load(masks)), "final": digest_tree(ckpt.load(d / "final.pt")),
+                      "checkpoint": digest_tree(ckpt.load(d / "checkpoint.pt")),
+                      "curve": file_digest(d / "metrics.csv")}
 
     for method in ("sac-npf", "pcgrad"):
         d = results / "online" / "runs" / "mt10" / method / "seed0"
@@ -132,16 +142,16 @@ def run_all(results: Path) -> dict:
         summary = train_online(cfg, "mt10", method, 0, d, **extra)
         state = ckpt.load(d / "checkpoint.pt")
         out[f"online/{method}"] = {
-            "final": digest(ckpt.load(d / "final.pt")),
-            "checkpoint": {k: digest(state[k]) for k in ONLINE_CKPT_KEYS},
+            "final": digest_tree(ckpt.load(d / "final.pt")),
+            "checkpoint": digest_tree({k: state[k] for k in ONLINE_CKPT_KEYS}),
             "summary": fingerprint(summary),
             "files": {p.name: file_digest(p) for p in sorted(d.glob("*.csv"))}}
 
     d = results / "online" / "dapd" / "forward" / "dapd-M2" / "seed0"
     summary = train_dapd_variant(cfg, "forward", "dapd-M2", 0, d, curves_out=d / "tidy_curves.csv")
     state = ckpt.load(d / "checkpoint.pt")
-    out["dapd/dapd-M2"] = {"final": digest(ckpt.load(d / "final.pt")),
-                           "checkpoint": {k: digest(state[k]) for k in ONLINE_CKPT_KEYS},
+    out["dapd/dapd-M2"] = {"final": digest_tree(ckpt.load(d / "final.pt")),
+                           "checkpoint": digest_tree({k: state[k] for k in ONLINE_CKPT_KEYS}),
                            "summary": fingerprint(summary),
                            "files": {p.name: file_digest(p) for p in sorted(d.glob("*.csv"))}}
     out["mlflow"] = mlflow_histories(f"sqlite:///{results / 'mlflow.db'}")
