@@ -57,7 +57,8 @@ class OnlineAgent:
             self.learner = MultitaskLearner(self.shared, self.cond, num_tasks, reduce="mean", **self._backend)
         self.dapd = DAPDController(num_tasks, settings.dapd_mode, settings.dapd_M, settings.dapd_interval,
                                    settings.keep_ratio, dapd_threshold, settings.stop_window) if self.npf else None
-        self.merged_at: int | None = None
+        self.merged_at: int | None = None  # update count at the merge
+        self.merged_at_step: int | None = None  # env step of the merge
 
     # ---- acting / learning -------------------------------------------------------------------
     @property
@@ -81,10 +82,11 @@ class OnlineAgent:
             return self.copies.update(batch)
         return self.learner.update(batch)
 
-    def maybe_merge(self) -> bool:
-        """Merge the copies once ``pretrain_steps`` updates are done; True when it happened."""
+    def maybe_merge(self, step: int | None = None) -> bool:
+        """Merge the copies once ``pretrain_steps`` updates are done (at env ``step``); True when
+        it happened."""
         if self.phase == "pretrain" and self.copies.num_updates >= self.pretrain_steps:
-            self.merge()
+            self.merge(step)
             return True
         return False
 
@@ -127,8 +129,9 @@ class OnlineAgent:
         else:
             self.pathways.attach(self.shared, self.learner.backend)
 
-    def merge(self) -> None:
-        """End of pretraining: merge the copies into the shared network, freeze the pathways."""
+    def merge(self, step: int | None = None) -> None:
+        """End of pretraining (at env ``step``): merge the copies into the shared network, freeze
+        the pathways."""
         c, s = self.copies, self.shared
         with torch.no_grad():
             for role, net in s.networks().items():
@@ -141,19 +144,19 @@ class OnlineAgent:
             s.log_alpha.copy_(c.log_alpha.detach())
         s.num_updates = c.num_updates
         s.generator.set_state(c.generator.get_state())
-        self.merged_at = c.num_updates
+        self.merged_at, self.merged_at_step = c.num_updates, step
         self.copies = None
         self.phase = "shared"
-        self.dapd.freeze_all()
+        self.dapd.freeze_all("merge")
         self.learner = self._npf_learner()
 
-    def finalize(self) -> None:
-        """Before writing final.pt: a run stopped during pretraining is merged."""
+    def finalize(self, step: int | None = None) -> None:
+        """Before writing final.pt (at env ``step``): a run stopped during pretraining is merged."""
         if self.npf and self.pathways is None:
             raise RuntimeError("no pathways were discovered: total_steps must exceed learning_starts by at "
                                "least one episode")
         if self.phase == "pretrain":
-            self.merge()
+            self.merge(step)
 
     def group_grad_norms(self) -> dict[str, np.ndarray]:
         """role → [N] ‖m_n ⊙ ∂L/∂w‖ of the last update's gradient over each task's pathway."""
@@ -172,7 +175,8 @@ class OnlineAgent:
                 "copies": None if self.copies is None else self.copies.state_dict(),
                 "pathways": None if self.pathways is None else self.pathways.state_dict(),
                 "dapd": None if self.dapd is None else self.dapd.state_dict(),
-                "merged_at": -1 if self.merged_at is None else self.merged_at}
+                "merged_at": -1 if self.merged_at is None else self.merged_at,
+                "merged_at_step": -1 if self.merged_at_step is None else self.merged_at_step}
 
     def load_state_dict(self, s: Mapping) -> None:
         if s["method"] != self.method:
@@ -186,6 +190,7 @@ class OnlineAgent:
         if self.dapd is not None and s["dapd"] is not None:
             self.dapd.load_state_dict(s["dapd"])
         self.merged_at = None if int(s["merged_at"]) < 0 else int(s["merged_at"])
+        self.merged_at_step = None if int(s.get("merged_at_step", -1)) < 0 else int(s["merged_at_step"])
         if s["pathways"] is not None:
             self.pathways = Pathways.from_state_dict(s["pathways"])
             if self.phase == "pretrain":

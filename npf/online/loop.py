@@ -41,6 +41,7 @@ from npf.progress import Progress
 from npf.rollout import EnvPool, StepResult
 from npf.tracking import stage_tracker
 
+FREEZE_REASONS = ("threshold", "merge", "single_shot")
 TIMERS = ("act", "env", "store", "update", "dapd", "eval", "ckpt", "wall")
 
 
@@ -252,8 +253,8 @@ def train(run: OnlineRun) -> None:
             log_grad_norms(run, updates)
         if updates % settings.log_every == 0:
             tracker.log_metrics(losses, run.step)
-        if agent.maybe_merge():
-            tracker.log_metrics({"dapd/merged_at_update": updates}, run.step)
+        if agent.maybe_merge(run.step):
+            tracker.log_metrics({"dapd/merged_at_update": updates, "dapd/merged_at_step": run.step}, run.step)
     run.timing["update"] += time.perf_counter() - t0
 
 
@@ -293,6 +294,8 @@ def end_of_episodes(run: OnlineRun, result: StepResult) -> None:
         changed = agent.rescore(run.dapd_buffer, agent.dapd.due(sorted(by_task)))
         logged["dapd/rescored_tasks"] = len(changed)
         logged["dapd/frozen_tasks"] = sum(agent.dapd.frozen)
+        for reason in FREEZE_REASONS:  # the stop rule and the merge told apart
+            logged[f"dapd/frozen_by_{reason}"] = agent.dapd.frozen_by.count(reason)
     if not run.training_started and run.step >= run.settings.learning_starts:
         run.training_started = True
         if agent.npf:
@@ -361,7 +364,7 @@ def finish(run: OnlineRun) -> dict:
     the replay chunks are deleted (the checkpoint says so)."""
     run.progress.close()
     agent, settings = run.agent, run.settings
-    agent.finalize()
+    agent.finalize(run.step)
     run.timing["wall"] = run.wall_before + (time.perf_counter() - run.clock_start)
     final = {"format": STATE_FORMAT, "algo": agent.shared.state_dict(), "method": run.method, "suite": run.suite,
              "tasks": run.tasks, "seed": run.seed, "obs_dim": run.obs_dim, "act_dim": run.act_dim,
@@ -391,7 +394,8 @@ def dapd_summary(run: OnlineRun) -> dict:
     dapd, agent, tasks = run.agent.dapd, run.agent, run.tasks
     return {"mode": run.settings.dapd_mode, "M": run.settings.dapd_M, "threshold": run.settings.threshold(run.suite),
             "rescores": dict(zip(tasks, dapd.rescores)), "frozen": dict(zip(tasks, dapd.frozen)),
-            "frozen_at_step": dict(zip(tasks, dapd.frozen_at)), "merged_at_update": agent.merged_at,
+            "frozen_at_step": dict(zip(tasks, dapd.frozen_at)), "frozen_by": dict(zip(tasks, dapd.frozen_by)),
+            "merged_at_update": agent.merged_at, "merged_at_step": agent.merged_at_step,
             "density": {role: [float(x) for x in agent.pathways.density(role)] for role in agent.pathways.roles}}
 
 
