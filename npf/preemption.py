@@ -166,9 +166,13 @@ class ResumableRun:
         self.last_good = step
         self.next_due = (step // self.every + 1) * self.every
 
+    def interval_due(self, step: int) -> bool:
+        """The checkpoint interval is reached, or the last step."""
+        return step >= self.next_due or step >= self.total
+
     def due(self, step: int) -> bool:
         """A checkpoint is due at this safe point (interval reached, last step, or a stop asked)."""
-        return step >= self.next_due or step >= self.total or self.guard.requested
+        return self.interval_due(step) or self.guard.requested
 
     def save(self, state: dict, step: int, skip: tuple[str, ...] = ()) -> None:
         """Write the checkpoint (never over a good one with NaN/inf: :func:`save_checkpoint`)."""

@@ -11,6 +11,9 @@ Resume: ``checkpoint.pt`` (at episode boundaries, every ``checkpoint_every`` env
 networks, optimizers, temperatures, pathways, DAPD state and buffers TD_n, the env pool's episode
 counters, every RNG and the CSV rows so far; the replay buffers are stored incrementally under
 ``replay/`` (:class:`~npf.online_buffers.ChunkStore`). A resumed run equals an uninterrupted one.
+On SIGTERM the checkpoint is written after the current env step, mid-episode if need be (an
+evaluation in progress is dropped and redone on resume): it then also holds the actions of the
+episode so far, which a resume replays from the episode's seeded reset to rebuild the simulators.
 
 Outputs in ``out_dir``: ``final.pt``, ``metrics.csv`` (``step, updates, score_mean, score/<task>,
 return/<task>``), ``grad_norms.csv`` (NPF: ‖m_n ⊙ ∂L/∂w‖ per task), ``summary.json``, MLflow run.
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 from npf import checkpoint as ckpt
+from npf.checkpoint import CheckpointError
 from npf.algos.base import check_finite
 from npf.data import write_json
 from npf.envs import episode_length, is_success_suite, make_env
@@ -72,6 +76,8 @@ class OnlineRun:
     eval_rows: list[dict] = field(default_factory=list)
     grad_rows: list[dict] = field(default_factory=list)
     recent_returns: list[list[float]] = field(default_factory=list)  # last 10 training returns per task
+    episode_actions: list[np.ndarray] = field(default_factory=list)  # actions of the current episodes so far
+    mid_episode_obs: np.ndarray | None = None  # a mid-episode checkpoint's observation (checks the replay)
     timing: dict = field(default_factory=lambda: {**{k: 0.0 for k in TIMERS}, "transitions": 0, "updates": 0})
     pool: EnvPool | None = None
     obs: np.ndarray | None = None
@@ -117,9 +123,10 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
                                 fresh=run.resumable.last_good is None)
     run.progress = Progress(settings.total_steps, run_name, initial=run.step)
     run.clock_start, run.wall_before = time.perf_counter(), run.timing["wall"]
+    stop_asked = run.resumable.guard
     with run.resumable.running(run.tracker, lambda: run.step, closing=(run.pool, run.evaluator)):
-        if run.step == 0 and not run.eval_rows:
-            evaluate(run)  # the randomly initialised policy
+        if evaluation_due(run) and not evaluated(run):
+            evaluate(run)  # the randomly initialised policy, or an evaluation a SIGTERM cut short
         while run.step < settings.total_steps:
             result = collect(run)
             if run.training_started:
@@ -127,9 +134,9 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
             run.progress.update(1)
             if result.finished:
                 end_of_episodes(run, result)
-            if run.step % settings.eval_interval == 0 or run.step == settings.total_steps:
+            if evaluation_due(run):
                 evaluate(run)
-            if result.finished and run.pool.at_episode_start and run.resumable.due(run.step):
+            if stop_asked.requested or (run.pool.at_episode_start and run.resumable.due(run.step)):
                 checkpoint(run)
                 if run.resumable.stop_here(run.step):
                     return {"stopped_at": run.step}
@@ -173,6 +180,8 @@ def open_run(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed: 
         run.replay_store.prune([])
     run.pool = EnvPool(envs, seed, run.episodes)
     run.obs = run.pool.reset()
+    if run.episode_actions:
+        replay_episode_so_far(run)
     run.evaluator = PeriodicEvaluator(suite, tasks, settings.eval_episodes, 1000 + seed,
                                       int(cfg.get("evaluation", {}).get("envs_per_task", 10)))
     write_csv(run.metrics_path, run.eval_rows, score_fields(tasks))
@@ -182,11 +191,15 @@ def open_run(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed: 
 
 
 def checkpoint_state(run: OnlineRun, replay_chunks: list[str]) -> dict:
-    return {"format": STATE_FORMAT, "tasks": run.tasks, "method": run.method, "step": run.step,
-            "update_debt": run.update_debt, "started": run.training_started, "episodes": list(run.pool.episodes),
-            "agent": run.agent.state_dict(), "replay_chunks": replay_chunks, "td": run.dapd_buffer.state_dict(),
-            "gen": run.sampler.get_state(), "global_rng": ckpt.rng_state(), "eval_rows": run.eval_rows,
-            "grad_rows": run.grad_rows, "recent": run.recent_returns, "timing": run.timing}
+    state = {"format": STATE_FORMAT, "tasks": run.tasks, "method": run.method, "step": run.step,
+             "update_debt": run.update_debt, "started": run.training_started, "episodes": list(run.pool.episodes),
+             "agent": run.agent.state_dict(), "replay_chunks": replay_chunks, "td": run.dapd_buffer.state_dict(),
+             "gen": run.sampler.get_state(), "global_rng": ckpt.rng_state(), "eval_rows": run.eval_rows,
+             "grad_rows": run.grad_rows, "recent": run.recent_returns, "timing": run.timing}
+    if not run.pool.at_episode_start:  # SIGTERM mid-episode: what rebuilds the simulators
+        state["episode_actions"] = torch.from_numpy(np.stack(run.episode_actions))
+        state["obs"] = torch.from_numpy(run.obs.copy())
+    return state
 
 
 def restore(run: OnlineRun, state: dict) -> None:
@@ -210,7 +223,23 @@ def restore(run: OnlineRun, state: dict) -> None:
     run.eval_rows, run.grad_rows = list(state["eval_rows"]), list(state["grad_rows"])
     run.recent_returns = [list(r) for r in state["recent"]]
     run.timing.update(state["timing"])
+    if "episode_actions" in state:  # written mid-episode
+        run.episode_actions = list(state["episode_actions"].numpy())
+        run.mid_episode_obs = state["obs"].numpy()
     run.resumable.resumed(run.step)
+
+
+def replay_episode_so_far(run: OnlineRun) -> None:
+    """Bring the simulators of a mid-episode checkpoint back: reset each env with its episode's
+    seed and step it with the recorded actions; the observation must come out as saved."""
+    for actions in run.episode_actions:
+        if run.pool.step(actions).finished:
+            raise CheckpointError(f"{run.checkpoint_path}: an episode ended while replaying its recorded actions")
+    if not np.array_equal(run.pool.obs, run.mid_episode_obs):
+        raise CheckpointError(f"{run.checkpoint_path}: replaying the episode's actions did not reproduce its "
+                              "observations (the environment is not deterministic); delete the checkpoint to "
+                              "start over")
+    run.obs = run.pool.obs
 
 
 # ------------------------------------------------------------------------------------ the steps
@@ -229,6 +258,10 @@ def collect(run: OnlineRun) -> StepResult:
     run.replay.add(**rows)
     run.dapd_buffer.add(**rows)
     run.obs = result.next_obs
+    if run.pool.at_episode_start:
+        run.episode_actions.clear()
+    else:
+        run.episode_actions.append(actions)
     run.step += 1
     t3 = time.perf_counter()
     run.timing["act"] += t1 - t0
@@ -306,10 +339,34 @@ def end_of_episodes(run: OnlineRun, result: StepResult) -> None:
     run.timing["dapd"] += time.perf_counter() - t0
 
 
+def evaluation_due(run: OnlineRun) -> bool:
+    return run.step % run.settings.eval_interval == 0 or run.step == run.settings.total_steps
+
+
+def evaluated(run: OnlineRun) -> bool:
+    return bool(run.eval_rows) and run.eval_rows[-1]["step"] == run.step
+
+
+class EvaluationCut(Exception):
+    """A stop was asked during an evaluation: it is dropped (redone on resume)."""
+
+
 def evaluate(run: OnlineRun) -> None:
-    """``eval_episodes`` per task with the deterministic policy: a row of ``metrics.csv`` + MLflow."""
+    """``eval_episodes`` per task with the deterministic policy: a row of ``metrics.csv`` + MLflow.
+    A SIGTERM cuts it short (the checkpoint comes first; the resume evaluates again)."""
     t0 = time.perf_counter()
-    scores = run.evaluator(numpy_policy(run.agent, run.device))
+    act = numpy_policy(run.agent, run.device)
+    stop_asked = run.resumable.guard
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        if stop_asked.requested:
+            raise EvaluationCut
+        return act(obs)
+
+    try:
+        scores = run.evaluator(policy)
+    except EvaluationCut:
+        return
     key = "success" if run.success_suite else "return"
     row = {"step": run.step, "updates": run.agent.num_updates,
            "score_mean": float(np.mean([scores[t][key] for t in run.tasks]))}
@@ -349,7 +406,8 @@ def checkpoint(run: OnlineRun) -> None:
     """Metrics flushed first, then the replay chunks added since the last checkpoint and the state."""
     t0 = time.perf_counter()
     run.timing["wall"] = run.wall_before + (t0 - run.clock_start)
-    log_rates(run)
+    if run.pool.at_episode_start and run.resumable.interval_due(run.step):  # not a SIGTERM's extra one
+        log_rates(run)
     run.tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
     chunks = run.replay_store.save(run.replay)
     run.resumable.save(checkpoint_state(run, chunks), run.step, skip=("td",))
