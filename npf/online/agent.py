@@ -118,6 +118,11 @@ class OnlineAgent:
             self._attach()
         return changed
 
+    def set_pathways(self, pathways: Pathways) -> None:
+        """Act and learn through ``pathways`` (e.g. those of a finished run's final.pt)."""
+        self.pathways = pathways
+        self._attach()
+
     def _npf_learner(self) -> MultitaskLearner:
         return MultitaskLearner(self.shared, "npf", self.n, self.pathways, reduce="mean", **self._backend)
 
@@ -132,19 +137,19 @@ class OnlineAgent:
     def merge(self, step: int | None = None) -> None:
         """End of pretraining (at env ``step``): merge the copies into the shared network, freeze
         the pathways."""
-        c, s = self.copies, self.shared
+        copies, shared = self.copies, self.shared
         with torch.no_grad():
-            for role, net in s.networks().items():
+            for role, net in shared.networks().items():
                 init = {k: v.detach().clone() for k, v in net.state_dict().items()}  # still θ0
                 masks = self.pathways.masks.get(role, {})
-                net.load_state_dict(merge_copies(c.networks()[role].state_dict(), init, masks))
-                tgt = s.targets().get(role)
+                net.load_state_dict(merge_copies(copies.networks()[role].state_dict(), init, masks))
+                tgt = shared.targets().get(role)
                 if tgt is not None:
-                    tgt.load_state_dict(merge_copies(c.targets()[role].state_dict(), init, masks))
-            s.log_alpha.copy_(c.log_alpha.detach())
-        s.num_updates = c.num_updates
-        s.generator.set_state(c.generator.get_state())
-        self.merged_at, self.merged_at_step = c.num_updates, step
+                    tgt.load_state_dict(merge_copies(copies.targets()[role].state_dict(), init, masks))
+            shared.log_alpha.copy_(copies.log_alpha.detach())
+        shared.num_updates = copies.num_updates
+        shared.generator.set_state(copies.generator.get_state())
+        self.merged_at, self.merged_at_step = copies.num_updates, step
         self.copies = None
         self.phase = "shared"
         self.dapd.freeze_all("merge")
@@ -178,21 +183,21 @@ class OnlineAgent:
                 "merged_at": -1 if self.merged_at is None else self.merged_at,
                 "merged_at_step": -1 if self.merged_at_step is None else self.merged_at_step}
 
-    def load_state_dict(self, s: Mapping) -> None:
-        if s["method"] != self.method:
-            raise ValueError(f"checkpoint is of method {s['method']!r}, not {self.method!r}")
-        self.shared.load_state_dict(cpu_generators(s["shared"]))
-        self.phase = s["phase"]
+    def load_state_dict(self, state: Mapping) -> None:
+        if state["method"] != self.method:
+            raise ValueError(f"checkpoint is of method {state['method']!r}, not {self.method!r}")
+        self.shared.load_state_dict(cpu_generators(state["shared"]))
+        self.phase = state["phase"]
         if self.phase == "pretrain":
-            self.copies.load_state_dict(cpu_generators(s["copies"]))
+            self.copies.load_state_dict(cpu_generators(state["copies"]))
         else:
             self.copies = None
-        if self.dapd is not None and s["dapd"] is not None:
-            self.dapd.load_state_dict(s["dapd"])
-        self.merged_at = None if int(s["merged_at"]) < 0 else int(s["merged_at"])
-        self.merged_at_step = None if int(s.get("merged_at_step", -1)) < 0 else int(s["merged_at_step"])
-        if s["pathways"] is not None:
-            self.pathways = Pathways.from_state_dict(s["pathways"])
+        if self.dapd is not None and state["dapd"] is not None:
+            self.dapd.load_state_dict(state["dapd"])
+        self.merged_at = None if int(state["merged_at"]) < 0 else int(state["merged_at"])
+        self.merged_at_step = None if int(state.get("merged_at_step", -1)) < 0 else int(state["merged_at_step"])
+        if state["pathways"] is not None:
+            self.pathways = Pathways.from_state_dict(state["pathways"])
             if self.phase == "pretrain":
                 attach_copy_masks(self.copies, self.pathways)
             else:

@@ -55,8 +55,7 @@ def load_online_agent(cfg: Mapping, final_path: str | Path, device: torch.device
                         int(saved["seed"]), None, pathway_backend(cfg))
     agent.shared.load_state_dict(cpu_generators(saved["algo"]))
     if "pathways" in saved:
-        agent.pathways = Pathways.from_state_dict(saved["pathways"])
-        agent.learner = agent._npf_learner()
+        agent.set_pathways(Pathways.from_state_dict(saved["pathways"]))
     return agent, saved
 
 

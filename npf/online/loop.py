@@ -255,6 +255,7 @@ def collect(run: OnlineRun) -> StepResult:
     rows = dict(obs=run.obs.reshape(n, per_task, obs_dim), act=actions.reshape(n, per_task, act_dim),
                 rew=result.reward.reshape(n, per_task), next_obs=result.final_obs.reshape(n, per_task, obs_dim),
                 done=result.terminated.reshape(n, per_task).astype(np.float32))
+    rows = {k: torch.as_tensor(v, dtype=torch.float32, device=run.device) for k, v in rows.items()}  # once, for both
     run.replay.add(**rows)
     run.dapd_buffer.add(**rows)
     run.obs = result.next_obs
