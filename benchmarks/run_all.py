@@ -15,7 +15,10 @@ Rows (docs/benchmarks.md explains each one):
                    loop (env steps/s), 10 envs, cheetah/forward and mt10/reach.
 4. ``online``      a short SAC+NPF online run (``train_online``, default config's online block)
                    env steps/s — whole loop, and its collection part only — ÷ a
-                   ``gymnasium.vector.SyncVectorEnv`` of the same envs stepped with random actions.
+                   ``gymnasium.vector.SyncVectorEnv`` of the same envs stepped with random actions;
+                   and the whole loop's env steps/s ÷ the env steps/s its updates alone would allow
+                   at the same update-to-data ratio (the run's updates timed again, back to back on
+                   pre-drawn batches, with the same networks and pathways, each phase at its count).
 5. ``export``      the exported per-task policy file (``npf.export``) ÷ the same networks saved
                    densely, N = 10, SAC and IQL (benchmarks/bench_export.py).
 6. ``dag``         the default DAG (``snakemake --cores 2`` in a fresh clone): no-op rerun ÷ full
@@ -319,11 +322,12 @@ def _env_var(key, value):
             os.environ[key] = saved
 
 
-def online_run(overrides: dict, device, threads: int) -> tuple[dict, dict]:
+def online_run(overrides: dict, device, threads: int, rounds: int) -> tuple[dict, dict, float]:
     """A SAC+NPF online run on mt10 with the default config (``online`` block ``overrides``) in a
-    temporary results dir (MLflow: a sqlite file there); returns (config, summary)."""
+    temporary results dir (MLflow: a sqlite file there); returns (config, summary, seconds its
+    updates take alone: :func:`pure_update_seconds`)."""
     from npf.config import load
-    from npf.stages.online import train_online
+    from npf.online.stages import train_online
 
     with tempfile.TemporaryDirectory(prefix="npf-bench-online-") as tmp:
         cfg = load(ROOT / "config" / "config.yaml",
@@ -331,7 +335,44 @@ def online_run(overrides: dict, device, threads: int) -> tuple[dict, dict]:
                     "online": overrides})
         with _env_var("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tmp) / 'mlflow.db'}"):
             summary = train_online(cfg, "mt10", "sac-npf", 0, Path(tmp) / "run")
-    return cfg, summary
+        pure = pure_update_seconds(cfg, Path(tmp) / "run" / "final.pt", summary, rounds)
+    return cfg, summary, pure
+
+
+def pure_update_seconds(cfg: dict, final_path: Path, summary: dict, rounds: int, batches: int = 20) -> float:
+    """Seconds the run's updates take back to back: the pretraining copies' update (stacked per-task
+    networks on their pathways) × the updates before the merge, plus the shared network's update
+    (N pathways) × those after, each the median over ``rounds`` rounds of ``batches`` updates on
+    pre-drawn ``[N, B]`` batches (random rows; update cost does not depend on the values)."""
+    from npf.online.agent import OnlineAgent
+    from npf.online.evaluate import load_online_agent
+    from npf.online.settings import online_settings
+    from npf.online_buffers import TaskReplay
+
+    device = resolve_device(cfg["device"])
+    shared, saved = load_online_agent(cfg, final_path, device)
+    settings = online_settings(cfg)
+    n, obs_dim, act_dim = len(saved["tasks"]), saved["obs_dim"], saved["act_dim"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    replay = TaskReplay(n, 4 * settings.batch_size, obs_dim, act_dim, device)
+    k = replay.capacity
+    replay.add(obs=torch.randn(n, k, obs_dim), act=torch.rand(n, k, act_dim) * 2 - 1, rew=torch.randn(n, k),
+               next_obs=torch.randn(n, k, obs_dim), done=torch.zeros(n, k))
+    drawn = [replay.sample(settings.batch_size, gen) for _ in range(batches)]
+
+    def updates(agent):
+        for batch in drawn:
+            agent.update(batch)
+
+    fns = {"shared": partial(updates, shared)}
+    merged_at = (summary.get("dapd") or {}).get("merged_at_update") or 0
+    if merged_at:
+        copies = OnlineAgent("sac-npf", n, obs_dim, act_dim, settings, device, 0, None, cfg.get("pathway_backend"))
+        copies.set_pathways(shared.pathways)
+        fns["copies"] = partial(updates, copies)
+    t = timed(fns, rounds, 1, device, wall=True)
+    per_update = {k: v[0] / 1e3 / batches for k, v in t.items()}
+    return per_update["shared"] * (summary["updates"] - merged_at) + per_update.get("copies", 0.0) * merged_at
 
 
 def vector_env_steps(venv, steps: int) -> None:
@@ -341,7 +382,8 @@ def vector_env_steps(venv, steps: int) -> None:
 
 
 ONLINE_LABELS = ("online loop ÷ raw vector env, mt10 sac-npf",
-                 "online collection only ÷ raw vector env, mt10 sac-npf")
+                 "online collection only ÷ raw vector env, mt10 sac-npf",
+                 "online loop ÷ its updates alone (same update-to-data ratio), mt10 sac-npf")
 
 
 def online_rows(overrides, vec_rounds, device, threads) -> list[Row]:
@@ -349,7 +391,7 @@ def online_rows(overrides, vec_rounds, device, threads) -> list[Row]:
 
     from npf.envs import make_env
 
-    cfg, s = online_run(overrides, device, threads)
+    cfg, s, pure_s = online_run(overrides, device, threads, vec_rounds)
     envs_per_task = int(cfg["online"]["envs_per_task"])
     fns = [partial(make_env, "mt10", t) for t in s["tasks"] for _ in range(envs_per_task)]
     venv = SyncVectorEnv(fns)
@@ -370,6 +412,10 @@ def online_rows(overrides, vec_rounds, device, threads) -> list[Row]:
         Row(ONLINE_LABELS[1], rates["collect_env_steps_per_s"] / raw[0],
             f"{rates['collect_env_steps_per_s']:,.0f} steps/s", per_s(raw, "steps"),
             "acting + env steps + replay writes only"),
+        Row(ONLINE_LABELS[2], pure_s / rates["wall_s"], f"{rates['env_steps_per_s']:,.0f} steps/s",
+            f"{s['transitions'] / pure_s:,.0f} steps/s",
+            f"the run's {s['updates']} updates alone take {pure_s:.1f} s of its {rates['wall_s']:.1f} s wall "
+            f"(goal ≥ 0.8); time by part (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s["timing_s"].items())),
     ]
 
 

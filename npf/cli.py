@@ -81,6 +81,8 @@ def cmd_validate(args) -> int:
     cfg = _merged_config(args.configs)
     plan = ", ".join(f"{s} ({len(suite_tasks(cfg, s))} tasks{', custom' if s in cfg['custom_suites'] else ''})"
                      for s in cfg["suites"])
+    if not cfg["suites"]:
+        plan = f"none (online only: {', '.join(cfg['online']['suites'])})"
     print(f"config: valid; suites: {plan}; results in {cfg['results_dir']}/")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--quiet", "rules"]
     if args.configs:

@@ -166,7 +166,11 @@ def _check_semantics(cfg: dict) -> None:
         seed = section(cfg, "datasets", suite)["expert_seed"]
         if seed not in experts["seeds"]:
             raise ConfigError(f"config: datasets.expert_seed {seed} is not in experts.seeds (suite {suite})")
-    from npf.stages.online import check_online_config
+    from npf.online.settings import check_online_config, online_runs
+
+    if not cfg["suites"] and not online_runs(cfg) and not cfg["online"]["dapd_ablation"]["variants"]:
+        raise ConfigError("config: suites is empty and online.methods / online.dapd_ablation.variants name no "
+                          "online run: nothing to do")
 
     try:
         check_online_config(cfg)

@@ -73,7 +73,8 @@ class DAPDController:
         self.since = [0] * num_tasks  # episodes since the task was last scored
         self.recent: list[deque] = [deque(maxlen=self.stop_window) for _ in range(num_tasks)]
         self.rescores = [0] * num_tasks  # scoring events per task (incl. the first)
-        self.frozen_at: list[int | None] = [None] * num_tasks  # env step at which a task froze
+        self.frozen_at: list[int | None] = [None] * num_tasks  # env step at which the stop rule froze a task
+        self.frozen_by: list[str | None] = [None] * num_tasks  # "threshold", "single_shot" or "merge"
 
     @property
     def frozen(self) -> tuple[bool, ...]:
@@ -91,7 +92,7 @@ class DAPDController:
             masks.append(self.averager.masks(n))
         self.discovered = True
         if self.mode == "single_shot":
-            self.freeze_all()
+            self.freeze_all("single_shot")
         return masks
 
     def observe(self, task: int, value: float, step: int | None = None) -> bool:
@@ -103,7 +104,7 @@ class DAPDController:
                 and len(self.recent[task]) >= self.stop_window):
             stat = sum(self.recent[task]) / len(self.recent[task])
             if self.averager.maybe_freeze(task, stat, self.threshold):
-                self.frozen_at[task] = step
+                self.frozen_at[task], self.frozen_by[task] = step, "threshold"
         return self.frozen[task]
 
     def due(self, tasks: Sequence[int]) -> list[int]:
@@ -121,8 +122,11 @@ class DAPDController:
         self.rescores[task] += 1
         return self.averager.masks(task)
 
-    def freeze_all(self) -> None:
+    def freeze_all(self, reason: str = "merge") -> None:
+        """Freeze every task not frozen yet, recording ``reason`` ("merge" or "single_shot")."""
         for n in range(self.num_tasks):
+            if not self.frozen[n]:
+                self.frozen_by[n] = reason
             self.averager.freeze(n)
 
     def state_dict(self) -> dict:
@@ -132,7 +136,8 @@ class DAPDController:
         av["history"] = [[] if f else h for f, h in zip(self.frozen, av["history"])]
         return {"averager": av, "discovered": self.discovered, "since": list(self.since),
                 "recent": [list(r) for r in self.recent], "rescores": list(self.rescores),
-                "frozen_at": [-1 if f is None else int(f) for f in self.frozen_at]}
+                "frozen_at": [-1 if f is None else int(f) for f in self.frozen_at],
+                "frozen_by": ["" if f is None else f for f in self.frozen_by]}
 
     def load_state_dict(self, s: Mapping) -> None:
         self.averager.load_state_dict(s["averager"])
@@ -141,6 +146,12 @@ class DAPDController:
         self.recent = [deque((float(v) for v in r), maxlen=self.stop_window) for r in s["recent"]]
         self.rescores = [int(x) for x in s["rescores"]]
         self.frozen_at = [None if int(f) < 0 else int(f) for f in s["frozen_at"]]
+        if "frozen_by" in s:
+            self.frozen_by = [f or None for f in s["frozen_by"]]
+        else:  # a checkpoint from before frozen_by: the stop rule set frozen_at, freeze_all did the rest
+            other = "single_shot" if self.mode == "single_shot" else "merge"
+            self.frozen_by = [None if not fr else "threshold" if at is not None else other
+                              for fr, at in zip(self.frozen, self.frozen_at)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Export one task's policy from a trained NPF run: only its pathway, no training code needed.
 
 ``export_task_policy(final_path, task, out_path)`` reads a run's ``final.pt`` (offline:
-:func:`npf.stages.offline.train_offline`; online SAC+NPF: :mod:`npf.stages.online`) and writes a
+:func:`npf.stages.offline.train_offline`; online SAC+NPF: :mod:`npf.online`) and writes a
 small file holding, for every network the deterministic action needs, per layer the values of
 θ ⊙ m_n (task n's pathway, in CSR = row-major order, the weights' dtype) and their positions —
 CSR indices (``crow`` int32, ``col`` int16 when the layer has at most 32767 inputs) or, when that

@@ -16,9 +16,11 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -121,3 +123,99 @@ def save_checkpoint(state: dict, path: str | os.PathLike, step: int, skip: tuple
         kept = f"{path} from an earlier step kept" if path.exists() else "no checkpoint written"
         raise FloatingPointError(f"non-finite values in {bad} at step {step}; checkpoint not written ({kept})")
     ckpt.save(state, path)
+
+
+# ------------------------------------------------------------------------------ resumable runs
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when empty), at most 300 characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+class ResumableRun:
+    """What every resumable training stage shares, around its own step: the signal guard, the
+    checkpoint interval, the last good checkpoint, the tests' simulated kill (``stop_after``),
+    the one-line error for a NaN/inf, and the tracker's final status.
+
+    ::
+
+        run = ResumableRun(name, ckpt_path, every, total, stop_after=...)
+        run.resumed(step)                      # when a checkpoint was loaded
+        with run.running(tracker, lambda: step):
+            while step < total:
+                ...                            # the stage's own step
+                if at_safe_point and run.due(step):
+                    run.save(state, step)
+                    if run.stop_here(step):    # raises Preempted after a signal
+                        return {"stopped_at": step}
+            run.stop_before_final(step)
+            ...                                # final outputs
+            run.status = "FINISHED"
+    """
+
+    def __init__(self, name: str, checkpoint: str | os.PathLike, every: int, total: int, *,
+                 stop_after: int | None = None, unit: str = "step", position: str | None = "env step"):
+        self.name, self.checkpoint, self.every, self.total = name, Path(checkpoint), int(every), int(total)
+        self.stop_after, self.unit, self.position = stop_after, unit, position
+        self.guard = preemption_guard()
+        self.status = "FAILED"
+        self.last_good: int | None = None
+        self.next_due = self.every
+
+    def resumed(self, step: int) -> None:
+        """The run continues from a checkpoint at ``step``."""
+        self.last_good = step
+        self.next_due = (step // self.every + 1) * self.every
+
+    def interval_due(self, step: int) -> bool:
+        """The checkpoint interval is reached, or the last step."""
+        return step >= self.next_due or step >= self.total
+
+    def due(self, step: int) -> bool:
+        """A checkpoint is due at this safe point (interval reached, last step, or a stop asked)."""
+        return self.interval_due(step) or self.guard.requested
+
+    def save(self, state: dict, step: int, skip: tuple[str, ...] = ()) -> None:
+        """Write the checkpoint (never over a good one with NaN/inf: :func:`save_checkpoint`)."""
+        save_checkpoint(state, self.checkpoint, step, skip=skip)
+        self.last_good = step
+        self.next_due = (step // self.every + 1) * self.every
+
+    def stop_here(self, step: int) -> bool:
+        """After a checkpoint: raise :class:`Preempted` when a signal asked for a stop; True when the
+        simulated kill (``stop_after``) ends the run here."""
+        if self.guard.requested and step < self.total:
+            self.status = "PREEMPTED"
+            raise self.guard.preempted(step, self.checkpoint)
+        if self.stop_after is not None and self.stop_after <= step < self.total:
+            self.status = "KILLED"
+            return True
+        return False
+
+    def stop_before_final(self, step: int) -> None:
+        """A signal during the last steps: stop at the final checkpoint, before long final work."""
+        if self.guard.requested and self.last_good == step:
+            self.status = "PREEMPTED"
+            raise self.guard.preempted(step, self.checkpoint)
+
+    def fault_line(self, error: BaseException, step: int) -> str:
+        msg = one_line(error)
+        where = f" ({self.position} {step})" if self.position else ""
+        kept = (f"{self.checkpoint} ({self.unit} {self.last_good}) kept" if self.last_good is not None
+                else "no checkpoint yet")
+        return f"{self.name}: {msg}{where}; last good checkpoint: {kept}"
+
+    @contextmanager
+    def running(self, tracker, step: Callable[[], int], closing: Iterable = ()) -> Iterator["ResumableRun"]:
+        """Guard installed inside; a FloatingPointError becomes one line naming the run, the step and
+        the kept checkpoint; on the way out ``closing`` objects are closed and the tracker's run
+        ends with :attr:`status` (the error, if any, as its tag)."""
+        self.guard.install()
+        try:
+            yield self
+        except FloatingPointError as e:
+            raise FloatingPointError(self.fault_line(e, step())) from None
+        finally:
+            self.guard.restore()
+            for thing in closing:
+                thing.close()
+            tracker.close(self.status, step(), error=sys.exc_info()[1])

@@ -216,3 +216,30 @@ def test_snakemake_plans_seeds_and_task_subsets(tmp_path):
 def test_snakemake_lint(tmp_path):
     r = snakemake("--lint", tmp_path=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def online_only_example() -> str:
+    """The online-only config of docs/online.md (its YAML block with ``suites: []``)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", (REPO / "docs" / "online.md").read_text(), re.S | re.M)
+    return next(b for b in blocks if b.startswith("suites: []"))
+
+
+def test_snakemake_plans_an_online_only_config(tmp_path):
+    (tmp_path / "online_only.yaml").write_text(online_only_example())
+    cfg = load(tmp_path / "online_only.yaml")
+    assert cfg["suites"] == [] and cfg["online"]["methods"] == ["sac-npf", "mt-sac"]
+    r = snakemake("-n", "--configfile", str(tmp_path / "online_only.yaml"), "--config",
+                  f"results_dir={tmp_path / 'results'}", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    stats = job_stats(r.stdout + r.stderr)
+    # 2 seeds: sac-npf + its no-pretrain variant (Fig. 4, grad_norm_ablation) and mt-sac; 2 evaluations each
+    assert stats == {"train_online_npf": 2 * 2, "train_online": 2, "online_evaluate": 2 * 2,
+                     "figures_tables": 1, "all": 1}, stats
+    assert "/experts/" not in r.stdout and "/datasets/" not in r.stdout
+
+
+def test_empty_suites_without_online_runs_is_rejected():
+    with pytest.raises(ConfigError, match="suites is empty") as e:
+        validate({"suites": [], "online": {"methods": [], "dapd_ablation": {"variants": []}}})
+    assert "\n" not in str(e.value)
+    assert validate({"suites": [], "online": {"methods": [], "dapd_ablation": {"variants": ["dense"]}}})["suites"] == []

@@ -10,7 +10,8 @@ from npf.dapd import (DAPDController, attach_copy_masks, broadcast_state, copies
                       copies_snip_scores, merge_copies, shared_snip_scores)
 from npf.online_buffers import ChunkStore, TaskReplay
 from npf.pathways import Pathways, snip_scores_all, topk_masks
-from npf.stages.online import OnlineAgent, online_settings, parse_variant
+from npf.online.agent import OnlineAgent
+from npf.online.settings import online_settings, parse_variant
 from npf.config import validate
 
 torch.set_num_threads(1)
@@ -120,6 +121,28 @@ def test_no_threshold_never_freezes_and_single_shot_always_does():
     ss.discover([{"actor": {"w": torch.rand(2, 2)}}] * 2)
     ss.observe(0, 0.0)
     assert ss.frozen == (True, True) and ss.due([0, 1]) == []
+    assert ss.frozen_by == ["single_shot", "single_shot"] and ss.frozen_at == [None, None]
+
+
+def test_frozen_by_tells_the_stop_rule_and_the_merge_apart():
+    """Task 0 reaches T_H at step 300, then the merge freezes the rest: task 0 stays frozen by the
+    threshold (with its step), tasks 1 and 2 by the merge (no stop-rule step); a state round trip,
+    and a checkpoint written before ``frozen_by`` existed, give the same reasons."""
+    ctl = DAPDController(3, "dapd", window=1, keep_ratio=0.5, threshold=5.0)
+    ctl.discover([{"actor": {"w": torch.rand(2, 2)}}] * 3)
+    assert ctl.frozen_by == [None, None, None]
+    ctl.observe(0, 4.0, step=150)
+    ctl.observe(0, 6.0, step=300)
+    ctl.observe(1, 4.0, step=300)
+    assert ctl.frozen_by == ["threshold", None, None] and ctl.frozen_at == [300, None, None]
+    ctl.freeze_all("merge")
+    assert ctl.frozen == (True, True, True)
+    assert ctl.frozen_by == ["threshold", "merge", "merge"] and ctl.frozen_at == [300, None, None]
+    state = ctl.state_dict()
+    for s in (state, {k: v for k, v in state.items() if k != "frozen_by"}):
+        other = DAPDController(3, "dapd", window=1, keep_ratio=0.5, threshold=5.0)
+        other.load_state_dict(s)
+        assert other.frozen_by == ctl.frozen_by and other.frozen_at == ctl.frozen_at
 
 
 def test_variant_names():
@@ -225,7 +248,8 @@ def test_agent_merge_end_of_pretraining():
     copies = {k: v.clone() for k, v in agent.copies.actor.state_dict().items()}
     gn = copies_group_grad_norms(agent.copies.actor, agent.pathways.masks["actor"])
     assert gn.shape == (n,) and (gn > 0).all()
-    assert agent.maybe_merge() and agent.phase == "shared" and agent.copies is None
+    assert agent.maybe_merge(step=42) and agent.phase == "shared" and agent.copies is None
+    assert (agent.merged_at, agent.merged_at_step, agent.dapd.frozen_by) == (2, 42, ["merge", "merge"])
     masks = agent.pathways.masks["actor"]
     merged = agent.shared.actor.state_dict()
     for name, m in masks.items():

@@ -157,7 +157,7 @@ def test_online_nan_rewards_stop_at_the_first_bad_update(store, db, monkeypatch,
     """Rewards sampled from the replay turn NaN at update 200 (env step 350, after the step-300
     checkpoint): the job stops at that update naming the loss, the step-300 checkpoint stays."""
     from npf.online_buffers import TaskReplay
-    from npf.stages import online
+    from npf.online import stages as online
 
     cfg = validate({"results_dir": str(store), "device": "cpu", "tasks": {"mt10": ["reach", "drawer-close"]},
                     "online": {"total_steps": 600, "learning_starts": 150, "pretrain_steps": 0, "batch_size": 16,

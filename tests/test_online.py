@@ -12,7 +12,8 @@ import torch
 
 from npf import checkpoint as ckpt
 from npf.config import validate
-from npf.stages.online import evaluate_online_run, train_dapd_variant, train_online
+from npf.online.evaluate import evaluate_online_run
+from npf.online.stages import train_dapd_variant, train_online
 
 torch.set_num_threads(1)
 
@@ -36,6 +37,15 @@ def run_dir(results: Path, method: str, tag: str = "") -> Path:
 
 def read(path: Path) -> str:
     return Path(path).read_text()
+
+
+def metric_history(results: Path, run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of one metric of the MLflow run that ``run_dir`` logged to."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    run_id = (run_dir / "mlflow_run_id.txt").read_text().strip()
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +105,7 @@ def test_resume_is_identical_to_an_uninterrupted_run(npf_runs):
     assert npf_runs["out_s"]["dapd"] == npf_runs["out_k"]["dapd"]
 
 
-def test_npf_run_logs_success_dapd_and_grad_norms(npf_runs):
+def test_npf_run_logs_success_dapd_and_grad_norms(npf_runs, results):
     out, d = npf_runs["out_s"], npf_runs["straight"]
     curve = pd.read_csv(d / "metrics.csv")
     assert list(curve["step"]) == [0, 150, 300, 450, 600]
@@ -105,7 +115,14 @@ def test_npf_run_logs_success_dapd_and_grad_norms(npf_runs):
     dapd = out["dapd"]
     assert dapd["merged_at_update"] == 300
     assert all(n == 2 for n in dapd["rescores"].values())  # discovery at 150 + one DAPD re-score at 300
-    assert all(dapd["frozen"].values())  # frozen by the merge
+    assert all(dapd["frozen"].values())
+    # frozen by the merge (at update 300 = env step 150 + 300), not by the stop rule
+    assert dapd["frozen_by"] == {t: "merge" for t in TASKS} and dapd["merged_at_step"] == 450
+    assert dapd["frozen_at_step"] == {t: None for t in TASKS}
+    hist = metric_history(results, d, "dapd/frozen_by_merge")
+    assert hist[-1] == (600, 2.0) and all(v == 0 for s, v in hist if s < 450)
+    assert all(v == 0 for _, v in metric_history(results, d, "dapd/frozen_by_threshold"))
+    assert metric_history(results, d, "dapd/merged_at_step") == [(450, 450.0)]
     for role in ("actor", "critic"):
         assert all(abs(x - 0.05) < 0.01 for x in dapd["density"][role])
     g = pd.read_csv(d / "tidy_grads.csv")
@@ -159,6 +176,11 @@ def test_dapd_ablation_stop_rule_and_figure_inputs(results):
         outs[variant] = train_dapd_variant(cfg, "forward", variant, 0, d, curves_out=tidy)
     th, no = outs["dapd-M2"]["dapd"], outs["dapd-nothreshold"]["dapd"]
     assert th["frozen_at_step"] == {"forward": 2000} and th["rescores"] == {"forward": 1}
+    assert th["frozen_by"] == {"forward": "threshold"} and th["merged_at_step"] is None
+    assert no["frozen_by"] == {"forward": None}
+    d = results / "online" / "dapd" / "forward" / "dapd-M2" / "seed0"
+    assert metric_history(results, d, "dapd/frozen_by_threshold") == [(2000, 1.0)]
+    assert metric_history(results, d, "dapd/frozen_by_merge") == [(2000, 0.0)]
     assert no["frozen"] == {"forward": False} and no["rescores"] == {"forward": 2} and no["M"] == 2  # online.dapd.M
     df = read_tidy(results / "online" / "dapd_curves.csv")
     assert list(df.columns) == ["step", "task", "variant", "seed", "return"]

@@ -5,7 +5,8 @@ Each long stage (experts, train_offline) runs as a subprocess through the stage 
 point after its first checkpoint:
 
 * SIGTERM (Slurm's preemption / time-limit signal): the job finishes the current step (experts:
-  the current episode), writes a checkpoint there, and exits 75 with one ``preempted:`` line;
+  the current episode; online: the current env step, mid-episode), writes a checkpoint there, and
+  exits 75 with one ``preempted:`` line;
 * SIGKILL: the job dies at once, after it had already sent metrics past its last checkpoint.
 
 Running the job again must end with weights bit-identical to an uninterrupted run (CPU, fixed
@@ -84,9 +85,10 @@ def max_metric_step(uri: str, run_id_file: Path, key: str) -> int:
 
 
 def kill_after_first_checkpoint(proc: subprocess.Popen, out_dir: Path, sig: int, uri: str, key: str,
-                                timeout: float = 300) -> dict:
+                                timeout: float = 300, busy_loops: int = 0) -> dict:
     """Wait for the first checkpoint; for SIGKILL also until metrics past the latest checkpoint
-    reached the store (they will be re-logged on resume); then wait a random moment and kill."""
+    reached the store (they will be re-logged on resume); then wait a random moment and kill.
+    ``busy_loops``: processes spinning on the CPU from the first checkpoint until the job ended."""
     t0 = time.monotonic()
     ck = out_dir / "checkpoint.pt"
     seen, step = None, None
@@ -102,21 +104,30 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, out_dir: Path, sig: int,
         time.sleep(0.1)
     else:
         pytest.fail("no checkpoint within the timeout")
-    time.sleep(RNG.uniform(0.0, 0.8))
-    sent = time.monotonic()
-    proc.send_signal(sig)
-    rc = proc.wait(timeout=timeout)
-    return {"rc": rc, "exit_s": time.monotonic() - sent, "ckpt_step": ckpt_step(ck)}
+    busy = [subprocess.Popen([PY, "-c", "while True: pass"]) for _ in range(busy_loops)]
+    try:
+        time.sleep(RNG.uniform(0.0, 0.8) + (2.0 if busy else 0.0))  # the load has set in
+        sent, sent_wall = time.monotonic(), time.time()
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=timeout)
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+    # ckpt_s: from the signal to the last checkpoint's write (negative: none written after it)
+    return {"rc": rc, "exit_s": time.monotonic() - sent, "ckpt_step": ckpt_step(ck),
+            "ckpt_s": ck.stat().st_mtime - sent_wall}
 
 
 def run_to_end(spec: dict, results: Path, monkeypatch) -> None:
     """The re-run of the job (in this process: the same stage function, minus an interpreter start)."""
-    from npf.stages import expert, offline, online
+    from npf.online import stages as online
+    from npf.stages import expert, offline
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(results))
     monkeypatch.setenv("NPF_MLFLOW_FLUSH_S", "0")
     fn = {"train_expert": expert.train_expert, "train_offline": offline.train_offline,
-          "npf.stages.online:train_online": online.train_online}[spec["stage"]]
+          "npf.online.stages:train_online": online.train_online}[spec["stage"]]
     fn(validate(spec["config"]), *spec["args"], **spec.get("kwargs", {}))
 
 
@@ -327,7 +338,7 @@ def online_dir(results: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def online_reference(tmp_path_factory):
-    from npf.stages.online import train_online
+    from npf.online.stages import train_online
 
     results = tmp_path_factory.mktemp("online-ref")
     with own_store(results):
@@ -335,11 +346,11 @@ def online_reference(tmp_path_factory):
         yield {"results": results}
 
 
-def test_online_sigterm_checkpoints_at_the_next_episode_then_resumes_identically(online_reference, tmp_path,
+def test_online_sigterm_checkpoints_at_the_next_step_then_resumes_identically(online_reference, tmp_path,
                                                                                  monkeypatch):
     results = tmp_path / "results"
     out = online_dir(results)
-    spec = {"stage": "npf.stages.online:train_online", "config": online_config(results),
+    spec = {"stage": "npf.online.stages:train_online", "config": online_config(results),
             "args": ["mt10", "sac-npf", 0, str(out)]}
     uri = store_uri(results)
     proc = spawn(spec, results, tmp_path / "first.log")
@@ -348,20 +359,74 @@ def test_online_sigterm_checkpoints_at_the_next_episode_then_resumes_identically
     assert k["rc"] == EX_TEMPFAIL, first
     lines = [ln for ln in first.splitlines() if ln.startswith(("preempted:", "error:"))]
     assert len(lines) == 1 and lines[0].startswith("preempted: SIGTERM received"), first
-    assert k["ckpt_step"] % 150 == 0 and 150 < k["ckpt_step"] < 900, k  # an episode boundary, not the end
+    assert 150 < k["ckpt_step"] < 900, k  # after the current env step (mid-episode or not), not the end
     assert f"stopped at step {k['ckpt_step']}," in lines[0]
     assert not (out / "final.pt").exists()
     run_id = (out / "mlflow_run_id.txt").read_text()
     c, runs = runs_named(uri, ONLINE_RUN)
     assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "KILLED"
     assert runs[0].data.tags["npf.preempted_at_step"] == str(k["ckpt_step"])
-    print(f"SIGTERM: checkpoint at env step {k['ckpt_step']}, exit {k['exit_s']:.2f} s after the signal")
+    print(f"SIGTERM: checkpoint at env step {k['ckpt_step']} {k['ckpt_s']:.2f} s after the signal, exit after "
+          f"{k['exit_s']:.2f} s")
 
     run_to_end(spec, results, monkeypatch)
     ref = online_dir(online_reference["results"])
     assert_state_equal(ckpt.load(out / "final.pt"), ckpt.load(ref / "final.pt"), "final")
     assert (out / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
     assert_same_run_continued(uri, store_uri(online_reference["results"]), ONLINE_RUN, run_id)
+
+
+def cheetah_online_config(results: Path) -> dict:
+    # one 1000-step episode of random actions, then training; a checkpoint at that boundary only
+    return {"results_dir": str(results), "device": "cpu", "tasks": {"cheetah": ["forward"]},
+            "online": {"suites": ["cheetah"], "total_steps": 2000, "learning_starts": 1000, "pretrain_steps": 0,
+                       "batch_size": 16, "eval_interval": 500, "eval_episodes": 1, "checkpoint_every": 1000,
+                       "log_every": 50, "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": [16, 16]}}}
+
+
+CHEETAH_RUN = "online/cheetah/sac-npf/seed0"
+
+
+@pytest.fixture(scope="module")
+def cheetah_online_reference(tmp_path_factory):
+    from npf.online.stages import train_online
+
+    results = tmp_path_factory.mktemp("online-cheetah-ref")
+    with own_store(results):
+        train_online(validate(cheetah_online_config(results)), "cheetah", "sac-npf", 0,
+                     results / "online" / "runs" / "cheetah" / "sac-npf" / "seed0")
+        yield {"results": results}
+
+
+def test_online_sigterm_mid_episode_on_a_loaded_cpu_checkpoints_within_10_s_then_resumes_identically(
+        cheetah_online_reference, tmp_path, monkeypatch):
+    """SIGTERM during a 1000-step episode while two busy loops load the CPU: the job checkpoints
+    after the current env step (not at the episode's end), within 10 s of the signal, exits 75,
+    and the resume (which replays the episode's recorded actions) ends identical to an
+    uninterrupted run."""
+    results = tmp_path / "results"
+    out = results / "online" / "runs" / "cheetah" / "sac-npf" / "seed0"
+    spec = {"stage": "npf.online.stages:train_online", "config": cheetah_online_config(results),
+            "args": ["cheetah", "sac-npf", 0, str(out)]}
+    uri = store_uri(results)
+    proc = spawn(spec, results, tmp_path / "first.log")
+    k = kill_after_first_checkpoint(proc, out, signal.SIGTERM, uri, "loss/critic", timeout=600, busy_loops=2)
+    first = (tmp_path / "first.log").read_text()
+    assert k["rc"] == EX_TEMPFAIL, first
+    assert 1000 < k["ckpt_step"] < 2000, k  # mid-episode: the episode ends at 2000
+    assert f"stopped at step {k['ckpt_step']}," in first
+    assert 0 < k["ckpt_s"] < 10, k  # the checkpoint, written after the signal
+    state = ckpt.load(out / "checkpoint.pt")
+    assert state["episode_actions"].shape == (k["ckpt_step"] - 1000, 1, 6)  # the episode so far, 6-dim actions
+    print(f"SIGTERM on a loaded CPU: checkpoint at env step {k['ckpt_step']} {k['ckpt_s']:.2f} s after the signal, "
+          f"exit after {k['exit_s']:.2f} s")
+
+    run_to_end(spec, results, monkeypatch)
+    ref = cheetah_online_reference["results"] / "online" / "runs" / "cheetah" / "sac-npf" / "seed0"
+    assert_state_equal(ckpt.load(out / "final.pt"), ckpt.load(ref / "final.pt"), "final")
+    assert (out / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
+    assert_same_run_continued(uri, store_uri(cheetah_online_reference["results"]), CHEETAH_RUN,
+                              (out / "mlflow_run_id.txt").read_text())
 
 
 # ----------------------------------------------------------------------------------- unit level

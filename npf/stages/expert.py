@@ -14,7 +14,6 @@ good checkpoint is never overwritten.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from npf.config import section
 from npf.data import ReplayBuffer, write_json
 from npf.envs import BUILTIN_SUITES, make_env
 from npf.nets import TanhGaussianPolicy, resolve_device
-from npf.preemption import preemption_guard, save_checkpoint
+from npf.preemption import ResumableRun, one_line
 from npf.progress import Progress
 from npf.render import render_in_subprocess
 from npf.rollout import EnvPool, evaluate_policy
@@ -83,7 +82,7 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
                 raise ValueError(f"{len(episodes)} envs in the checkpoint, experts.num_envs is {num_envs}")
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ckpt.CheckpointError(f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
-                                       f"configured expert ({_one_line(e)})") from None
+                                       f"configured expert ({one_line(e)})") from None
     pool = EnvPool(envs, seed, episodes)
     obs = pool.reset()
 
@@ -94,13 +93,13 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
     learning_starts = int(ecfg["learning_starts"])
     updates_per_step = float(ecfg["updates_per_step"])
     log_every = max(int(ecfg.get("log_every", 1000)), num_envs)
-    next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
     t_env = t_upd = 0.0
     recent: list[float] = [float(r) for r in state.get("recent", [])] if resuming else []
-    last_good = int(state["step"]) if resuming else None
-    status = "FAILED"
-    guard = preemption_guard().install()  # handlers restored in `finally`
-    try:
+    resumable = ResumableRun(f"expert {suite}/{task} seed {seed}", ckpt_path, int(ecfg["checkpoint_every"]), total,
+                             stop_after=stop_after_steps)
+    if resuming:
+        resumable.resumed(step)
+    with resumable.running(tracker, lambda: step, closing=(pool,)):
         while step < total:
             t0 = time.perf_counter()
             if step < learning_starts:
@@ -131,25 +130,17 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
             if metrics and step % log_every < num_envs:
                 tracker.log_metrics(metrics, step)
             progress.update(num_envs, ret=np.mean(recent) if recent else float("nan"))
-            if res.finished and pool.at_episode_start and (step >= next_ckpt or step >= total or guard.requested):
+            if res.finished and pool.at_episode_start and resumable.due(step):
                 tracker.log_metrics({"rate/env_steps_per_s": progress.rate,
                                      "rate/updates_per_s": algo.num_updates / max(t_upd, 1e-9)}, step)
                 tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
-                save_checkpoint({"algo": algo.state_dict(), "buffer": buffer.state_dict(), "rng": rng.get_state(),
-                                 "global_rng": ckpt.rng_state(), "step": step, "episodes": pool.episodes,
-                                 "update_debt": update_debt, "recent": recent}, ckpt_path, step, skip=("buffer",))
-                last_good = step
-                next_ckpt = (step // int(ecfg["checkpoint_every"]) + 1) * int(ecfg["checkpoint_every"])
-                if guard.requested and step < total:
-                    status = "PREEMPTED"
-                    raise guard.preempted(step, ckpt_path)
-                if stop_after_steps is not None and step >= stop_after_steps and step < total:
-                    status = "KILLED"
+                resumable.save({"algo": algo.state_dict(), "buffer": buffer.state_dict(), "rng": rng.get_state(),
+                                "global_rng": ckpt.rng_state(), "step": step, "episodes": pool.episodes,
+                                "update_debt": update_debt, "recent": recent}, step, skip=("buffer",))
+                if resumable.stop_here(step):
                     return {"stopped_at": step}
         progress.close()
-        if guard.requested and last_good == step:  # stop before the (long) final evaluation
-            status = "PREEMPTED"
-            raise guard.preempted(step, ckpt_path)
+        resumable.stop_before_final(step)  # before the (long) final evaluation
         eval_envs = [make_env(suite, task) for _ in range(min(int(ecfg["eval_episodes"]), 10))]
         ev = evaluate_policy(lambda o: algo.act(torch.as_tensor(o, device=device)).cpu().numpy(),
                              eval_envs, int(ecfg["eval_episodes"]), seed=10_000 + seed)
@@ -167,17 +158,6 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
             for p in render_in_subprocess(out_dir / "policy.pt", suite, task, out_dir / "rollout",
                                           int(ecfg["render_steps"]), seed=10_000 + seed):
                 tracker.log_artifact(p, "rollout")
-        status = "FINISHED"
+        resumable.status = "FINISHED"
         return result
-    except FloatingPointError as e:
-        kept = f"{ckpt_path} (step {last_good}) kept" if last_good is not None else "no checkpoint yet"
-        raise FloatingPointError(f"expert {suite}/{task} seed {seed}: {_one_line(e)} (env step {step}); "
-                                 f"last good checkpoint: {kept}") from None
-    finally:
-        guard.restore()
-        pool.close()
-        tracker.close(status, step, error=sys.exc_info()[1])
 
-
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

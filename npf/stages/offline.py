@@ -34,7 +34,7 @@ from npf.evaluate import evaluate_tasks, publish_evaluation
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.nets import resolve_device
 from npf.pathways import Pathways
-from npf.preemption import preemption_guard, save_checkpoint
+from npf.preemption import ResumableRun, one_line, save_checkpoint
 from npf.progress import Progress
 from npf.tracking import stage_tracker
 
@@ -179,7 +179,7 @@ def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathw
         try:
             pathways = Pathways.from_state_dict(saved["pathways"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"{pathways_path}: unreadable pathway masks ({_one_line(e)})") from None
+            raise ckpt.CheckpointError(f"{pathways_path}: unreadable pathway masks ({one_line(e)})") from None
     return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
 
 
@@ -211,8 +211,7 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
             rows = [dict(r) for r in state["eval_rows"]] if "eval_rows" in state else _read_rows(curve_path, step)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ckpt.CheckpointError(f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
-                                       f"configured {method}-{algo} networks ({_one_line(e)})") from None
-    last_good = step if resuming else None
+                                       f"configured {method}-{algo} networks ({one_line(e)})") from None
     run_name = f"train/{suite}/{method}-{algo}{_subset_tag(max_episodes)}/seed{seed}"
     tracker = stage_tracker(cfg, "train_offline", suite, run_name, out_dir / "mlflow_run_id.txt",
                             {"suite": suite, "method": method, "algo": algo, "seed": seed,
@@ -223,10 +222,13 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
     if rows:
         _write_csv(curve_path, rows)
     progress = Progress(total, f"{method}-{algo} {suite} s{seed}", initial=step, unit="update")
-    status = "FAILED"
     t_update = 0.0
-    guard = preemption_guard().install()  # handlers restored in `finally`
-    try:
+    resumable = ResumableRun(f"train_offline {suite} {method}-{algo} seed {seed}", ckpt_path,
+                             int(ocfg["checkpoint_every"]), total, stop_after=stop_after_updates, unit="update",
+                             position=None)
+    if resuming:
+        resumable.resumed(step)
+    with resumable.running(tracker, lambda: step):
         while step < total:
             t0 = time.perf_counter()
             metrics = learner.update(data.sample(int(ocfg["batch_size"]), gen))
@@ -251,21 +253,14 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
                 progress.update(0, score=row["score_mean"])
                 rows.append({k: int(v) if k == "step" else float(v) for k, v in row.items()})  # plain types:
                 _write_csv(curve_path, rows)  # the checkpoint (weights_only) holds them
-            if step % int(ocfg["checkpoint_every"]) == 0 or step == total or guard.requested:
+            if resumable.due(step):
                 tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
-                save_checkpoint({"algo": learner.algo.state_dict(), "gen": gen.get_state(),
-                                 "global_rng": ckpt.rng_state(), "step": step, "eval_rows": rows}, ckpt_path, step)
-                last_good = step
-                if guard.requested and step < total:
-                    status = "PREEMPTED"
-                    raise guard.preempted(step, ckpt_path)
-                if stop_after_updates is not None and step >= stop_after_updates and step < total:
-                    status = "KILLED"
+                resumable.save({"algo": learner.algo.state_dict(), "gen": gen.get_state(),
+                                "global_rng": ckpt.rng_state(), "step": step, "eval_rows": rows}, step)
+                if resumable.stop_here(step):
                     return {"stopped_at": step}
         progress.close()
-        if guard.requested and last_good == step:
-            status = "PREEMPTED"
-            raise guard.preempted(step, ckpt_path)
+        resumable.stop_before_final(step)
         final = {"algo": learner.algo.state_dict(), "method": method, "algo_name": algo, "suite": suite,
                  "tasks": data.tasks, "seed": seed, "normalizers": [n.state_dict() for n in data.normalizers],
                  **_subset_wildcards(max_episodes)}
@@ -273,19 +268,9 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
             final["pathways"] = learner.pathways.state_dict()
         save_checkpoint(final, out_dir / "final.pt", step)
         tracker.log_artifact(curve_path)
-        status = "FINISHED"
+        resumable.status = "FINISHED"
         return {"updates": step, "updates_per_s": (step - progress.start_n) / max(t_update, 1e-9)}
-    except FloatingPointError as e:
-        kept = f"{ckpt_path} (update {last_good}) kept" if last_good is not None else "no checkpoint yet"
-        raise FloatingPointError(f"train_offline {suite} {method}-{algo} seed {seed}: {_one_line(e)}; "
-                                 f"last good checkpoint: {kept}") from None
-    finally:
-        guard.restore()
-        tracker.close(status, step, error=sys.exc_info()[1])
 
-
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _read_rows(path: Path, upto: int) -> list[dict]:
@@ -330,7 +315,7 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
             m = json.loads(mpath.read_text())
             m["counts"]["obs_dim"], m["counts"]["act_dim"], m["scores"]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise DatasetError(f"{mpath}: not a valid dataset manifest ({_one_line(e)})") from None
+            raise DatasetError(f"{mpath}: not a valid dataset manifest ({one_line(e)})") from None
         manifests.append(m)
     obs_dim, act_dim = manifests[0]["counts"]["obs_dim"], manifests[0]["counts"]["act_dim"]
     model = build_algo(cfg, suite, algo, method, obs_dim, act_dim, len(tasks), seed, device)
@@ -338,7 +323,7 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
         model.load_state_dict(saved["algo"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ckpt.CheckpointError(f"{final_path}: does not match the configured {method}-{algo} networks "
-                                   f"({_one_line(e)})") from None
+                                   f"({one_line(e)})") from None
     pathways = Pathways.from_state_dict(saved["pathways"]) if "pathways" in saved else None
     learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
     norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]

@@ -7,7 +7,7 @@ validated like the Snakefile does.
 
 SPEC: ``{"stage": "train_expert", "config": {...}, "args": [...], "kwargs": {...}, "env": {...}}``
 (``config`` is the raw config, validated first; ``stage`` is one of STAGES or ``module:function``,
-e.g. ``npf.stages.online:train_online``).
+e.g. ``npf.online.stages:train_online``).
 With ``--many``, CASES is ``{"name": SPEC, ...}``; each child's stdout+stderr goes to
 ``OUT/<name>.out`` and its exit status to ``OUT/<name>.rc``. Forking after the imports keeps a
 case at ~0.1 s instead of a fresh interpreter's seconds.

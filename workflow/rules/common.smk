@@ -93,7 +93,7 @@ def pathway_summaries():
 
 def online_targets():
     """Online stages' outputs: eval JSONs, Fig. 3/4/13/14 curves (see workflow/rules/online.smk)."""
-    from npf.stages.online import online_target_files
+    from npf.online.settings import online_target_files
 
     return online_target_files(config)
 

@@ -1,6 +1,6 @@
-# Online multitask SAC (npf.stages.online): SAC+NPF with DAPD and MT10 pretraining, MT-SAC,
+# Online multitask SAC (npf.online): SAC+NPF with DAPD and MT10 pretraining, MT-SAC,
 # MH-SAC, PCGrad (Table 4, Fig. 4) and the single-task DAPD ablation (Figs. 3, 13, 14).
-# Targets: online_targets() in common.smk (npf.stages.online.online_target_files).
+# Targets: online_targets() in common.smk (npf.online.settings.online_target_files).
 
 from npf.envs import is_success_suite
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from _stage import stage
 
-from npf.stages.online import train_dapd_variant
+from npf.online.stages import train_dapd_variant
 
 with stage(snakemake):
     w = snakemake.wildcards

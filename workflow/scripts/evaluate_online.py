@@ -1,6 +1,6 @@
 from _stage import stage
 
-from npf.stages.online import evaluate_online_run
+from npf.online.evaluate import evaluate_online_run
 
 with stage(snakemake):
     w = snakemake.wildcards

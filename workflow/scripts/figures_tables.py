@@ -20,7 +20,10 @@ with stage(snakemake):
     files = [(folder, p) for folder, d in out_dirs.items() for p in sorted(d.iterdir())
              if p.is_file() and not p.name.startswith(".")]  # not Snakemake's .snakemake_timestamp
     run_ids = Path(results) / "report"
-    for suite in cfg["suites"]:
+    online = cfg["online"]
+    report_suites = cfg["suites"] or list(dict.fromkeys(  # an online-only config: the online suites
+        online["suites"] + ([online["dapd_ablation"]["suite"]] if online["dapd_ablation"]["variants"] else [])))
+    for suite in report_suites:
         tracker = stage_tracker(cfg, "figures_tables", suite, f"report/{suite}",
                                 run_ids / f"{suite}.mlflow_run_id.txt", {"suite": suite}, fresh=True)
         status = "FAILED"

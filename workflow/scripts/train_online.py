@@ -2,7 +2,7 @@ from pathlib import Path
 
 from _stage import stage
 
-from npf.stages.online import train_online
+from npf.online.stages import train_online
 
 with stage(snakemake):
     w = snakemake.wildcards

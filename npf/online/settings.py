@@ -1,0 +1,178 @@
+"""Settings of the online stages and the DAG targets they produce.
+
+``online`` block of the config → :class:`OnlineSettings`; DAPD-ablation variant names; semantic
+checks; the ``(suite, method, seed)`` runs and their final output files.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from npf.algos.sac import SACConfig
+from npf.config import deep_merge, suite_tasks
+from npf.envs import is_success_suite
+
+METHODS = ("sac-npf", "sac-npf-nopretrain", "mt-sac", "mh-sac", "pcgrad")
+#: methods with a final evaluation (Table 4); the no-pretrain run only feeds Fig. 4
+EVAL_METHODS = ("sac-npf", "mt-sac", "mh-sac", "pcgrad")
+NPF_METHODS = ("sac-npf", "sac-npf-nopretrain")
+CONDITIONING = {"sac-npf": "npf", "sac-npf-nopretrain": "npf", "mt-sac": "mt", "pcgrad": "mt", "mh-sac": "mhmt",
+                "sac": "mhmt"}  # "sac": dense single-task SAC (one head) for the DAPD ablation
+VARIANT_RE = re.compile(r"^(?:(single-shot)|(dense)|dapd(?:-M(\d+))?(-nothreshold)?)$")
+STATE_FORMAT = "npf.online/1"
+
+
+@dataclass(frozen=True)
+class OnlineSettings:
+    total_steps: int
+    learning_starts: int
+    envs_per_task: int
+    updates_per_step: float
+    batch_size: int
+    buffer_size: int
+    eval_interval: int
+    eval_episodes: int
+    checkpoint_every: int
+    log_every: int
+    grad_norm_every: int
+    pretrain_steps: int
+    keep_ratio: float
+    mask_bias: bool
+    dapd_mode: str
+    dapd_M: int
+    dapd_interval: int
+    td_episodes: int
+    stop_window: int
+    return_threshold: float | None
+    success_threshold: float | None
+    sac: SACConfig
+
+    def threshold(self, suite: str) -> float | None:
+        return self.success_threshold if is_success_suite(suite) else self.return_threshold
+
+
+def _sac_config(d: Mapping, batch_size: int, where: str) -> SACConfig:
+    d = dict(d)
+    if "batch_size" in d and int(d["batch_size"]) != int(batch_size):
+        raise ValueError(f"{where}.batch_size: set the batch size with the block's batch_size key, not in sac")
+    d["batch_size"] = int(batch_size)
+    return SACConfig.from_dict(d, where)
+
+
+def online_settings(cfg: Mapping) -> OnlineSettings:
+    """The ``online`` block of a validated config as :class:`OnlineSettings`."""
+    o, d = cfg["online"], cfg["online"]["dapd"]
+    return OnlineSettings(
+        total_steps=int(o["total_steps"]), learning_starts=int(o["learning_starts"]),
+        envs_per_task=int(o["envs_per_task"]), updates_per_step=float(o["updates_per_step"]),
+        batch_size=int(o["batch_size"]), buffer_size=int(o["buffer_size"]), eval_interval=int(o["eval_interval"]),
+        eval_episodes=int(o["eval_episodes"]), checkpoint_every=int(o["checkpoint_every"]),
+        log_every=int(o["log_every"]), grad_norm_every=int(o["grad_norm_every"]),
+        pretrain_steps=int(o["pretrain_steps"]), keep_ratio=float(cfg["pathways"]["keep_ratio"]),
+        mask_bias=bool(cfg["pathways"]["mask_bias"]), dapd_mode=d["mode"], dapd_M=int(d["M"]),
+        dapd_interval=int(d["interval"]), td_episodes=int(d["td_episodes"]), stop_window=int(d["stop_window"]),
+        return_threshold=None if d["return_threshold"] is None else float(d["return_threshold"]),
+        success_threshold=None if d["success_threshold"] is None else float(d["success_threshold"]),
+        sac=_sac_config(o["sac"], int(o["batch_size"]), "online.sac"),
+    )
+
+
+def parse_variant(variant: str, default_M: int) -> dict:
+    """DAPD-ablation variant name → ``{method, mode, M, threshold}``. Names: ``single-shot``,
+    ``dense`` (SAC without pathways), ``dapd`` / ``dapd-M<k>`` (M = k; default ``dapd.M``), and
+    either with ``-nothreshold`` (no stop rule), e.g. ``dapd-nothreshold``, ``dapd-M10-nothreshold``."""
+    m = VARIANT_RE.match(variant)
+    if not m:
+        raise ValueError(f"unknown DAPD ablation variant {variant!r} (use single-shot, dense, dapd-M<k>, "
+                         f"dapd-nothreshold or dapd-M<k>-nothreshold)")
+    single, dense, M, nothr = m.groups()
+    if dense:
+        return {"method": "sac", "mode": "dapd", "M": default_M, "threshold": True}
+    if single:
+        return {"method": "sac-npf", "mode": "single_shot", "M": 1, "threshold": True}
+    M = default_M if M is None else int(M)
+    if M < 1:
+        raise ValueError(f"DAPD ablation variant {variant!r}: M must be ≥ 1")
+    return {"method": "sac-npf", "mode": "dapd", "M": M, "threshold": nothr is None}
+
+
+def dapd_ablation_settings(cfg: Mapping, variant: str) -> tuple[str, OnlineSettings]:
+    """``(method, settings)`` of one DAPD-ablation variant: the ``online`` settings overridden by
+    the non-null keys of ``online.dapd_ablation`` (its ``sac`` merged over ``online.sac``);
+    single task, so no pretraining."""
+    a = cfg["online"]["dapd_ablation"]
+    base = online_settings(cfg)
+    over = {k: a[k] for k in ("total_steps", "learning_starts", "batch_size", "buffer_size", "eval_interval",
+                              "eval_episodes", "checkpoint_every") if a.get(k) is not None}
+    batch = int(over.get("batch_size", base.batch_size))
+    sac = _sac_config(deep_merge(cfg["online"]["sac"], a["sac"]), batch, "online.dapd_ablation.sac")
+    v = parse_variant(variant, base.dapd_M)
+    settings = replace(base, **over, sac=sac, pretrain_steps=0, dapd_mode=v["mode"], dapd_M=v["M"],
+                 keep_ratio=float(a["keep_ratio"]) if a.get("keep_ratio") is not None else base.keep_ratio,
+                 return_threshold=(None if a["return_threshold"] is None else float(a["return_threshold"]))
+                 if v["threshold"] else None,
+                 success_threshold=base.success_threshold if v["threshold"] else None)
+    return v["method"], settings
+
+
+def check_online_config(cfg: Mapping) -> None:
+    """Semantic checks of the ``online`` block (raises ValueError naming the key)."""
+    from npf.envs import SUITES
+
+    o = cfg["online"]
+    settings = online_settings(cfg)  # SAC keys, batch size
+    if settings.learning_starts >= settings.total_steps:
+        raise ValueError(f"online.learning_starts ({settings.learning_starts}) must be below online.total_steps "
+                         f"({settings.total_steps})")
+    a = o["dapd_ablation"]
+    if a["suite"] not in SUITES:
+        raise ValueError(f"online.dapd_ablation.suite: unknown suite {a['suite']!r}")
+    for t in a["tasks"]:
+        if t not in SUITES[a["suite"]]:
+            raise ValueError(f"online.dapd_ablation.tasks: unknown task {t!r} for suite {a['suite']!r} "
+                             f"(known: {', '.join(SUITES[a['suite']])})")
+    for v in a["variants"]:
+        _, variant_settings = dapd_ablation_settings(cfg, v)
+        if variant_settings.learning_starts >= variant_settings.total_steps:
+            raise ValueError(f"online.dapd_ablation: learning_starts ({variant_settings.learning_starts}) must be "
+                             f"below total_steps ({variant_settings.total_steps})")
+
+
+def pathway_backend(cfg: Mapping) -> str | None:
+    """The masked-layer compute backend from the config, when it sets one (else the library's)."""
+    return cfg.get("pathway_backend") or (cfg.get("pathways") or {}).get("backend")
+
+
+def online_tasks(cfg: Mapping, suite: str) -> list[str]:
+    return suite_tasks(cfg, suite)
+
+
+def online_runs(cfg: Mapping) -> list[tuple[str, str, int]]:
+    """``(suite, method, seed)`` of every online training run the config asks for (the no-pretrain
+    SAC+NPF run is added for Fig. 4 when ``grad_norm_ablation`` and ``pretrain_steps > 0``)."""
+    o = cfg["online"]
+    runs = []
+    for suite in o["suites"]:
+        for seed in o["seeds"]:
+            runs += [(suite, m, seed) for m in o["methods"]]
+            if "sac-npf" in o["methods"] and o["grad_norm_ablation"] and o["pretrain_steps"] > 0:
+                runs.append((suite, "sac-npf-nopretrain", seed))
+    return runs
+
+
+def online_target_files(cfg: Mapping) -> list[str]:
+    """Every final output of the online stages: eval JSONs (Table 4), Fig. 4 gradient norms and
+    curves, DAPD-ablation curves (Figs. 3, 13, 14)."""
+    r = cfg["results_dir"]
+    out = []
+    for suite, method, seed in online_runs(cfg):
+        if method in EVAL_METHODS:
+            out.append(f"{r}/eval/{suite}/{method}-sac/seed{seed}.json")
+        if method in NPF_METHODS:
+            out += [f"{r}/online/grad_norms/{suite}/{method}/seed{seed}.csv",
+                    f"{r}/online/pretrain_curves/{suite}/{method}/seed{seed}.csv"]
+    a = cfg["online"]["dapd_ablation"]
+    out += [f"{r}/online/dapd_curves/{task}/{variant}/seed{seed}.csv"
+            for task in a["tasks"] for variant in a["variants"] for seed in a["seeds"]]
+    return out
