@@ -75,3 +75,18 @@ def test_a_policy_file_is_rolled_out_with_its_deterministic_action(tmp_path):
         if terminated:
             break
     assert m["return"] == pytest.approx(ret) and m["steps"] == n
+
+
+def test_a_forward_dive_pays_less_than_standing_over_the_same_steps():
+    """The exploit the 30K pace-forward expert found: calves extended, the A1 rises and tips
+    forward, collecting the velocity term (~1.7 per step, twice standing's) until it falls. With
+    the fall penalty the dive earns less than standing still over the same number of steps."""
+    dive, stand = A1MultitaskEnv("pace-forward"), A1MultitaskEnv("pace-forward")
+    a = np.array([0.0, 0.0, 1.0] * 4)
+    m = qc.rollout(dive, lambda k, o: a, seed=0)
+    assert m["fell"] and 20 < m["steps"] < 60 and m["x"] > 0.3
+    s = qc.rollout(stand, lambda k, o: np.zeros(12), seed=0)
+    stand.reset(seed=0)
+    stand_ret = sum(stand.step(np.zeros(12))[1] for _ in range(m["steps"]))
+    assert (m["return"] + 50.0) / m["steps"] > 1.5 * stand_ret / m["steps"]  # without the penalty: pays more
+    assert m["return"] < stand_ret < s["return"]
