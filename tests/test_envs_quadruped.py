@@ -70,6 +70,16 @@ WEIGHTS = {  # (w_v, w_yaw, w_hop)
 }
 
 
+def _velocity_match(task, vx, vy, vx_t, vy_t):
+    """Gaussian around the target (hop-turn); progress along the target direction capped at the
+    target speed, times a Gaussian of the sideways speed (pace, sidestep: targets on one axis)."""
+    if task == "hop-turn":
+        return math.exp(-((vx - vx_t) ** 2 + (vy - vy_t) ** 2) / 0.25**2)
+    if vy_t == 0.0:  # pace: along x
+        return min(max(vx / vx_t, 0.0), 1.0) * math.exp(-vy**2 / 0.25**2)
+    return min(max(vy / vy_t, 0.0), 1.0) * math.exp(-vx**2 / 0.25**2)  # sidestep: along y
+
+
 def expected_reward(task, k, T, qpos_before, qpos_after, yaw0, torque, action, prev_action, trunk_contact=False):
     """The documented reward, from qpos before/after the step and the applied torque."""
     w_v, w_yaw, w_hop = WEIGHTS[task]
@@ -82,7 +92,7 @@ def expected_reward(task, k, T, qpos_before, qpos_after, yaw0, torque, action, p
     z = qpos_after[2]
     return (
         0.25
-        + w_v * math.exp(-((vx - vx_t) ** 2 + (vy - vy_t) ** 2) / 0.25**2)
+        + w_v * _velocity_match(task, vx, vy, vx_t, vy_t)
         + w_yaw * math.exp(-_wrap(yaw_rel - yaw_t) ** 2 / 0.35**2)
         + 0.1 * min(max(up_z, 0.0), 1.0)
         + 0.1 * min(max((z - 0.12) / (0.22 - 0.12), 0.0), 1.0)

@@ -79,8 +79,9 @@ def test_a_policy_file_is_rolled_out_with_its_deterministic_action(tmp_path):
 
 def test_a_forward_dive_pays_less_than_standing_over_the_same_steps():
     """The exploit the 30K pace-forward expert found: calves extended, the A1 rises and tips
-    forward, collecting the velocity term (~1.7 per step, twice standing's) until it falls. With
-    the fall penalty the dive earns less than standing still over the same number of steps."""
+    forward, collecting the velocity term until it falls. With the fall penalty it earns less than
+    standing still over the same number of steps, and less than standing per step even before the
+    penalty is paid."""
     dive, stand = A1MultitaskEnv("pace-forward"), A1MultitaskEnv("pace-forward")
     a = np.array([0.0, 0.0, 1.0] * 4)
     m = qc.rollout(dive, lambda k, o: a, seed=0)
@@ -88,5 +89,26 @@ def test_a_forward_dive_pays_less_than_standing_over_the_same_steps():
     s = qc.rollout(stand, lambda k, o: np.zeros(12), seed=0)
     stand.reset(seed=0)
     stand_ret = sum(stand.step(np.zeros(12))[1] for _ in range(m["steps"]))
-    assert (m["return"] + 50.0) / m["steps"] > 1.5 * stand_ret / m["steps"]  # without the penalty: pays more
-    assert m["return"] < stand_ret < s["return"]
+    assert m["return"] + 50.0 > stand_ret  # the dive's velocity reward alone beats standing ...
+    assert m["return"] < stand_ret < s["return"]  # ... the fall penalty undoes it
+
+
+@pytest.mark.parametrize("task, direction", [("pace-forward", 1.0), ("pace-backward", -1.0)])
+def test_progress_pays_from_the_first_centimetre_per_second(task, direction):
+    """Pace rewards progress along the target direction linearly up to 0.5 m/s: a trot at
+    0.18 (forward) / 0.32 (backward) m/s earns ~0.36 / ~0.63 of w_v = 1.5 per step on average,
+    where the Gaussian around 0.5 m/s paid ~0.3 / 0.75; standing still earns (almost) none of it."""
+    env = A1MultitaskEnv(task)
+    env.reset(seed=1)
+    vel, xs = [], []
+    for k in range(600):
+        _, _, terminated, _, info = env.step(qc.trot_action(k, direction))
+        vel.append(info["reward_velocity"])
+        assert not terminated
+    vx = info["x_position"] / (600 * 0.03)
+    assert direction * vx > 0.15
+    # the mean of a capped ramp is at most w_v * mean progress fraction
+    assert 0.2 * 1.5 * direction * vx / 0.5 < np.mean(vel) <= 1.5 * min(direction * vx / 0.5, 1.0) + 0.1
+    env.reset(seed=1)
+    still = [env.step(np.zeros(12))[4]["reward_velocity"] for _ in range(600)]
+    assert np.mean(still[40:]) < 0.02
