@@ -71,7 +71,7 @@ after the step)::
     τ     = data.actuator_force after the step            # torque of the last physics substep
 
     reward = w_alive
-           + w_v   · exp(−‖v_xy − v*(k)‖² / σ_v²)                    # velocity tracking
+           + w_v   · m_v(v_xy, v*(k))                                # velocity tracking
            + w_ψ   · exp(−wrap(ψ_rel − ψ*(k))² / σ_ψ²)               # heading tracking
            + w_up  · clip(up_z, 0, 1)                                # upright
            + w_h   · clip((z − z_fall) / (z_nom − z_fall), 0, 1)      # height (one-sided)
@@ -93,6 +93,8 @@ sidestep        (0, +0.3) if k ≤ T/2 else (0, −0.3)        0                
 ==============  =========================================  ==================  ====  ====  =====
 
 (k is clipped to T if the episode runs past T without the TimeLimit wrapper.)
+m_v = exp(−‖v_xy − v*‖² / σ_v²) for hop-turn; for pace and sidestep (``velocity_ramp``)
+m_v = clip(v∥ / |v*|, 0, 1) · exp(−v⊥² / σ_v²), v∥ the velocity along v*, v⊥ across it.
 Every term is bounded: reward ∈ [0.05, 2.25] for every task on a step that does not end in a
 fall, and 50 less on the one that does, so surviving always pays and falling costs at once (not
 only the reward no longer collected, which a critic learns late); standing still earns only ≈ 0.35–0.5 of the maximum (the
