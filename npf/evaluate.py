@@ -19,14 +19,21 @@ def normalized_score(score: float | np.ndarray, random: float, expert: float) ->
 
 def weak_expert(scores: dict) -> str | None:
     """Why normalized scores of a task mean little, or None: the expert's data score must exceed
-    the random policy's by at least one standard deviation of the random returns (else the
-    denominator of :func:`normalized_score` is noise and the scores explode or flip sign)."""
-    gap, spread = scores["expert"] - scores["random"], scores.get("random_std", 0.0)
-    if gap > max(spread, 1e-6):
-        return None
-    return (f"the expert ({scores['expert']:.1f}) is not clearly better than random ({scores['random']:.1f} ± "
-            f"{spread:.1f}): normalized scores of this task are not meaningful; train the expert longer "
-            "(experts.total_steps)")
+    the random policy's by more than one standard deviation of the random returns (else the
+    denominator of :func:`normalized_score` is noise and the scores explode or flip sign), and,
+    where the manifest has it, the score of the constant mid-range action (``scores["neutral"]``:
+    the A1 standing still, the cheetah applying no torque) by more than its standard deviation.
+    A uniformly random A1 falls within ~150 steps while standing still earns 35-50 % of the
+    maximum return, so beating random alone does not show that an expert learned its task."""
+    for name, label in (("random", "random"), ("neutral", "the constant mid-range action")):
+        if name not in scores:
+            continue
+        gap, spread = scores["expert"] - scores[name], scores.get(f"{name}_std", 0.0)
+        if gap <= max(spread, 1e-6):
+            return (f"the expert ({scores['expert']:.1f}) is not clearly better than {label} ({scores[name]:.1f} ± "
+                    f"{spread:.1f}): normalized scores of this task are not meaningful; train the expert longer "
+                    "(experts.total_steps)")
+    return None
 
 
 def publish_evaluation(tracker, ev: dict, out_json) -> None:

@@ -150,7 +150,7 @@ def base_config(results: Path, **over) -> dict:
         "tasks": {"cheetah": ["forward", "backward"]},
         "experts": {"seeds": [0], "total_steps": 1000, "learning_starts": 100, "checkpoint_every": 1000,
                     "eval_episodes": 1, "sac": {"hidden": HID, "batch_size": 16}},
-        "datasets": {"episodes": 1, "num_envs": 1, "random_episodes": 1, "eval_episodes": 1},
+        "datasets": {"episodes": 1, "num_envs": 1, "random_episodes": 1, "eval_episodes": 1, "weak_expert": "warn"},
         "pathways": {"score_batch_size": 8},
         "offline": {"methods": ["npf", "mt"], "algos": ["iql", "bcq"], "updates": 4, "batch_size": 8,
                     "eval_interval": 100, "eval_episodes": 1, "checkpoint_every": 2, "log_every": 2,

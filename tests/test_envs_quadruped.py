@@ -70,7 +70,17 @@ WEIGHTS = {  # (w_v, w_yaw, w_hop)
 }
 
 
-def expected_reward(task, k, T, qpos_before, qpos_after, yaw0, torque, action, prev_action):
+def _velocity_match(task, vx, vy, vx_t, vy_t):
+    """Gaussian around the target (hop-turn); progress along the target direction capped at the
+    target speed, times a Gaussian of the sideways speed (pace, sidestep: targets on one axis)."""
+    if task == "hop-turn":
+        return math.exp(-((vx - vx_t) ** 2 + (vy - vy_t) ** 2) / 0.25**2)
+    if vy_t == 0.0:  # pace: along x
+        return min(max(vx / vx_t, 0.0), 1.0) * math.exp(-vy**2 / 0.25**2)
+    return min(max(vy / vy_t, 0.0), 1.0) * math.exp(-vx**2 / 0.25**2)  # sidestep: along y
+
+
+def expected_reward(task, k, T, qpos_before, qpos_after, yaw0, torque, action, prev_action, trunk_contact=False):
     """The documented reward, from qpos before/after the step and the applied torque."""
     w_v, w_yaw, w_hop = WEIGHTS[task]
     vx_t, vy_t, yaw_t = _targets(task, k, T)
@@ -82,14 +92,26 @@ def expected_reward(task, k, T, qpos_before, qpos_after, yaw0, torque, action, p
     z = qpos_after[2]
     return (
         0.25
-        + w_v * math.exp(-((vx - vx_t) ** 2 + (vy - vy_t) ** 2) / 0.25**2)
+        + w_v * _velocity_match(task, vx, vy, vx_t, vy_t)
         + w_yaw * math.exp(-_wrap(yaw_rel - yaw_t) ** 2 / 0.35**2)
         + 0.1 * min(max(up_z, 0.0), 1.0)
         + 0.1 * min(max((z - 0.12) / (0.22 - 0.12), 0.0), 1.0)
         + w_hop * min(abs(vz), 0.5) / 0.5
         - 0.1 * np.mean((torque / TORQUE_MAX) ** 2)
         - 0.1 * np.mean((action - prev_action) ** 2) / 4
+        - (50.0 if z < 0.12 or up_z < 0.5 or trunk_contact else 0.0)  # fall penalty, on the falling step
     )
+
+
+def _trunk_touches_floor(env) -> bool:
+    """Any contact between the floor plane and a geom of the trunk body, by name."""
+    import mujoco
+
+    m, d = env.unwrapped.model, env.unwrapped.data
+    trunk = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "trunk")
+    floor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+    pairs = {(int(d.contact.geom1[i]), int(d.contact.geom2[i])) for i in range(d.ncon)}
+    return any(floor in p and m.geom_bodyid[p[0] if p[1] == floor else p[1]] == trunk for p in pairs)
 
 
 def test_tasks_model_and_spaces():
@@ -159,11 +181,13 @@ def test_reward_matches_formula(task, T, action_scale):
         yaw0 = env.yaw0
         _, r, terminated, truncated, info = env.step(a)
         k += 1
-        exp = expected_reward(task, k, T, before, d.qpos.copy(), yaw0, d.actuator_force.copy(), a, prev)
+        exp = expected_reward(task, k, T, before, d.qpos.copy(), yaw0, d.actuator_force.copy(), a, prev,
+                              _trunk_touches_floor(env))
         assert r == pytest.approx(exp, rel=1e-9, abs=1e-9)
         terms = [v for key, v in info.items() if key.startswith("reward_")]
-        assert len(terms) == 8 and r == pytest.approx(sum(terms), abs=1e-12)
-        assert 0.05 - 1e-9 <= r <= 2.25 + 1e-9
+        assert len(terms) == 9 and r == pytest.approx(sum(terms), abs=1e-12)
+        assert info["reward_fall"] == (-50.0 if terminated else 0.0)
+        assert 0.05 - 1e-9 <= r + (50.0 if terminated else 0.0) <= 2.25 + 1e-9
         vx_t, vy_t, yaw_t = _targets(task, k, T)
         assert (info["target_vx"], info["target_vy"]) == (vx_t, vy_t) and info["target_yaw"] == pytest.approx(yaw_t)
         flipped_targets.add(info["target_vy"])
@@ -196,7 +220,8 @@ def test_terminates_when_upside_down():
     env = quad.A1MultitaskEnv("pace-forward", seed=0)
     env.reset()
     _place_trunk(env, 0.5, [0.0, 1.0, 0.0, 0.0])  # rolled by pi, in the air
-    _, _, terminated, _, info = env.step(np.zeros(12))
+    _, r, terminated, _, info = env.step(np.zeros(12))
+    assert info["reward_fall"] == -50.0 and r < -47.0
     assert terminated and info["fell"] and info["up_z"] < 0.5
 
 
@@ -205,7 +230,8 @@ def test_terminates_when_tilted():
     env.reset()
     roll = math.radians(75)
     _place_trunk(env, 0.6, [math.cos(roll / 2), math.sin(roll / 2), 0.0, 0.0])
-    _, _, terminated, _, info = env.step(np.zeros(12))
+    _, r, terminated, _, info = env.step(np.zeros(12))
+    assert info["reward_fall"] == -50.0 and r < -47.0
     assert terminated and info["up_z"] < 0.5 and info["height"] > 0.12 and not info["trunk_contact"]
 
 
@@ -213,7 +239,8 @@ def test_terminates_on_trunk_floor_contact():
     env = quad.A1MultitaskEnv("pace-forward", seed=0)
     env.reset()
     _place_trunk(env, 0.05, [0.0, 1.0, 0.0, 0.0])  # lying on its back, trunk box in the floor
-    _, _, terminated, _, info = env.step(np.zeros(12))
+    _, r, terminated, _, info = env.step(np.zeros(12))
+    assert info["reward_fall"] == -50.0 and r < -47.0
     assert terminated and info["trunk_contact"]
 
 
@@ -225,7 +252,8 @@ def test_terminates_below_height():
     env.reset()
     env.unwrapped.model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONTACT
     _place_trunk(env, 0.125, [1.0, 0.0, 0.0, 0.0], qvel_z=-1.0)
-    _, _, terminated, _, info = env.step(np.zeros(12))
+    _, r, terminated, _, info = env.step(np.zeros(12))
+    assert info["reward_fall"] == -50.0 and r < -47.0
     assert terminated and info["height"] < 0.12 and info["up_z"] > 0.99 and not info["trunk_contact"]
 
 

@@ -27,7 +27,8 @@ def tiny(results: Path) -> dict:
         "results_dir": str(results), "device": "cpu", "suites": ["cheetah"], "tasks": {"cheetah": TASKS},
         "experts": {"seeds": [0], "total_steps": 2000, "learning_starts": 1000, "checkpoint_every": 1000,
                     "eval_episodes": 1, "sac": {"hidden": [32, 32], "batch_size": 32}},
-        "datasets": {"expert_seed": 0, "episodes": 2, "num_envs": 2, "random_episodes": 1, "eval_episodes": 1},
+        "datasets": {"expert_seed": 0, "episodes": 2, "num_envs": 2, "random_episodes": 1, "eval_episodes": 1,
+                     "weak_expert": "warn"},
     }
 
 

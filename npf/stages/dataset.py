@@ -131,6 +131,9 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path | 
                                seed=int(dcfg["seed"]) + 1)
         det = evaluate_policy(deterministic, [make_env(suite, task) for _ in range(n_envs)],
                               int(dcfg["eval_episodes"]), seed=int(dcfg["seed"]) + 2)
+        mid = ((low + high) / 2).astype(np.float32)  # the A1 stands still, the cheetah applies no torque
+        neutral = evaluate_policy(lambda o: np.tile(mid, (len(o), 1)), [make_env(suite, task) for _ in range(n_envs)],
+                                  int(dcfg["random_episodes"]), seed=int(dcfg["seed"]) + 3)
         ep_returns = data.pop("episode_returns")
         transitions = len(data["rewards"])
         manifest = {
@@ -143,17 +146,22 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path | 
             "scores": {"random": float(rand["returns"].mean()), "random_std": float(rand["returns"].std()),
                        "expert": float(ep_returns.mean()),
                        "expert_deterministic": float(det["returns"].mean()),
+                       "neutral": float(neutral["returns"].mean()), "neutral_std": float(neutral["returns"].std()),
                        "random_success": float(rand["success"].mean()),
                        "expert_success": float(det["success"].mean())},
             "collection": {"transitions_per_s": transitions / collect_s, "seconds": collect_s},
         }
+        weak = None if is_success_suite(suite) else weak_expert(manifest["scores"])
+        if weak and dcfg["weak_expert"] == "error":  # before anything is written (the run gets npf.error)
+            raise WeakExpertError(f"dataset {suite}/{task}: {weak}; datasets.weak_expert: warn allows it for a "
+                                  "smoke run")
         manifest = save_dataset(out_npz, data, manifest)
         tracker.log_metrics({"dataset/transitions": transitions, "dataset/return_mean": manifest["returns"]["mean"],
                              "score/random": manifest["scores"]["random"], "score/expert": manifest["scores"]["expert"],
                              "score/expert_deterministic": manifest["scores"]["expert_deterministic"],
+                             "score/neutral": manifest["scores"]["neutral"],
                              "rate/transitions_per_s": transitions / collect_s}, 0)
         tracker.log_artifact(out_npz.with_suffix(".json"))
-        weak = None if is_success_suite(suite) else weak_expert(manifest["scores"])
         if weak:
             print(f"warning: dataset {suite}/{task}: {weak}", file=sys.stderr, flush=True)
             tracker.set_tags({"npf.warning": weak})
@@ -161,6 +169,11 @@ def collect_dataset(cfg: dict, suite: str, task: str, expert_path: str | Path | 
         return manifest
     finally:
         tracker.close(status, error=sys.exc_info()[1])
+
+
+class WeakExpertError(ValueError):
+    """The expert is not clearly better than the random / mid-range-action baselines
+    (:func:`npf.evaluate.weak_expert`) and ``datasets.weak_expert`` is ``error``."""
 
 
 def check_expert(expert_path: str | Path, suite: str, task: str) -> None:

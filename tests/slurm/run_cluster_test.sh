@@ -225,7 +225,7 @@ experts:
   checkpoint_every: 1000
   eval_episodes: 1
   sac: {hidden: [32, 32], batch_size: 32}
-datasets: {episodes: 2, num_envs: 2, random_episodes: 1, eval_episodes: 1}
+datasets: {episodes: 2, num_envs: 2, random_episodes: 1, eval_episodes: 1, weak_expert: warn}
 offline:
   updates: 200
   eval_interval: 100
