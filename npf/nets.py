@@ -225,7 +225,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging θ' ← τθ + (1 − τ)θ'."""
+    """Polyak averaging θ' ← τθ + (1 − τ)θ', in place, one multi-tensor op (same numbers as a
+    ``lerp_`` per tensor; it moves every target's version counter, as pathway views expect)."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.lerp_(s, tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from npf.algos.base import Algorithm, Batch
+from npf.algos.base import Algorithm, Batch, scalars
 from npf.algos.sac import dataclass_from_dict
 from npf.nets import MLPFactory, TwinQ, mlp, soft_update
 
@@ -171,12 +171,12 @@ class BCQ(Algorithm):
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
         self.num_updates += 1
-        return {
-            "loss/vae": vae_loss.item(),
-            "loss/critic": critic_loss.item(),
-            "loss/actor": actor_loss.item(),
-            "q/mean": q1.detach().mean().item(),
-        }
+        return scalars({
+            "loss/vae": vae_loss.detach(),
+            "loss/critic": critic_loss.detach(),
+            "loss/actor": actor_loss.detach(),
+            "q/mean": q1.detach().mean(),
+        })
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:

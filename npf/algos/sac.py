@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from npf.algos.base import Algorithm, Batch
+from npf.algos.base import Algorithm, Batch, load_optimizer, make_optimizer, scalars
 from npf.nets import MLPFactory, TanhGaussianPolicy, TwinQ, mlp, soft_update
 
 
@@ -40,14 +40,6 @@ class SACConfig:
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "sac") -> "SACConfig":
         return dataclass_from_dict(cls, d, where)
-
-
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
-    raise ValueError(f"optimizer: unknown value {name!r} (choose adam or adamw)")
 
 
 class SAC(Algorithm):
@@ -107,7 +99,7 @@ class SAC(Algorithm):
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        metrics = {"loss/critic": critic_loss.item(), "q/mean": q1.mean().item()}
+        metrics = {"loss/critic": critic_loss.detach(), "q/mean": q1.detach().mean()}
 
         if self.num_updates % self.cfg.policy_delay == 0:
             self.critic.requires_grad_(False)
@@ -121,11 +113,11 @@ class SAC(Algorithm):
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_opt.step()
-            metrics.update({"loss/actor": actor_loss.item(), "loss/alpha": alpha_loss.item(),
-                            "alpha": self.alpha.mean().item(), "entropy": -logp.mean().item()})
+            metrics.update({"loss/actor": actor_loss.detach(), "loss/alpha": alpha_loss.detach(),
+                            "alpha": self.alpha.detach().mean(), "entropy": -logp.detach().mean()})
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         self.num_updates += 1
-        return metrics
+        return scalars(metrics)
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
@@ -152,8 +144,7 @@ class SAC(Algorithm):
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        for name in ("actor_opt", "critic_opt", "alpha_opt"):
+            load_optimizer(getattr(self, name), state[name])
         self.generator.set_state(state["generator"])
         self.num_updates = int(state["num_updates"])
