@@ -198,13 +198,17 @@ class TanhGaussianPolicy(nn.Module):
         self.net = factory(obs_dim, 2 * act_dim, hidden, activation)
 
     def forward(self, obs: Tensor, deterministic: bool = False, with_log_prob: bool = True,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+                generator: torch.Generator | None = None, eps: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        """``eps``: the standard normal noise ``[..., act_dim]`` (drawn from ``generator`` when None;
+        passing it keeps the forward free of RNG state, e.g. for ``torch.compile``)."""
         mu, log_std = self.net(obs).chunk(2, dim=-1)
         log_std = torch.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX)
         if deterministic:
             return torch.tanh(mu), None
         std = log_std.exp()
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         u = mu + std * eps
         a = torch.tanh(u)
         if not with_log_prob:

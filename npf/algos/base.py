@@ -23,9 +23,15 @@ from npf.nets import resolve_device
 Batch = Mapping[str, Tensor]
 
 
+COMPILE_MODES = ("auto", "on", "off")
+
+
 class Algorithm:
     #: names of the networks that own a pathway mask, e.g. ("actor", "critic", "vae")
     roles: tuple[str, ...] = ()
+    #: methods that are pure functions of tensors (no RNG, no Python state that changes between
+    #: updates): what ``compile: on`` wraps in ``torch.compile`` (see :meth:`set_compile`)
+    compilable: tuple[str, ...] = ()
     loss_scale: float = 1.0
     device: torch.device = torch.device("cpu")
 
@@ -79,6 +85,19 @@ class Algorithm:
         # inputs=: accumulate only into this network (e.g. an actor loss also reaches the critic).
         loss.backward(inputs=[p for p in module.parameters() if p.requires_grad])
         opt.step()
+
+    # ---------------------------------------------------------------- torch.compile
+    def set_compile(self, mode: str) -> None:
+        """Config key ``compile``. ``off`` (default): eager, foreach Adam, today's numbers bit for bit.
+        ``on``: the :attr:`compilable` loss functions go through ``torch.compile`` (static shapes;
+        compiled at the first update, reused after) and the optimizers use the fused Adam kernel:
+        equal within float rounding. ``auto``: at the first update, time both on that batch
+        (interleaved), keep ``on`` only where it is faster by :data:`npf.algos.compile.MIN_GAIN`,
+        and restore the state so that the timed updates leave no trace (see npf.algos.compile)."""
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile: unknown value {mode!r} (choose {', '.join(COMPILE_MODES)})")
+        from npf.algos import compile as compiling
+        compiling.set_mode(self, mode)
 
     def networks(self) -> dict[str, nn.Module]:
         """role → online network (the modules that masks are attached to)."""

@@ -82,6 +82,7 @@ def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
 
 class IQL(Algorithm):
     roles = ("actor", "critic", "value")
+    compilable = ("target_q", "value_loss", "critic_loss", "actor_loss")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: IQLConfig | Mapping | None = None,
                  device: str | torch.device = "cpu", factory: MLPFactory = mlp,

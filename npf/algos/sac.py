@@ -44,6 +44,7 @@ class SACConfig:
 
 class SAC(Algorithm):
     roles = ("actor", "critic")
+    compilable = ("_critic_loss_fn", "_actor_loss_fn")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu",
                  factory: MLPFactory = mlp, num_temperatures: int | None = None, seed: int | None = None):
@@ -58,6 +59,7 @@ class SAC(Algorithm):
         self.log_alpha = torch.full(shape, float(torch.log(torch.tensor(cfg.init_temperature))),
                                     device=self.device, requires_grad=True)
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
+        self.actor_act_dim = act_dim
         self.actor_opt = make_optimizer(cfg.optimizer, self.actor.parameters(), cfg.lr)
         self.critic_opt = make_optimizer(cfg.optimizer, self.critic.parameters(), cfg.lr)
         self.alpha_opt = make_optimizer(cfg.optimizer, [self.log_alpha], cfg.lr)
@@ -75,9 +77,18 @@ class SAC(Algorithm):
     def alpha(self) -> Tensor:
         return self.log_alpha.exp()
 
-    def _critic_loss(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def _noise(self, obs: Tensor) -> Tensor:
+        """The policy's standard normal noise for ``obs [..., obs_dim]``, from the own generator."""
+        return torch.randn((*obs.shape[:-1], self.actor_act_dim), generator=self.generator,
+                           device=obs.device, dtype=obs.dtype)
+
+    def _critic_loss(self, batch: Batch, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        eps = self._noise(batch["next_obs"]) if eps is None else eps
+        return self._critic_loss_fn(batch, eps)
+
+    def _critic_loss_fn(self, batch: Batch, eps: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            next_a, next_logp = self.actor(batch["next_obs"], generator=self.generator)
+            next_a, next_logp = self.actor(batch["next_obs"], eps=eps)
             tq1, tq2 = self.critic_target(batch["next_obs"], next_a)
             target_v = torch.min(tq1, tq2) - self.alpha.detach() * next_logp
             y = batch["rew"] + self.cfg.gamma * (1.0 - batch["done"]) * target_v
@@ -85,8 +96,12 @@ class SAC(Algorithm):
         loss = (F.mse_loss(q1, y) + F.mse_loss(q2, y)) * self.loss_scale
         return loss, q1
 
-    def _actor_loss(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        a, logp = self.actor(batch["obs"], generator=self.generator)
+    def _actor_loss(self, batch: Batch, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        eps = self._noise(batch["obs"]) if eps is None else eps
+        return self._actor_loss_fn(batch, eps)
+
+    def _actor_loss_fn(self, batch: Batch, eps: Tensor) -> tuple[Tensor, Tensor]:
+        a, logp = self.actor(batch["obs"], eps=eps)
         q1, q2 = self.critic(batch["obs"], a)
         loss = (self.alpha.detach() * logp - torch.min(q1, q2)).mean() * self.loss_scale
         return loss, logp
