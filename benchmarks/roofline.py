@@ -12,7 +12,8 @@ on every update (``policy_delay = 1``) so that every timed update does the same 
 the masked-dense pathway backend (``dense``: every task through θ ⊙ m_n as a dense bmm) so that the
 counted FLOPs are the ones computed; masks are SNIP masks keeping 5 %.
 
-Run: ``python benchmarks/roofline.py [--hidden 256 1024] [--tasks 10] [--rounds 7] [--profile sac]``
+Run: ``python benchmarks/roofline.py [--hidden 256 1024] [--tasks 10] [--rounds 7] [--compile on]
+[--profile sac]``
 (``--profile NAME`` prints torch.profiler's table of one dense update instead).
 """
 from __future__ import annotations
@@ -111,9 +112,13 @@ def label(name: str, h: int, N: int | None) -> str:
     return f"roofline, {name.upper()} [{h}, {h}], {what}"
 
 
-def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, **extra) -> Roofline:
+def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile: str = "off",
+            **extra) -> Roofline:
+    """``compile``: the algorithm's ``compile`` mode (``on``: the warm-up rounds compile)."""
     update, batch, gemm, algo = problem(name, h, N, **extra)
     flops = count_flops(update, batch, algo)
+    algo.set_compile(compile)
+    update = algo.update
     gemm_calls = 20
     r = interleaved({"gemm": lambda: [gemm() for _ in range(gemm_calls)], "update": lambda: update(batch)},
                     rounds, warmup)
@@ -140,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compile", default="off", choices=["off", "on"], help="the algorithms' compile mode")
     ap.add_argument("--profile", metavar="NAME", help="print the profile of one dense update of NAME instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,7 +157,7 @@ def main(argv=None) -> int:
     for name in args.algos:
         for h in args.hidden:
             for N in (None, args.tasks or None) if args.tasks else (None,):
-                r = measure(name, h, N, args.rounds, args.warmup)
+                r = measure(name, h, N, args.rounds, args.warmup, args.compile)
                 print(f"| {r.label} | {r.flops / 1e9:.3f} | {r.update_ms[0]:.1f} ({r.update_ms[1]:.1f}) | "
                       f"{r.achieved:.0f} | {r.gemm_rate:.0f} | {r.ratio:.2f} |", flush=True)
     return 0

@@ -39,6 +39,13 @@ def _task_bmm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
+@torch.compiler.disable
+def _run_pathway(hook: Callable[..., Tensor], x: Tensor, **kw) -> Tensor:
+    """Call a pathway backend's forward; opaque to ``torch.compile`` (the backend keeps Python-side
+    caches keyed by weight versions, which compiled code would otherwise guard on every step)."""
+    return hook(x, **kw)
+
+
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` that can run N task pathways at once.
 
@@ -66,7 +73,7 @@ class MaskedLinear(nn.Linear):
         if self.weight_mask is None:
             return F.linear(x, self.weight, self.bias)
         if self.pathway_forward is not None:
-            return self.pathway_forward(x)
+            return _run_pathway(self.pathway_forward, x)
         w = self.weight.unsqueeze(0) * self.weight_mask
         b = None
         if self.bias is not None:
@@ -146,7 +153,7 @@ class MLP(nn.Sequential):
                 act = _FUSABLE.get(type(mods[i + 1]))
                 if act is not None and getattr(hook, "fuses_activation", False) \
                         and not _hooked(m) and not _hooked(mods[i + 1]):
-                    x = hook(x, activation=act)
+                    x = _run_pathway(hook, x, activation=act)
                     i += 2
                     continue
             x = m(x)

@@ -10,6 +10,7 @@ import torch
 
 from algo_fixtures import random_batch, snapshot
 from npf.algos import compile as compiling
+from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
 from npf.algos.sac import SAC, SACConfig
 
@@ -21,6 +22,10 @@ def sac(seed=0):
 def iql(seed=0):
     return IQL(5, 3, IQLConfig(actor_hidden=[16, 16], critic_hidden=[16, 16], value_hidden=[16, 16],
                                lr_schedule="cosine", schedule_steps=10), seed=seed)
+
+
+def bcq(seed=0):
+    return BCQ(5, 3, BCQConfig(actor_hidden=[16, 16], critic_hidden=[16, 16], vae_hidden=[16, 16]), seed=seed)
 
 
 def batches(n, start=0):
@@ -39,7 +44,7 @@ def test_unknown_mode_is_one_clear_error():
         sac().set_compile("yes")
 
 
-@pytest.mark.parametrize("make", [sac, iql], ids=["sac", "iql"])
+@pytest.mark.parametrize("make", [sac, iql, bcq], ids=["sac", "iql", "bcq"])
 def test_compiled_update_equals_eager_within_rounding_and_never_recompiles(make):
     eager, comp = make(), make()
     comp.set_compile("on")
@@ -96,3 +101,42 @@ def test_auto_measures_then_continues_as_if_it_had_not(monkeypatch, gain, compil
     assert auto.num_updates == ref.num_updates == 3
     assert all(torch.equal(x, y) for x, y in zip(snapshot(auto).values(), snapshot(ref).values()))
     assert torch.equal(auto.generator.get_state(), ref.generator.get_state())
+
+
+def test_config_key_is_validated_and_bare_yaml_booleans_are_modes():
+    from pathlib import Path
+
+    from npf.algos.compile import compile_mode
+    from npf.config import load
+
+    path = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+    assert load(path)["compile"] == "off"
+    assert compile_mode(load(path, {"compile": False})["compile"]) == "off"
+    assert compile_mode(True) == "on" and compile_mode("auto") == "auto"
+    with pytest.raises(Exception, match="compile"):
+        load(path, {"compile": "sometimes"})
+
+
+def test_npf_masked_update_compiles_once_and_matches_eager():
+    """NPF: task n through θ ⊙ m_n, gradients of all tasks summed into θ, one optimizer step; the
+    pathway backend runs eagerly inside the compiled loss (opaque to the compiler), so its caches
+    never cause a recompile."""
+    from npf.multitask import MultitaskLearner
+    from npf.pathways import Pathways
+
+    N = 3
+    data = [[random_batch(seed=10 * s + n) for n in range(N)] for s in range(5)]
+    learners = []
+    for mode in ("off", "on"):
+        algo = iql()
+        pw = Pathways.discover(iql(seed=1), data[0], keep_ratio=0.3)
+        learners.append(MultitaskLearner(algo, "npf", N, pw, reduce="sum", backend="dense"))
+        algo.set_compile(mode)
+    eager, comp = learners
+    eager.update(data[0]), comp.update(data[0])
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for b in data[1:]:
+            m_e, m_c = eager.update(b), comp.update(b)
+    for k in m_e:
+        assert m_c[k] == pytest.approx(m_e[k], rel=1e-4, abs=1e-5), k
+    assert_close_states(eager.algo, comp.algo)

@@ -94,9 +94,10 @@ class Algorithm:
         equal within float rounding. ``auto``: at the first update, time both on that batch
         (interleaved), keep ``on`` only where it is faster by :data:`npf.algos.compile.MIN_GAIN`,
         and restore the state so that the timed updates leave no trace (see npf.algos.compile)."""
+        from npf.algos import compile as compiling
+        mode = compiling.compile_mode(mode)
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile: unknown value {mode!r} (choose {', '.join(COMPILE_MODES)})")
-        from npf.algos import compile as compiling
         compiling.set_mode(self, mode)
 
     def networks(self) -> dict[str, nn.Module]:

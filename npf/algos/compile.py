@@ -22,6 +22,11 @@ MIN_GAIN = 1.1
 AUTO_ROUNDS = 5
 
 
+def compile_mode(value) -> str:
+    """The config value as a mode: YAML reads a bare ``on`` / ``off`` as True / False."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 def set_mode(algo, mode: str) -> None:
     """Apply ``mode`` (validated by ``Algorithm.set_compile``) to ``algo``."""
     _eager(algo)
@@ -114,4 +119,4 @@ def decide(algo, batch, rounds: int = AUTO_ROUNDS) -> dict:
     return report
 
 
-__all__ = ["MIN_GAIN", "AUTO_ROUNDS", "set_mode", "decide", "optimizers"]
+__all__ = ["MIN_GAIN", "AUTO_ROUNDS", "compile_mode", "set_mode", "decide", "optimizers"]

@@ -500,6 +500,7 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
     success_suite = is_success_suite(suite)
 
     agent = OnlineAgent(method, n, obs_dim, act_dim, st, device, seed, st.threshold(suite), pathway_backend(cfg))
+    agent.shared.set_compile(cfg.get("compile", "off"))
     replay = TaskReplay(n, min(st.buffer_size, st.total_steps * E), obs_dim, act_dim, device)
     td = TaskReplay(n, st.td_episodes * ep_len * E, obs_dim, act_dim, device)
     store = ChunkStore(out_dir / "replay")
