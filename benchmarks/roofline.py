@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,14 +128,30 @@ def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile:
     return Roofline(label(name, h, N), flops, r["update"], g, 2 * rows * h * h)
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
 def profile(name: str, h: int, N: int | None, updates: int = 20, **extra) -> str:
+    """torch.profiler over ``updates`` updates: where the time goes, as shares of the profiled wall
+    time: GEMM kernels, the other aten kernels (element-wise, reductions, copies, the optimizers'
+    kernels), and the rest (Python, dispatch, autograd bookkeeping: wall time inside no kernel);
+    then the top kernels."""
     update, batch, _, _ = problem(name, h, N, **extra)
     for _ in range(3):
         update(batch)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
         for _ in range(updates):
             update(batch)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        wall = (time.perf_counter() - t0) * 1e6
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    other = sum(e.self_cpu_time_total for e in events if e.key not in GEMM_OPS)
+    calls = sum(e.count for e in events) / updates
+    share = (f"GEMM {gemm / wall:.0%}, other kernels {other / wall:.0%}, outside kernels (Python, dispatch, "
+             f"autograd) {1 - (gemm + other) / wall:.0%} of {wall / updates / 1e3:.1f} ms/update (wall, profiled); "
+             f"{calls:.0f} aten calls per update")
+    return share + "\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
 def main(argv=None) -> int:
@@ -146,12 +163,13 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", default="off", choices=["off", "on"], help="the algorithms' compile mode")
-    ap.add_argument("--profile", metavar="NAME", help="print the profile of one dense update of NAME instead")
+    ap.add_argument("--profile", nargs="+", metavar="NAME", help="print the profiles of dense updates of NAME(s) instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.profile:
-        for h in args.hidden:
-            print(f"## {label(args.profile, h, None)}\n{profile(args.profile, h, None)}")
+        for name in args.profile:
+            for h in args.hidden:
+                print(f"## {label(name, h, None)}\n{profile(name, h, None)}", flush=True)
         return 0
     print("| row | GFLOP/update | ms/update | GFLOP/s | GEMM GFLOP/s | ratio |\n|---|---|---|---|---|---|")
     for name in args.algos:

@@ -30,7 +30,7 @@ Timing: interleaved rounds, medians (bench_multitask.interleaved). Rows 1-2 use 
 with one torch thread on CPU (wall time otherwise, and always on CUDA, synchronized); rows 3-4 use
 wall time. Ratios are of medians; the cells behind them give median (best).
 
-Run: ``python benchmarks/run_all.py [--quick] [--skip-dag] [--device auto|cpu|cuda]
+Run: ``python benchmarks/run_all.py [--quick] [--skip-dag] [--only SECTION ...] [--device auto|cpu|cuda]
 [--out reports/benchmarks.md]``.
 """
 from __future__ import annotations
@@ -82,9 +82,9 @@ GRAD_TOL = 1e-5
 QUICK = dict(rounds=2, warmup=1, collect_rounds=2, collect_episodes=10, vec_rounds=2,
              online={"total_steps": 450, "learning_starts": 150, "pretrain_steps": 300, "eval_interval": 450,
                      "checkpoint_every": 450, "log_every": 150, "grad_norm_every": 150},
-             peer_steps=50, peer_rounds=2)
+             peer_steps=50, peer_rounds=2, roofline_hidden=(256,))
 FULL = dict(rounds=9, warmup=2, collect_rounds=7, collect_episodes=20, vec_rounds=7, online={}, peer_steps=300,
-            peer_rounds=5)
+            peer_rounds=5, roofline_hidden=roofline.HIDDEN)
 
 
 def log(msg: str) -> None:
@@ -395,7 +395,7 @@ def export_label(name, N):
 
 
 # ------------------------------------------------------------------ 7. roofline, 8. peers
-ROOFLINE = tuple((name, h, N) for name in ALGOS for h in roofline.HIDDEN for N in (None, 5))
+ROOFLINE_TASKS = (None, 5)  # dense single-task, NPF 5-task
 
 
 def roofline_row(name, h, N, rounds, warmup) -> Row:
@@ -545,7 +545,7 @@ def sections(device, settings):
                 (settings["online"], settings["vec_rounds"], device, torch.get_num_threads())))
     out += [(f"export {name} N={N}", [export_label(name, N)], export_row, (name, N)) for name, N in EXPORT]
     out += [(f"roofline {name} h={h} N={N}", [roofline.label(name, h, N)], roofline_row, (name, h, N, rounds, warmup))
-            for name, h, N in ROOFLINE]
+            for name in ALGOS for h in settings["roofline_hidden"] for N in ROOFLINE_TASKS]
     if bench_peers.available():
         out.append(("peers sac", list(PEER_LABELS), peer_rows, (settings["peer_steps"], settings["peer_rounds"])))
     return out
@@ -591,6 +591,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dag-cores", type=int, default=2)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (npf.nets.resolve_device)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    ap.add_argument("--only", nargs="+", metavar="SECTION",
+                    help="run only the sections whose names start with these words (update, loop, collect, "
+                         "online, export, roofline, peers); implies --skip-dag")
     ap.add_argument("--out", default=str(ROOT / "reports" / "benchmarks.md"))
     args = ap.parse_args(argv)
     if args.dag_log and len(args.dag_log) > 2:
@@ -616,6 +619,11 @@ def main(argv=None) -> int:
             return None
 
     plan = sections(device, settings)
+    if args.only:
+        args.skip_dag = True
+        plan = [p for p in plan if p[0].split()[0] in args.only]
+        if not plan:
+            ap.error(f"--only: no section named {' or '.join(args.only)}")
     for i, (name, labels, fn, fn_args) in enumerate(plan, 1):
         log(f"({i}/{len(plan)}) {name} ...")
         t0 = time.perf_counter()
@@ -636,8 +644,11 @@ def main(argv=None) -> int:
         print(f"run_all: {len(failed)} section(s) failed ({', '.join(failed)}); nothing written to {args.out}",
               file=sys.stderr)
         return 1
-    notes += [ROOFLINE_NOTE, PEER_NOTE if bench_peers.available() else
-              f"Stable-Baselines3 rows skipped: {bench_peers.MISSING}."]
+    labels = {r.label for r in rows}
+    notes += [ROOFLINE_NOTE] if any(lab.startswith("roofline") for lab in labels) else []
+    notes += [PEER_NOTE] if labels & set(PEER_LABELS) else []
+    if not bench_peers.available() and (not args.only or "peers" in args.only):
+        notes.append(f"Stable-Baselines3 rows skipped: {bench_peers.MISSING}.")
     lines = header(args, sys.argv[1:] if argv is None else argv, device, settings) + table(rows) + [""] + notes
     lines.append(f"\nTotal benchmark time: {time.perf_counter() - t_start:.0f} s.")
     text = "\n".join(lines) + "\n"
