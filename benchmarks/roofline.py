@@ -14,7 +14,8 @@ counted FLOPs are the ones computed; masks are SNIP masks keeping 5 %.
 
 Run: ``python benchmarks/roofline.py [--hidden 256 1024] [--tasks 10] [--rounds 7] [--compile on]
 [--profile sac]``
-(``--profile NAME`` prints torch.profiler's table of one dense update instead).
+(``--profile NAME ...``: torch.profiler's shares and table of dense updates instead; ``--compile-gain``:
+eager ÷ compiled update time and the compile time, as ``compile: auto`` measures them).
 """
 from __future__ import annotations
 
@@ -128,6 +129,14 @@ def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile:
     return Roofline(label(name, h, N), flops, r["update"], g, 2 * rows * h * h)
 
 
+def compile_gain(name: str, h: int, N: int | None, rounds: int = 7) -> dict:
+    """``compile: auto``'s own measurement (npf.algos.compile.decide) on this problem: eager and
+    compiled ms/update (interleaved medians) and the compile time."""
+    from npf.algos import compile as compiling
+    _, batch, _, algo = problem(name, h, N)
+    return compiling.decide(algo, batch, rounds)
+
+
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
@@ -163,9 +172,22 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", default="off", choices=["off", "on"], help="the algorithms' compile mode")
+    ap.add_argument("--compile-gain", action="store_true",
+                    help="instead: eager ÷ compiled update time and compile time of each dense update")
     ap.add_argument("--profile", nargs="+", metavar="NAME", help="print the profiles of dense updates of NAME(s) instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.compile_gain:
+        print("| update | eager ms | compiled ms | eager ÷ compiled | compile s |\n|---|---|---|---|---|")
+        for name in args.algos:
+            for h in args.hidden:
+                r = compile_gain(name, h, None, args.rounds)
+                if "error" in r:
+                    print(f"| {label(name, h, None)} | compile failed: {r['error']} | | | |", flush=True)
+                    continue
+                print(f"| {label(name, h, None)} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | "
+                      f"{r['eager_ms'] / r['compiled_ms']:.2f} | {r['compile_s']:.0f} |", flush=True)
+        return 0
     if args.profile:
         for name in args.profile:
             for h in args.hidden:
