@@ -121,12 +121,13 @@ def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile:
     flops = count_flops(update, batch, algo)
     algo.set_compile(compile)
     update = algo.update
-    gemm_calls = 20
+    rows = B * (1 if N is None else N)
+    gemm_flops = 2 * rows * h * h
+    gemm_calls = max(2, round(flops / gemm_flops / 4))  # GEMM block ≈ a quarter of the update's work
     r = interleaved({"gemm": lambda: [gemm() for _ in range(gemm_calls)], "update": lambda: update(batch)},
                     rounds, warmup)
-    rows = B * (1 if N is None else N)
     g = (r["gemm"][0] / gemm_calls, r["gemm"][1] / gemm_calls)
-    return Roofline(label(name, h, N), flops, r["update"], g, 2 * rows * h * h)
+    return Roofline(label(name, h, N), flops, r["update"], g, gemm_flops)
 
 
 def compile_gain(name: str, h: int, N: int | None, rounds: int = 7) -> dict:

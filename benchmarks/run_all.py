@@ -82,9 +82,9 @@ GRAD_TOL = 1e-5
 QUICK = dict(rounds=2, warmup=1, collect_rounds=2, collect_episodes=10, vec_rounds=2,
              online={"total_steps": 450, "learning_starts": 150, "pretrain_steps": 300, "eval_interval": 450,
                      "checkpoint_every": 450, "log_every": 150, "grad_norm_every": 150},
-             peer_steps=50, peer_rounds=2, roofline_hidden=(256,))
+             peer_steps=50, peer_rounds=2, roofline_hidden=(256,), roofline_rounds=(2, 1))
 FULL = dict(rounds=9, warmup=2, collect_rounds=7, collect_episodes=20, vec_rounds=7, online={}, peer_steps=300,
-            peer_rounds=5, roofline_hidden=roofline.HIDDEN)
+            peer_rounds=5, roofline_hidden=roofline.HIDDEN, roofline_rounds=(5, 1))
 
 
 def log(msg: str) -> None:
@@ -544,7 +544,8 @@ def sections(device, settings):
     out.append(("online mt10 sac-npf", list(ONLINE_LABELS), online_rows,
                 (settings["online"], settings["vec_rounds"], device, torch.get_num_threads())))
     out += [(f"export {name} N={N}", [export_label(name, N)], export_row, (name, N)) for name, N in EXPORT]
-    out += [(f"roofline {name} h={h} N={N}", [roofline.label(name, h, N)], roofline_row, (name, h, N, rounds, warmup))
+    out += [(f"roofline {name} h={h} N={N}", [roofline.label(name, h, N)], roofline_row,
+             (name, h, N, *settings["roofline_rounds"]))
             for name in ALGOS for h in settings["roofline_hidden"] for N in ROOFLINE_TASKS]
     if bench_peers.available():
         out.append(("peers sac", list(PEER_LABELS), peer_rows, (settings["peer_steps"], settings["peer_rounds"])))
