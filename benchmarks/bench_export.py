@@ -21,7 +21,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import KEEP, SIZES, clock, make_algo, random_batches  # noqa: E402
 from npf import checkpoint as ckpt  # noqa: E402
 from npf.data import Normalizer  # noqa: E402
 from npf.export import PathwayPolicy, export_task_policy  # noqa: E402
 from npf.pathways import Pathways  # noqa: E402
 
-KEEP = 0.05
-SIZES = {5: (17, 6), 10: (39, 4)}
-
-
-def _clock():
-    return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
 
 
 def latency(fns, calls, rounds=5):
     """{name: (median µs, min µs)} per call: ``rounds`` interleaved blocks of ``calls`` calls."""
-    now = _clock()
+    now = clock()
     per = {k: [] for k in fns}
     for f in fns.values():
         f()
@@ -60,8 +54,6 @@ def latency(fns, calls, rounds=5):
 
 
 def bench_one(name, N, calls, rounds):
-    from bench_multitask import make_algo, random_batches
-
     obs_dim, act_dim = SIZES[N]
     algo = make_algo(name, obs_dim, act_dim, N)
     pw = Pathways.discover(algo, random_batches(N, 256, obs_dim, act_dim, seed=2), keep_ratio=KEEP)

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -44,37 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import KEEP, SIZES, clock, interleaved, make_algo, random_batches  # noqa: E402,F401
 from npf.algos.base import Algorithm  # noqa: E402
 from npf.multitask import MultitaskLearner, obs_dim_for  # noqa: E402
 from npf.nets import mlp  # noqa: E402
 from npf.pathways import Pathways, _LayerPlan, _SparseViews, _masked_layers, _all_modules  # noqa: E402
 
-KEEP = 0.05
-SIZES = {5: (17, 6), 10: (39, 4)}  # N → (obs_dim, act_dim): HalfCheetah 5-task, MT10
 NPF_BACKENDS = ("dense", "sparse", "auto")
-
-
-# ------------------------------------------------------------------------------------ timing
-def clock():
-    """The timer: this process's CPU time with one torch thread (immune to time slices lost to
-    other processes on a shared machine; kernel time such as page faults is included), wall
-    time with several threads (where CPU time would add the threads up)."""
-    return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
-
-
-def interleaved(fns, rounds, warmup, now=None):
-    """{name: (median ms, min ms)} over ``rounds`` interleaved calls of every function, timed by
-    ``now`` (default: :func:`clock`'s choice)."""
-    times = {k: [] for k in fns}
-    now = now or clock()
-    for r in range(warmup + rounds):
-        for k, f in fns.items():
-            t0 = now()
-            f()
-            dt = now() - t0
-            if r >= warmup:
-                times[k].append(dt)
-    return {k: (statistics.median(v) * 1e3, min(v) * 1e3) for k, v in times.items()}
 
 
 def fmt(t):
@@ -83,30 +57,6 @@ def fmt(t):
 
 def ratio(a, b):
     return f"{a[0] / b[0]:.2f} ({a[1] / b[1]:.2f})"
-
-
-# ------------------------------------------------------------------------------ algorithms
-def make_algo(name, obs_dim, act_dim, N, seed=0):
-    if name == "iql":
-        from npf.algos.iql import IQL, IQLConfig
-        return IQL(obs_dim, act_dim, IQLConfig(actor_hidden=[1024, 1024], critic_hidden=[1024, 1024],
-                                               value_hidden=[1024, 1024]), seed=seed)
-    if name == "bcq":
-        from npf.algos.bcq import BCQ, BCQConfig
-        return BCQ(obs_dim, act_dim, BCQConfig(actor_hidden=[400, 300], critic_hidden=[400, 300],
-                                               vae_hidden=[750, 750]), seed=seed)
-    if name == "sac":
-        from npf.algos.sac import SAC, SACConfig
-        return SAC(obs_dim, act_dim, SACConfig(hidden=[400, 400, 400], policy_delay=1), num_temperatures=N,
-                   seed=seed)
-    raise ValueError(name)
-
-
-def random_batches(N, B, obs_dim, act_dim, seed):
-    g = torch.Generator().manual_seed(seed)
-    return [{"obs": torch.randn(B, obs_dim, generator=g), "act": torch.rand(B, act_dim, generator=g) * 2 - 1,
-             "rew": torch.randn(B, 1, generator=g), "next_obs": torch.randn(B, obs_dim, generator=g),
-             "done": (torch.rand(B, 1, generator=g) < 0.05).float()} for _ in range(N)]
 
 
 def refresh_all(algo):

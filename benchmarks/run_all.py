@@ -23,12 +23,17 @@ Rows (docs/benchmarks.md explains each one):
                    densely, N = 10, SAC and IQL (benchmarks/bench_export.py).
 6. ``dag``         the default DAG (``snakemake --cores 2`` in a fresh clone): no-op rerun ÷ full
                    run wall time (``--skip-dag`` skips it; ``--dag-log`` reads earlier timings).
+7. ``roofline``    FLOPs of one update ÷ (update time × GEMM rate at the layer shape), SAC, IQL and
+                   BCQ at [256, 256] and [1024, 1024], dense single-task and NPF 5-task
+                   (benchmarks/roofline.py; on the CPU, 1 thread unless ``--threads``).
+8. ``peers``       npf SAC env steps/s ÷ Stable-Baselines3 SAC at equal settings (benchmarks/bench_peers.py;
+                   skipped with one line under the table when the ``bench`` extra is not installed).
 
 Timing: interleaved rounds, medians (bench_multitask.interleaved). Rows 1-2 use process CPU time
 with one torch thread on CPU (wall time otherwise, and always on CUDA, synchronized); rows 3-4 use
 wall time. Ratios are of medians; the cells behind them give median (best).
 
-Run: ``python benchmarks/run_all.py [--quick] [--skip-dag] [--device auto|cpu|cuda]
+Run: ``python benchmarks/run_all.py [--quick] [--skip-dag] [--only SECTION ...] [--device auto|cpu|cuda]
 [--out reports/benchmarks.md]``.
 """
 from __future__ import annotations
@@ -61,6 +66,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_export  # noqa: E402
 import bench_multitask as bm  # noqa: E402
+import bench_peers  # noqa: E402
+import roofline  # noqa: E402
 from npf.multitask import MultitaskLearner, obs_dim_for  # noqa: E402
 from npf.nets import resolve_device  # noqa: E402
 from npf.pathways import Pathways  # noqa: E402
@@ -77,8 +84,10 @@ GRAD_TOL = 1e-5
 #: raw vector-env rounds, overrides of the default config's online block.
 QUICK = dict(rounds=2, warmup=1, collect_rounds=2, collect_episodes=10, vec_rounds=2,
              online={"total_steps": 450, "learning_starts": 150, "pretrain_steps": 300, "eval_interval": 450,
-                     "checkpoint_every": 450, "log_every": 150, "grad_norm_every": 150})
-FULL = dict(rounds=9, warmup=2, collect_rounds=7, collect_episodes=20, vec_rounds=7, online={})
+                     "checkpoint_every": 450, "log_every": 150, "grad_norm_every": 150},
+             peer_steps=50, peer_rounds=2, roofline_hidden=(256,), roofline_rounds=(2, 1))
+FULL = dict(rounds=9, warmup=2, collect_rounds=7, collect_episodes=20, vec_rounds=7, online={}, peer_steps=300,
+            peer_rounds=5, roofline_hidden=roofline.HIDDEN, roofline_rounds=(5, 1))
 
 
 def log(msg: str) -> None:
@@ -431,6 +440,38 @@ def export_label(name, N):
     return f"exported pathway size ÷ dense policy, {name.upper()} N={N}"
 
 
+# ------------------------------------------------------------------ 7. roofline, 8. peers
+ROOFLINE_TASKS = (None, 5)  # dense single-task, NPF 5-task
+
+
+def roofline_row(name, h, N, rounds, warmup) -> Row:
+    r = roofline.measure(name, h, N, rounds, warmup)
+    return Row(r.label, r.ratio, f"{r.achieved:.0f} GFLOP/s ({r.update_ms[0]:.1f} ms × {r.flops / 1e9:.2f} GFLOP)",
+               f"{r.gemm_rate:.0f} GFLOP/s GEMM", "update FLOPs ÷ (update time × GEMM rate at the layer shape) ²")
+
+
+PEER_LABELS = ("SAC env steps/s, npf ÷ Stable-Baselines3, HalfCheetah-v5 (actor every update)",
+               "SAC env steps/s, npf (policy_delay 2) ÷ Stable-Baselines3, HalfCheetah-v5")
+
+
+def peer_rows(steps, rounds) -> list[Row]:
+    r = bench_peers.measure(steps, rounds)
+    note = f"[256, 256], batch 256, 1 update/step, {steps} steps/round ³"
+    return [Row(PEER_LABELS[0], r["npf"][0] / r["sb3"][0], per_s(r["npf"], "steps"), per_s(r["sb3"], "steps"), note),
+            Row(PEER_LABELS[1], r["npf-delay2"][0] / r["sb3"][0], per_s(r["npf-delay2"], "steps"),
+                per_s(r["sb3"], "steps"), note)]
+
+
+ROOFLINE_NOTE = ("² Roofline (benchmarks/roofline.py): FLOPs of one update counted by "
+                 "torch.utils.flop_counter.FlopCounterMode ÷ (update time × the GEMM rate measured interleaved "
+                 "with it, same thread count, at the update's hidden-layer shape [B, h] @ [h, h] or the NPF "
+                 "[N, B, h] @ [N, h, h] bmm). All hidden layers h wide, batch 256 per task, SAC actor every update, "
+                 "NPF: N = 5 tasks, masked-dense backend, SNIP masks keeping 5 %. `compile: off`.")
+PEER_NOTE = ("³ Peers (benchmarks/bench_peers.py): npf SAC and Stable-Baselines3 SAC on HalfCheetah-v5, equal settings "
+             "(one env, lr 1e-3, τ 0.005, learned temperature, target every step), env steps ÷ process CPU time of "
+             "interleaved rounds.")
+
+
 # ------------------------------------------------------------------ 6. default DAG
 DAG_LABEL = "default DAG: no-op rerun ÷ full run (wall)"
 
@@ -549,6 +590,11 @@ def sections(device, settings):
     out.append(("online mt10 sac-npf", list(ONLINE_LABELS), online_rows,
                 (settings["online"], settings["vec_rounds"], device, torch.get_num_threads())))
     out += [(f"export {name} N={N}", [export_label(name, N)], export_row, (name, N)) for name, N in EXPORT]
+    out += [(f"roofline {name} h={h} N={N}", [roofline.label(name, h, N)], roofline_row,
+             (name, h, N, *settings["roofline_rounds"]))
+            for name in ALGOS for h in settings["roofline_hidden"] for N in ROOFLINE_TASKS]
+    if bench_peers.available():
+        out.append(("peers sac", list(PEER_LABELS), peer_rows, (settings["peer_steps"], settings["peer_rounds"])))
     return out
 
 
@@ -592,6 +638,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dag-cores", type=int, default=2)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (npf.nets.resolve_device)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    ap.add_argument("--only", nargs="+", metavar="SECTION",
+                    help="run only the sections whose names start with these words (update, loop, collect, "
+                         "online, export, roofline, peers); implies --skip-dag")
     ap.add_argument("--out", default=str(ROOT / "reports" / "benchmarks.md"))
     args = ap.parse_args(argv)
     if args.dag_log and len(args.dag_log) > 2:
@@ -617,6 +666,11 @@ def main(argv=None) -> int:
             return None
 
     plan = sections(device, settings)
+    if args.only:
+        args.skip_dag = True
+        plan = [p for p in plan if p[0].split()[0] in args.only]
+        if not plan:
+            ap.error(f"--only: no section named {' or '.join(args.only)}")
     for i, (name, labels, fn, fn_args) in enumerate(plan, 1):
         log(f"({i}/{len(plan)}) {name} ...")
         t0 = time.perf_counter()
@@ -637,6 +691,11 @@ def main(argv=None) -> int:
         print(f"run_all: {len(failed)} section(s) failed ({', '.join(failed)}); nothing written to {args.out}",
               file=sys.stderr)
         return 1
+    labels = {r.label for r in rows}
+    notes += [ROOFLINE_NOTE] if any(lab.startswith("roofline") for lab in labels) else []
+    notes += [PEER_NOTE] if labels & set(PEER_LABELS) else []
+    if not bench_peers.available() and (not args.only or "peers" in args.only):
+        notes.append(f"Stable-Baselines3 rows skipped: {bench_peers.MISSING}.")
     lines = header(args, sys.argv[1:] if argv is None else argv, device, settings) + table(rows) + [""] + notes
     lines.append(f"\nTotal benchmark time: {time.perf_counter() - t_start:.0f} s.")
     text = "\n".join(lines) + "\n"

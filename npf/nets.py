@@ -39,6 +39,13 @@ def _task_bmm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
+@torch.compiler.disable
+def _run_pathway(hook: Callable[..., Tensor], x: Tensor, **kw) -> Tensor:
+    """Call a pathway backend's forward; opaque to ``torch.compile`` (the backend keeps Python-side
+    caches keyed by weight versions, which compiled code would otherwise guard on every step)."""
+    return hook(x, **kw)
+
+
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` that can run N task pathways at once.
 
@@ -66,7 +73,7 @@ class MaskedLinear(nn.Linear):
         if self.weight_mask is None:
             return F.linear(x, self.weight, self.bias)
         if self.pathway_forward is not None:
-            return self.pathway_forward(x)
+            return _run_pathway(self.pathway_forward, x)
         w = self.weight.unsqueeze(0) * self.weight_mask
         b = None
         if self.bias is not None:
@@ -146,7 +153,7 @@ class MLP(nn.Sequential):
                 act = _FUSABLE.get(type(mods[i + 1]))
                 if act is not None and getattr(hook, "fuses_activation", False) \
                         and not _hooked(m) and not _hooked(mods[i + 1]):
-                    x = hook(x, activation=act)
+                    x = _run_pathway(hook, x, activation=act)
                     i += 2
                     continue
             x = m(x)
@@ -198,13 +205,17 @@ class TanhGaussianPolicy(nn.Module):
         self.net = factory(obs_dim, 2 * act_dim, hidden, activation)
 
     def forward(self, obs: Tensor, deterministic: bool = False, with_log_prob: bool = True,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+                generator: torch.Generator | None = None, eps: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        """``eps``: the standard normal noise ``[..., act_dim]`` (drawn from ``generator`` when None;
+        passing it keeps the forward free of RNG state, e.g. for ``torch.compile``)."""
         mu, log_std = self.net(obs).chunk(2, dim=-1)
         log_std = torch.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX)
         if deterministic:
             return torch.tanh(mu), None
         std = log_std.exp()
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         u = mu + std * eps
         a = torch.tanh(u)
         if not with_log_prob:
@@ -225,7 +236,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging θ' ← τθ + (1 − τ)θ'."""
+    """Polyak averaging θ' ← τθ + (1 − τ)θ', in place, one multi-tensor op (same numbers as a
+    ``lerp_`` per tensor; it moves every target's version counter, as pathway views expect)."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.lerp_(s, tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

@@ -23,9 +23,15 @@ from npf.nets import resolve_device
 Batch = Mapping[str, Tensor]
 
 
+COMPILE_MODES = ("auto", "on", "off")
+
+
 class Algorithm:
     #: names of the networks that own a pathway mask, e.g. ("actor", "critic", "vae")
     roles: tuple[str, ...] = ()
+    #: methods that are pure functions of tensors (no RNG, no Python state that changes between
+    #: updates): what ``compile: on`` wraps in ``torch.compile`` (see :meth:`set_compile`)
+    compilable: tuple[str, ...] = ()
     loss_scale: float = 1.0
     device: torch.device = torch.device("cpu")
 
@@ -59,7 +65,7 @@ class Algorithm:
         for role in targets:
             setattr(self, f"{role}_target", copy.deepcopy(nets[role]).requires_grad_(False))
         for role, net in nets.items():
-            setattr(self, f"{role}_opt", torch.optim.Adam(net.parameters(), lr=lr))
+            setattr(self, f"{role}_opt", make_optimizer("adam", net.parameters(), lr))
         self.num_updates = 0
         # Sampling noise has its own generator, saved in state_dict.
         self.generator = make_generator(self.device, None if seed is None else seed + 1)
@@ -79,6 +85,20 @@ class Algorithm:
         # inputs=: accumulate only into this network (e.g. an actor loss also reaches the critic).
         loss.backward(inputs=[p for p in module.parameters() if p.requires_grad])
         opt.step()
+
+    # ---------------------------------------------------------------- torch.compile
+    def set_compile(self, mode: str) -> None:
+        """Config key ``compile``. ``off`` (default): eager, foreach Adam, today's numbers bit for bit.
+        ``on``: the :attr:`compilable` loss functions go through ``torch.compile`` (static shapes;
+        compiled at the first update, reused after) and the optimizers use the fused Adam kernel:
+        equal within float rounding. ``auto``: at the first update, time both on that batch
+        (interleaved), keep ``on`` only where it is faster by :data:`npf.algos.compile.MIN_GAIN`,
+        and restore the state so that the timed updates leave no trace (see npf.algos.compile)."""
+        from npf.algos import compile as compiling
+        mode = compiling.compile_mode(mode)
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile: unknown value {mode!r} (choose {', '.join(COMPILE_MODES)})")
+        compiling.set_mode(self, mode)
 
     def networks(self) -> dict[str, nn.Module]:
         """role → online network (the modules that masks are attached to)."""
@@ -125,7 +145,7 @@ class Algorithm:
         for role, tgt in self.targets().items():
             tgt.load_state_dict(state[f"{role}_target"])
         for role in nets:
-            getattr(self, f"{role}_opt").load_state_dict(state[f"{role}_opt"])
+            load_optimizer(getattr(self, f"{role}_opt"), state[f"{role}_opt"])
         self._load_extra_state(state)
         self.generator.set_state(state["generator"].cpu())
         self.num_updates = int(state["num_updates"])
@@ -136,6 +156,33 @@ class Algorithm:
 
     def _load_extra_state(self, state: dict) -> None:
         pass
+
+
+def make_optimizer(name: str, params, lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    """Adam or AdamW. ``foreach`` (one multi-tensor kernel per step) gives the same numbers as
+    torch's default single-tensor loop on CPU; ``fused=True`` (used by ``compile: on``) is one
+    fused kernel, equal within float rounding."""
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(name)
+    if kind is None:
+        raise ValueError(f"optimizer: unknown value {name!r} (choose adam or adamw)")
+    return kind(params, lr=lr, **({"fused": True} if fused else {"foreach": True}))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)`` keeping ``opt``'s own implementation (foreach / fused): a
+    checkpoint written by the single-tensor, foreach or fused variant loads into any of them."""
+    impl = [(g.get("foreach"), g.get("fused")) for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, (foreach, fused) in zip(opt.param_groups, impl):
+        group["foreach"], group["fused"] = foreach, fused
+
+
+def scalars(metrics: Mapping[str, Tensor]) -> dict[str, float]:
+    """0-d metric tensors → floats with one host sync (not one ``.item()`` per metric)."""
+    if not metrics:
+        return {}
+    values = torch.stack([v.detach().reshape(()).float() for v in metrics.values()]).tolist()
+    return dict(zip(metrics, values))
 
 
 def make_generator(device: torch.device, seed: int | None) -> torch.Generator:

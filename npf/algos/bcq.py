@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from npf.algos.base import Algorithm, Batch
+from npf.algos.base import Algorithm, Batch, scalars
 from npf.algos.sac import dataclass_from_dict
 from npf.nets import MLPFactory, TwinQ, mlp, soft_update
 
@@ -88,6 +88,7 @@ class Perturbation(nn.Module):
 
 class BCQ(Algorithm):
     roles = ("actor", "critic", "vae")
+    compilable = ("_vae_loss_fn", "_critic_loss_fn", "_actor_loss_fn")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: BCQConfig | Mapping | None = None,
                  device: str | torch.device = "cpu", factory: MLPFactory = mlp,
@@ -110,41 +111,56 @@ class BCQ(Algorithm):
     def _randn(self, shape, like: Tensor) -> Tensor:
         return torch.randn(shape, generator=self.generator, device=like.device, dtype=like.dtype)
 
-    def _sample_vae_actions(self, obs: Tensor) -> Tensor:
-        """G(s): decode a latent from the clipped prior, for every row of ``obs [..., d]``."""
-        c = self.cfg.latent_clip
-        z = self._randn((*obs.shape[:-1], self.vae.latent_dim), obs).clamp(-c, c)
-        return self.vae.decode(obs, z)
+    def _latent(self, rows: tuple, like: Tensor, clip: bool) -> Tensor:
+        """Standard normal latents ``[*rows, latent_dim]``, clipped to the prior's range when ``clip``.
+        (Drawn outside the loss functions so that those stay free of RNG state, for torch.compile.)"""
+        z = self._randn((*rows, self.vae.latent_dim), like)
+        return z.clamp(-self.cfg.latent_clip, self.cfg.latent_clip) if clip else z
+
+    def _sample_vae_actions(self, obs: Tensor, z: Tensor | None = None) -> Tensor:
+        """G(s): decode a latent from the clipped prior (``z``, drawn when None), for every row of
+        ``obs [..., d]``."""
+        return self.vae.decode(obs, self._latent(obs.shape[:-1], obs, clip=True) if z is None else z)
 
     # ------------------------------------------------------------------ losses
     def vae_loss(self, obs: Tensor, act: Tensor) -> Tensor:
-        eps = self._randn((*obs.shape[:-1], self.vae.latent_dim), obs)
+        return self._vae_loss_fn(obs, act, self._latent(obs.shape[:-1], obs, clip=False))
+
+    def _vae_loss_fn(self, obs: Tensor, act: Tensor, eps: Tensor) -> Tensor:
         recon, mean, std = self.vae(obs, act, eps)
         recon_loss = (recon - act).pow(2).mean()
         kl = -0.5 * (1 + torch.log(std.pow(2)) - mean.pow(2) - std.pow(2)).mean()
         return self._scale(recon_loss + self.cfg.kl_weight * kl)
 
     @torch.no_grad()
-    def critic_target_value(self, rew: Tensor, next_obs: Tensor, done: Tensor) -> Tensor:
-        """y = r + γ(1 − done)·max_j [λ min(Q'1, Q'2) + (1 − λ) max(Q'1, Q'2)](s', ξ'(s', G(s'))_j)."""
+    def critic_target_value(self, rew: Tensor, next_obs: Tensor, done: Tensor, z: Tensor | None = None) -> Tensor:
+        """y = r + γ(1 − done)·max_j [λ min(Q'1, Q'2) + (1 − λ) max(Q'1, Q'2)](s', ξ'(s', G(s'))_j);
+        ``z``: the prior latents ``[..., B·S, latent]`` of the S samples (drawn when None)."""
         c = self.cfg
         s = c.num_samples
         lead, b = next_obs.shape[:-2], next_obs.shape[-2]
         rep = torch.repeat_interleave(next_obs, s, dim=-2)                   # [..., B·S, d]
-        q1, q2 = self.critic_target(rep, self.actor_target(rep, self._sample_vae_actions(rep)))
+        q1, q2 = self.critic_target(rep, self.actor_target(rep, self._sample_vae_actions(rep, z)))
         q = c.lmbda * torch.min(q1, q2) + (1.0 - c.lmbda) * torch.max(q1, q2)  # [..., B·S, 1]
         q = q.reshape(*lead, b, s).max(dim=-1, keepdim=True).values          # [..., B, 1]
         return rew + (1.0 - done) * c.gamma * q
 
     def critic_loss(self, obs, act, rew, next_obs, done) -> tuple[Tensor, Tensor]:
-        y = self.critic_target_value(rew, next_obs, done)
+        rows = (*next_obs.shape[:-2], next_obs.shape[-2] * self.cfg.num_samples)
+        return self._critic_loss_fn(obs, act, rew, next_obs, done, self._latent(rows, next_obs, clip=True))
+
+    def _critic_loss_fn(self, obs, act, rew, next_obs, done, z: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.critic_target_value(rew, next_obs, done, z)
         q1, q2 = self.critic(obs, act)
         loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
         return self._scale(loss), q1
 
     def actor_loss(self, obs: Tensor) -> Tensor:
+        return self._actor_loss_fn(obs, self._latent(obs.shape[:-1], obs, clip=True))
+
+    def _actor_loss_fn(self, obs: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
-            sampled = self._sample_vae_actions(obs)
+            sampled = self._sample_vae_actions(obs, z)
         q1, _ = self.critic(obs, self.actor(obs, sampled))
         return self._scale(-q1.mean())
 
@@ -171,12 +187,12 @@ class BCQ(Algorithm):
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
         self.num_updates += 1
-        return {
-            "loss/vae": vae_loss.item(),
-            "loss/critic": critic_loss.item(),
-            "loss/actor": actor_loss.item(),
-            "q/mean": q1.detach().mean().item(),
-        }
+        return scalars({
+            "loss/vae": vae_loss.detach(),
+            "loss/critic": critic_loss.detach(),
+            "loss/actor": actor_loss.detach(),
+            "q/mean": q1.detach().mean(),
+        })
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from npf.algos.base import Algorithm, Batch
+from npf.algos.base import Algorithm, Batch, scalars
 from npf.algos.sac import dataclass_from_dict
 from npf.nets import MLPFactory, TwinQ, mlp, soft_update
 
@@ -82,6 +82,7 @@ def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
 
 class IQL(Algorithm):
     roles = ("actor", "critic", "value")
+    compilable = ("target_q", "value_loss", "critic_loss", "actor_loss")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: IQLConfig | Mapping | None = None,
                  device: str | torch.device = "cpu", factory: MLPFactory = mlp,
@@ -152,14 +153,14 @@ class IQL(Algorithm):
 
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         self.num_updates += 1
-        return {
-            "loss/value": value_loss.item(),
-            "loss/critic": critic_loss.item(),
-            "loss/actor": actor_loss.item(),
-            "q/mean": q1.detach().mean().item(),
-            "v/mean": v.detach().mean().item(),
-            "adv/mean": adv.mean().item(),
-        }
+        return scalars({
+            "loss/value": value_loss.detach(),
+            "loss/critic": critic_loss.detach(),
+            "loss/actor": actor_loss.detach(),
+            "q/mean": q1.detach().mean(),
+            "v/mean": v.detach().mean(),
+            "adv/mean": adv.mean(),
+        })
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from npf.algos.base import Algorithm, Batch
+from npf.algos.base import Algorithm, Batch, load_optimizer, make_optimizer, scalars
 from npf.nets import MLPFactory, TanhGaussianPolicy, TwinQ, mlp, soft_update
 
 
@@ -42,16 +42,9 @@ class SACConfig:
         return dataclass_from_dict(cls, d, where)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
-    raise ValueError(f"optimizer: unknown value {name!r} (choose adam or adamw)")
-
-
 class SAC(Algorithm):
     roles = ("actor", "critic")
+    compilable = ("_critic_loss_fn", "_actor_loss_fn")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu",
                  factory: MLPFactory = mlp, num_temperatures: int | None = None, seed: int | None = None):
@@ -66,6 +59,7 @@ class SAC(Algorithm):
         self.log_alpha = torch.full(shape, float(torch.log(torch.tensor(cfg.init_temperature))),
                                     device=self.device, requires_grad=True)
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
+        self.actor_act_dim = act_dim
         self.actor_opt = make_optimizer(cfg.optimizer, self.actor.parameters(), cfg.lr)
         self.critic_opt = make_optimizer(cfg.optimizer, self.critic.parameters(), cfg.lr)
         self.alpha_opt = make_optimizer(cfg.optimizer, [self.log_alpha], cfg.lr)
@@ -83,9 +77,18 @@ class SAC(Algorithm):
     def alpha(self) -> Tensor:
         return self.log_alpha.exp()
 
-    def _critic_loss(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def _noise(self, obs: Tensor) -> Tensor:
+        """The policy's standard normal noise for ``obs [..., obs_dim]``, from the own generator."""
+        return torch.randn((*obs.shape[:-1], self.actor_act_dim), generator=self.generator,
+                           device=obs.device, dtype=obs.dtype)
+
+    def _critic_loss(self, batch: Batch, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        eps = self._noise(batch["next_obs"]) if eps is None else eps
+        return self._critic_loss_fn(batch, eps)
+
+    def _critic_loss_fn(self, batch: Batch, eps: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            next_a, next_logp = self.actor(batch["next_obs"], generator=self.generator)
+            next_a, next_logp = self.actor(batch["next_obs"], eps=eps)
             tq1, tq2 = self.critic_target(batch["next_obs"], next_a)
             target_v = torch.min(tq1, tq2) - self.alpha.detach() * next_logp
             y = batch["rew"] + self.cfg.gamma * (1.0 - batch["done"]) * target_v
@@ -93,8 +96,12 @@ class SAC(Algorithm):
         loss = (F.mse_loss(q1, y) + F.mse_loss(q2, y)) * self.loss_scale
         return loss, q1
 
-    def _actor_loss(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        a, logp = self.actor(batch["obs"], generator=self.generator)
+    def _actor_loss(self, batch: Batch, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        eps = self._noise(batch["obs"]) if eps is None else eps
+        return self._actor_loss_fn(batch, eps)
+
+    def _actor_loss_fn(self, batch: Batch, eps: Tensor) -> tuple[Tensor, Tensor]:
+        a, logp = self.actor(batch["obs"], eps=eps)
         q1, q2 = self.critic(batch["obs"], a)
         loss = (self.alpha.detach() * logp - torch.min(q1, q2)).mean() * self.loss_scale
         return loss, logp
@@ -107,7 +114,7 @@ class SAC(Algorithm):
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        metrics = {"loss/critic": critic_loss.item(), "q/mean": q1.mean().item()}
+        metrics = {"loss/critic": critic_loss.detach(), "q/mean": q1.detach().mean()}
 
         if self.num_updates % self.cfg.policy_delay == 0:
             self.critic.requires_grad_(False)
@@ -121,11 +128,11 @@ class SAC(Algorithm):
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_opt.step()
-            metrics.update({"loss/actor": actor_loss.item(), "loss/alpha": alpha_loss.item(),
-                            "alpha": self.alpha.mean().item(), "entropy": -logp.mean().item()})
+            metrics.update({"loss/actor": actor_loss.detach(), "loss/alpha": alpha_loss.detach(),
+                            "alpha": self.alpha.detach().mean(), "entropy": -logp.detach().mean()})
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         self.num_updates += 1
-        return metrics
+        return scalars(metrics)
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
@@ -152,8 +159,7 @@ class SAC(Algorithm):
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        for name in ("actor_opt", "critic_opt", "alpha_opt"):
+            load_optimizer(getattr(self, name), state[name])
         self.generator.set_state(state["generator"])
         self.num_updates = int(state["num_updates"])

@@ -63,6 +63,7 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
 
     ckpt.seed_everything(seed)
     algo = SAC(obs_dim, act_dim, sac_cfg, device, seed=seed)
+    algo.set_compile(cfg.get("compile", "off"))
     buffer = ReplayBuffer(min(int(ecfg["buffer_size"]), total), obs_dim, act_dim, device)
     rng = torch.Generator(device=device)
     rng.manual_seed(seed + 1)

@@ -195,6 +195,7 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
     ckpt.seed_everything(seed)
     data = load_suite_data(cfg, suite, device, max_episodes=max_episodes)
     learner = _make_learner(cfg, suite, method, algo, seed, data, device, pathways_path)
+    learner.algo.set_compile(cfg.get("compile", "off"))
     gen = torch.Generator(device=device).manual_seed(seed + 17)
     step = 0
     ckpt_path, curve_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
