@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-import npf.pathways as pathways_mod
+import npf.pathways.backends as pathways_mod
 from npf.algos.base import Algorithm
+from npf.dapd import ScoreAverager
 from npf.nets import MaskedLinear, mlp, soft_update
 from npf.pathways import (
-    Pathways, ScoreAverager, maskable_parameters, num_kept, snip_scores,
+    Pathways, maskable_parameters, num_kept, snip_scores,
     snip_scores_all, topk_masks,
 )
 
@@ -91,7 +92,7 @@ def make_batch(seed, B=16, obs_dim=3, act_dim=2, lead=(), dtype=DT):
             "done": (torch.rand(*lead, B, 1, generator=g) < 0.2).to(dtype)}
 
 
-#: CPU execution plans of the fused backend (see npf.pathways._LayerPlan): thresholds
+#: CPU execution plans of the fused backend (see npf.pathways.backends.LayerPlan): thresholds
 #: (CPU_BMM_MAX_ELEMENTS, CPU_SPARSE_MAX_DENSITY). All must give the same numbers.
 PLANS = {
     "bmm": (10 ** 12, 0.1),          # one bmm per layer

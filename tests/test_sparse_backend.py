@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import npf.pathways as P
+import npf.pathways.backends as P
 from npf.multitask import MultitaskLearner
 from npf.nets import MLP, MaskedLinear, soft_update
 from npf.pathways import BACKENDS, Pathways, choose_plan, maskable_parameters, resolve_backend
@@ -329,3 +329,16 @@ def test_fused_activation_equals_separate_module():
         attach_plan(net[i], "sparse")
     close(net(x), outs[1], torch.float64)
     assert calls == [1]
+
+
+def test_speed_knobs_are_read_from_the_backends_module(monkeypatch):
+    """``npf.pathways.CPU_*`` reads the backends' own knob; writing it through the package (which
+    would change no plan) is an error, writing it in npf.pathways.backends changes the plans."""
+    import npf.pathways
+    args = (2, 40, 40, [100, 1500], "auto")  # 2·40·40 = 3200 entries; densities 6 % and 94 %
+    assert choose_plan(*args) == ("bmm", [False, False])
+    with pytest.raises(AttributeError, match="npf.pathways.backends"):
+        npf.pathways.CPU_BMM_MAX_ELEMENTS = 3199
+    monkeypatch.setattr(P, "CPU_BMM_MAX_ELEMENTS", 3199)
+    assert npf.pathways.CPU_BMM_MAX_ELEMENTS == 3199
+    assert choose_plan(*args) == ("loop", [True, False])
