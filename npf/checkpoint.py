@@ -15,18 +15,48 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used (message names the file)."""
 
 
+def nonfinite_entry(state, where: str = "") -> str | None:
+    """The key path (``algo/critic/q1.0.weight``) of the first floating-point tensor in ``state``
+    (nested dicts, lists, tuples) holding a NaN or an infinity; None when there is none.
+
+    Checked wherever a state is saved or loaded: a non-finite weight outside every pathway would
+    not show on CSR kernels, yet it is in the state and would reach any dense use of it."""
+    if isinstance(state, torch.Tensor):
+        if (state.is_floating_point() or state.is_complex()) and not bool(torch.isfinite(state).all()):
+            return where or "<tensor>"
+        return None
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for k, v in items:
+        found = nonfinite_entry(v, f"{where}/{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
+
+
 def save(state: dict, path: str | os.PathLike) -> None:
+    bad = nonfinite_entry(state)
+    if bad is not None:
+        raise CheckpointError(f"{path}: refusing to save non-finite values in {bad}")
     atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as e:  # truncated zip, foreign pickle, …
         raise CheckpointError(f"{path}: not a readable npf checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    bad = nonfinite_entry(state)
+    if bad is not None:
+        raise CheckpointError(f"{path}: non-finite values in {bad}")
+    return state
 
 
 def rng_state() -> dict:

@@ -67,7 +67,7 @@ class MaskedLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         if self.pathway_forward is not None:
             return self.pathway_forward(x)
-        w = self.weight.unsqueeze(0) * self.weight_mask
+        w = torch.where(self.weight_mask != 0, self.weight.unsqueeze(0), 0.0)  # θ ⊙ m, by selection
         b = None
         if self.bias is not None:
             b = self.bias.unsqueeze(0).expand(w.shape[0], -1)

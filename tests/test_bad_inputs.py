@@ -15,6 +15,7 @@ documented MLflow UI/server commands bind to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -242,6 +244,12 @@ RUNTIME_CASES = {
     "masks_other_algo": "masks.pt: masks were discovered for bcq, not iql",
     "masks_not_a_pathways_file": "policy.pt: not a pathways file (no 'tasks')",
     "masks_missing": "masks.pt: checkpoint not found",
+    "masks_truncated_bits": "masks.pt: unusable pathway masks (mask critic/q1.2.weight: bit array holds 71 uint8 "
+                            "values, shape [2, 32, 32] needs 256 uint8",
+    "masks_task_without_pathway": "masks.pt: unusable pathway masks (task 'backward' has an empty pathway through "
+                                  "network 'value'",
+    "masks_missing_role": "masks.pt: unusable pathway masks (no masks for network 'value' of IQL",
+    "masks_nonfinite_weight": "masks.pt: non-finite values in init/critic/q1.0.weight",
     "offline_checkpoint_other_architecture": "checkpoint.pt: cannot resume from this checkpoint, it does not match",
     "offline_checkpoint_truncated": "checkpoint.pt: not a readable npf checkpoint",
     "expert_checkpoint_pickle_payload": "checkpoint.pt: not a readable npf checkpoint (UnpicklingError",
@@ -277,6 +285,30 @@ def runtime_cases(tmp_path_factory):
         masks_order = src / "porder" / "masks.pt"
         discover_pathways(validate(base_config(src, tasks={"cheetah": ["backward", "forward"]})), "cheetah", "iql", 0,
                           masks_order)
+        masks_iql = src / "piql" / "masks.pt"
+        discover_pathways(cfg, "cheetah", "iql", 0, masks_iql)
+        good = torch.load(masks_iql, weights_only=True)
+        bad_masks = {}
+        for name in ("truncated_bits", "task_without_pathway", "missing_role", "nonfinite_weight"):
+            bad = copy.deepcopy(good)
+            if name == "truncated_bits":
+                entry = bad["pathways"]["masks"]["critic"]["q1.2.weight"]
+                entry["bits"] = entry["bits"][:71]
+            elif name == "task_without_pathway":
+                for entry in bad["pathways"]["masks"]["value"].values():
+                    bits = np.unpackbits(entry["bits"].numpy(), count=int(np.prod(entry["shape"]))).reshape(2, -1)
+                    bits[1] = 0
+                    entry["bits"] = torch.from_numpy(np.packbits(bits.reshape(-1)))
+            elif name == "missing_role":
+                del bad["pathways"]["masks"]["value"]
+            else:  # a weight in no task's pathway
+                entry = bad["pathways"]["masks"]["critic"]["q1.0.weight"]
+                bits = np.unpackbits(entry["bits"].numpy(), count=int(np.prod(entry["shape"]))).reshape(entry["shape"])
+                row, col = np.argwhere(~bits.any(0))[0]
+                bad["init"]["critic"]["q1.0.weight"][row, col] = float("nan")
+            bad_masks[name] = src / f"p_{name}" / "masks.pt"
+            bad_masks[name].parent.mkdir()
+            torch.save(bad, bad_masks[name])
         ck16 = src / "r16"
         train_offline(validate(small_nets(cfg)), "cheetah", "mt", "iql", 0, ck16, stop_after_updates=2)
         pol_good = src / "pol" / "policy.pt"
@@ -302,6 +334,8 @@ def runtime_cases(tmp_path_factory):
         specs["masks_other_task_order"] = offline_spec(r, method="npf", masks=str(masks_order))
         r = case_dir("masks_other_algo")
         specs["masks_other_algo"] = offline_spec(r, method="npf", masks=str(masks_bcq))
+        for name, path in bad_masks.items():
+            specs[f"masks_{name}"] = offline_spec(case_dir(f"masks_{name}"), method="npf", masks=str(path))
         r = case_dir("masks_not_a_pathways_file")
         specs["masks_not_a_pathways_file"] = offline_spec(r, method="npf", masks=str(pol_good))
         r = case_dir("masks_missing")

@@ -162,6 +162,9 @@ class LayerPlan:
         self.backend = backend
         self.shape = (n, out_f, in_f)
         m = weight_mask != 0
+        #: bool [N, out, in]: the masked-dense products select θ where it is set (θ ⊙ m by selection,
+        #: so a non-finite weight outside a pathway stays out of it, as on CSR kernels).
+        self.keep = m
         counts = m.reshape(n, -1).sum(1).tolist()
         self.mode, flags = choose_plan(n, out_f, in_f, counts, backend, weight_mask.device, rows)
         self.flags = tuple(flags)
@@ -295,14 +298,14 @@ class _MaskedTaskLinear(torch.autograd.Function):
             if plan.nnz:
                 _spmm(yt.view(n * out_f, r), views.csr, xt.view(n * in_f, r), beta, in_f)
             if plan.dense_tasks:
-                buf = torch.empty_like(weight)
+                buf, zero = torch.empty_like(weight), weight.new_zeros(())
                 for i in plan.dense_tasks:
-                    torch.mul(weight, weight_mask[i], out=buf)
+                    torch.where(plan.keep[i], weight, zero, out=buf)
                     torch.addmm(yt[i], buf, xt[i], beta=beta, out=yt[i])
             w = weight
         else:
             xt = flat.transpose(1, 2)  # [N, in, R] (a view: bmm takes either layout)
-            w = weight * weight_mask  # [N, out, in]
+            w = torch.where(plan.keep, weight, 0.0)  # θ ⊙ M [N, out, in]
             yt = torch.bmm(w, xt) if b is None else torch.baddbmm(b.unsqueeze(2), w, xt)
         if activation is not None:
             _ACT_INPLACE[activation](yt)
@@ -344,11 +347,11 @@ class _MaskedTaskLinear(torch.autograd.Function):
                 elif need_x:
                     gxt.zero_()
             if plan.dense_tasks:
-                buf = torch.empty_like(w)
+                buf, zero = torch.empty_like(w), w.new_zeros(())
                 buf2 = torch.empty_like(w) if need_w else None
                 for i in plan.dense_tasks:
                     if need_x:
-                        torch.mul(w, weight_mask[i], out=buf)
+                        torch.where(plan.keep[i], w, zero, out=buf)
                         torch.mm(buf.t(), gt[i], out=gxt[i])
                     if need_w:
                         torch.mm(gt[i], xt[i].t(), out=buf2)

@@ -111,14 +111,17 @@ class Pathways:
         and task from measured rules of thumb, ``"dense"`` runs masked-dense products only,
         ``"sparse"`` runs every task through CSR kernels, ``"autograd"`` is
         :class:`MaskedLinear`'s plain forward (the reference). ``"fused"`` means ``"auto"``.
-        Attaching again replaces masks and backend.
+        Attaching again replaces masks and backend. Every network of ``algo`` with masked layers
+        must have masks (a ValueError names the one that has none).
         """
         backend = resolve_backend(backend)
         nets, targets = algo.networks(), algo.targets()
-        for role, d in self.masks.items():
+        for role in self.masks:
             if role not in nets:
                 raise ValueError(f"Pathways has masks for role {role!r} but {type(algo).__name__} "
                                  f"has networks {sorted(nets)}")
+        self._check_covers(algo)
+        for role in self.masks:
             for net in (nets[role], targets.get(role)):
                 if net is not None:
                     self._attach_net(role, net, backend)
@@ -227,9 +230,33 @@ class Pathways:
             for name, entry in d.items():
                 shape = tuple(int(s) for s in entry["shape"])
                 count = int(np.prod(shape))
-                bits = np.unpackbits(entry["bits"].numpy(), count=count).astype(bool)
+                packed = entry["bits"].numpy()
+                if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (count + 7) // 8:
+                    raise ValueError(f"mask {role}/{name}: bit array holds {packed.size} {packed.dtype} values, "
+                                     f"shape {list(shape)} needs {(count + 7) // 8} uint8 (truncated or foreign)")
+                bits = np.unpackbits(packed, count=count).astype(bool)
                 masks[role][name] = torch.from_numpy(bits.reshape(shape))
         return cls(masks, state.get("keep_ratio"), bool(state.get("mask_bias", False)))
+
+    def check(self, algo: Algorithm | None = None, tasks: Sequence[str] | None = None) -> None:
+        """Raise a one-line ValueError when a task's pathway through some network is empty (every
+        mask entry false: the network would give that task its biases only) or, given ``algo``,
+        when a network of ``algo`` with masked layers has no masks (it would run unmasked and be
+        shared by all tasks). ``tasks``: the task names, for the message."""
+        for role in self.masks:
+            empty = (~self._flat(role).any(1)).nonzero().flatten().tolist()
+            if empty:
+                n = empty[0]
+                name = f"task {tasks[n]!r}" if tasks is not None and n < len(tasks) else f"task {n}"
+                raise ValueError(f"{name} has an empty pathway through network {role!r} (every mask entry false)")
+        if algo is not None:
+            self._check_covers(algo)
+
+    def _check_covers(self, algo: Algorithm) -> None:
+        for role, net in algo.networks().items():
+            if role not in self.masks and next(masked_layers(net), None) is not None:
+                raise ValueError(f"no masks for network {role!r} of {type(algo).__name__} "
+                                 f"(masks cover {sorted(self.masks)})")
 
     def equals(self, other: "Pathways") -> bool:
         if self.num_tasks != other.num_tasks or self.masks.keys() != other.masks.keys():

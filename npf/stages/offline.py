@@ -162,8 +162,9 @@ def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathw
             tgt.load_state_dict(model.networks()[role].state_dict())
         try:
             pathways = Pathways.from_state_dict(saved["pathways"])
+            pathways.check(model, saved["tasks"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"{pathways_path}: unreadable pathway masks ({_one_line(e)})") from None
+            raise ckpt.CheckpointError(f"{pathways_path}: unusable pathway masks ({_one_line(e)})") from None
     return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
 
 
@@ -317,7 +318,13 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ckpt.CheckpointError(f"{final_path}: does not match the configured {method}-{algo} networks "
                                    f"({_one_line(e)})") from None
-    pathways = Pathways.from_state_dict(saved["pathways"]) if "pathways" in saved else None
+    pathways = None
+    if "pathways" in saved:
+        try:
+            pathways = Pathways.from_state_dict(saved["pathways"])
+            pathways.check(model, tasks)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{final_path}: unusable pathway masks ({_one_line(e)})") from None
     learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
     norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]
     episodes = int(cfg["evaluation"]["episodes"])
