@@ -30,7 +30,7 @@ import torch
 from npf import checkpoint as ckpt
 from npf.algos.sac import SAC, SACConfig
 from npf.config import validate
-from npf.stages.expert import save_policy
+from npf.expert_policy import save_expert_policy
 from npf.stages.offline import build_algo, discover_pathways, train_offline
 
 torch.set_num_threads(1)
@@ -64,7 +64,13 @@ CONFIG_CASES = {
     "expert_seed_not_trained": ("datasets.expert_seed", "experts.seeds"),
     "per_suite_override_invalid": ("experts.per_suite.mt10", "total_steps"),
     "per_suite_unknown_suite": ("offline.per_suite", "'walker'"),
-    "algo_hparam_typo": ("offline.iql", "'temprature'"),
+    "algo_hparam_typo": ("unknown key", "offline.iql.temprature"),
+    "iql_actor_hidden_zero": ("offline.iql.actor_hidden.0", "0 is less than the minimum of 1"),
+    "iql_critic_hidden_negative": ("offline.iql.critic_hidden.0", "-3 is less than the minimum of 1"),
+    "iql_actor_hidden_string": ("offline.iql.actor_hidden", "'256' is not of type 'array'"),
+    "iql_expectile_above_one": ("offline.iql.expectile", "1.5 is greater than or equal to the maximum of 1"),
+    "bcq_num_samples_zero": ("offline.bcq.num_samples", "0 is less than the minimum of 1"),
+    "experts_total_steps_huge": ("experts.total_steps", "1e+29 is greater than the maximum of 1000000000000"),
     "unknown_method": ("offline.methods", "'dqn'"),
     "online_unknown_method": ("online.methods", "'ppo'"),
     "tracking_uri_mistyped": ("tracking.uri", "5000"),
@@ -122,7 +128,7 @@ def no_slurm_path(tmp_path_factory) -> dict:
 
 
 # a few in the quick suite; every config case with -m slow (each snakemake start costs ~2 s)
-QUICK_SNAKEMAKE = {"unknown_nested_key", "per_suite_override_invalid", "broken_yaml"}
+QUICK_SNAKEMAKE = {"unknown_nested_key", "per_suite_override_invalid", "broken_yaml", "iql_actor_hidden_zero"}
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK_SNAKEMAKE else pytest.param(n, marks=pytest.mark.slow)
@@ -312,9 +318,9 @@ def runtime_cases(tmp_path_factory):
         ck16 = src / "r16"
         train_offline(validate(small_nets(cfg)), "cheetah", "mt", "iql", 0, ck16, stop_after_updates=2)
         pol_good = src / "pol" / "policy.pt"
-        save_policy(pol_good, SAC(17, 6, SACConfig(hidden=HID)), 17, 6, {})
+        save_expert_policy(pol_good, SAC(17, 6, SACConfig(hidden=HID)), 17, 6, {})
         pol_mt10 = src / "pol39" / "policy.pt"
-        save_policy(pol_mt10, SAC(39, 4, SACConfig(hidden=HID)), 39, 4, {})
+        save_expert_policy(pol_mt10, SAC(39, 4, SACConfig(hidden=HID)), 39, 4, {})
         model = build_algo(cfg, "cheetah", "iql", "mt", 17, 6, 2, 0, torch.device("cpu"))
         norms = [{"mean": torch.zeros(17), "std": torch.ones(17)}] * 2
 

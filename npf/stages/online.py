@@ -63,7 +63,7 @@ from npf import checkpoint as ckpt
 from npf.algos.base import check_finite
 from npf.algos.sac import SAC, SACConfig
 from npf.baselines import PCGradSAC
-from npf.config import deep_merge, suite_tasks
+from npf.config import deep_merge, pathway_backend, suite_tasks
 from npf.dapd import (DAPDController, attach_copy_masks, broadcast_state, copies_factory, copies_group_grad_norms,
                       copies_snip_scores, merge_copies, shared_snip_scores)
 from npf.data import atomic_write_bytes, write_json
@@ -180,34 +180,6 @@ def dapd_ablation_settings(cfg: Mapping, variant: str) -> tuple[str, OnlineSetti
                  if v["threshold"] else None,
                  success_threshold=base.success_threshold if v["threshold"] else None)
     return v["method"], st
-
-
-def check_online_config(cfg: Mapping) -> None:
-    """Semantic checks of the ``online`` block (raises ValueError naming the key)."""
-    from npf.envs import SUITES
-
-    o = cfg["online"]
-    st = online_settings(cfg)  # SAC keys, batch size
-    if st.learning_starts >= st.total_steps:
-        raise ValueError(f"online.learning_starts ({st.learning_starts}) must be below online.total_steps "
-                         f"({st.total_steps})")
-    a = o["dapd_ablation"]
-    if a["suite"] not in SUITES:
-        raise ValueError(f"online.dapd_ablation.suite: unknown suite {a['suite']!r}")
-    for t in a["tasks"]:
-        if t not in SUITES[a["suite"]]:
-            raise ValueError(f"online.dapd_ablation.tasks: unknown task {t!r} for suite {a['suite']!r} "
-                             f"(known: {', '.join(SUITES[a['suite']])})")
-    for v in a["variants"]:
-        _, ast = dapd_ablation_settings(cfg, v)
-        if ast.learning_starts >= ast.total_steps:
-            raise ValueError(f"online.dapd_ablation: learning_starts ({ast.learning_starts}) must be below "
-                             f"total_steps ({ast.total_steps})")
-
-
-def pathway_backend(cfg: Mapping) -> str | None:
-    """The masked-layer compute backend from the config, when it sets one (else the library's)."""
-    return cfg.get("pathway_backend") or (cfg.get("pathways") or {}).get("backend")
 
 
 def online_tasks(cfg: Mapping, suite: str) -> list[str]:
