@@ -351,9 +351,9 @@ class PathwayPolicy(nn.Module):
         return f"algo={self.algo}, task={self.task!r}, obs_dim={self.obs_dim}, act_dim={self.act_dim}"
 
 
-def load_policy(path: str | os.PathLike, map_location="cpu") -> PathwayPolicy:
+def load_pathway_policy(path: str | os.PathLike, map_location="cpu") -> PathwayPolicy:
     """:meth:`PathwayPolicy.load`."""
     return PathwayPolicy.load(path, map_location)
 
 
-__all__ = ["EXPORT_FORMAT", "PathwayPolicy", "SparseMLP", "build_export", "export_task_policy", "load_policy"]
+__all__ = ["EXPORT_FORMAT", "PathwayPolicy", "SparseMLP", "build_export", "export_task_policy", "load_pathway_policy"]

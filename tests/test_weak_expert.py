@@ -9,7 +9,7 @@ from npf.algos.sac import SAC, SACConfig
 from npf.config import validate
 from npf.evaluate import normalized_score, weak_expert
 from npf.stages import dataset
-from npf.stages.expert import save_policy
+from npf.expert_policy import save_expert_policy
 
 torch.set_num_threads(1)
 
@@ -43,14 +43,14 @@ def test_dataset_stage_warns_in_the_log_and_on_the_run(tmp_path, monkeypatch, ca
     seen = []
     monkeypatch.setattr(dataset, "weak_expert", lambda s: seen.append(s) or "too weak for this test")
     policy = tmp_path / "policy.pt"
-    save_policy(policy, SAC(39, 4, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 39, 4, {})
+    save_expert_policy(policy, SAC(39, 4, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 39, 4, {})
     cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
                     "datasets": {"episodes": 2, "num_envs": 2, "random_episodes": 2, "eval_episodes": 1}})
     out = tmp_path / "results" / "datasets" / "mt10" / "reach.npz"
     manifest = dataset.collect_dataset(cfg, "mt10", "reach", policy, out)
     assert seen == []  # MT10 is scored by success, not normalized returns: no check
     out = tmp_path / "results" / "datasets" / "cheetah" / "forward.npz"
-    save_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
+    save_expert_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
     manifest = dataset.collect_dataset(cfg, "cheetah", "forward", policy, out)
     assert seen == [manifest["scores"]]
     assert "warning: dataset cheetah/forward: too weak for this test" in capsys.readouterr().err
