@@ -1,9 +1,11 @@
 """Atomic checkpoints with RNG state, loaded with ``weights_only=True`` (no arbitrary pickle)."""
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -15,31 +17,43 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used (message names the file)."""
 
 
-def nonfinite_entry(state, where: str = "") -> str | None:
-    """The key path (``algo/critic/q1.0.weight``) of the first floating-point tensor in ``state``
-    (nested dicts, lists, tuples) holding a NaN or an infinity; None when there is none.
+#: Top-level keys holding replay data rather than weights or training state (expert buffer, DAPD's
+#: temporary buffers, online replay chunks): environment data may hold inf, so save/load skip them.
+DATA_KEYS = ("buffer", "td", "rows")
 
-    Checked wherever a state is saved or loaded: a non-finite weight outside every pathway would
-    not show on CSR kernels, yet it is in the state and would reach any dense use of it."""
+
+def first_non_finite(state, prefix: str = "", floats: bool = True) -> str | None:
+    """Dotted name of the first floating tensor (or, with ``floats``, Python float) holding NaN/inf
+    in a nested state (dicts, lists, tuples); None when there is none."""
     if isinstance(state, torch.Tensor):
-        if (state.is_floating_point() or state.is_complex()) and not bool(torch.isfinite(state).all()):
-            return where or "<tensor>"
+        if state.is_floating_point() and state.numel() and not bool(torch.isfinite(state).all()):
+            return prefix or "<tensor>"
         return None
-    if isinstance(state, dict):
+    if isinstance(state, float):
+        return None if not floats or math.isfinite(state) else (prefix or "<float>")
+    if isinstance(state, Mapping):
         items = state.items()
     elif isinstance(state, (list, tuple)):
         items = enumerate(state)
     else:
         return None
     for k, v in items:
-        found = nonfinite_entry(v, f"{where}/{k}" if where else str(k))
-        if found is not None:
-            return found
+        bad = first_non_finite(v, f"{prefix}.{k}" if prefix else str(k), floats)
+        if bad:
+            return bad
     return None
 
 
+def _non_finite_weight(state) -> str | None:
+    """A non-finite tensor anywhere outside :data:`DATA_KEYS`: a weight outside every pathway is
+    invisible to CSR kernels, yet it is in the state and would reach any dense use of it."""
+    if isinstance(state, Mapping):
+        state = {k: v for k, v in state.items() if k not in DATA_KEYS}
+    return first_non_finite(state, floats=False)
+
+
 def save(state: dict, path: str | os.PathLike) -> None:
-    bad = nonfinite_entry(state)
+    bad = _non_finite_weight(state)
     if bad is not None:
         raise CheckpointError(f"{path}: refusing to save non-finite values in {bad}")
     atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
@@ -53,7 +67,7 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as e:  # truncated zip, foreign pickle, …
         raise CheckpointError(f"{path}: not a readable npf checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    bad = nonfinite_entry(state)
+    bad = _non_finite_weight(state)
     if bad is not None:
         raise CheckpointError(f"{path}: non-finite values in {bad}")
     return state

@@ -255,7 +255,7 @@ RUNTIME_CASES = {
     "masks_task_without_pathway": "masks.pt: unusable pathway masks (task 'backward' has an empty pathway through "
                                   "network 'value'",
     "masks_missing_role": "masks.pt: unusable pathway masks (no masks for network 'value' of IQL",
-    "masks_nonfinite_weight": "masks.pt: non-finite values in init/critic/q1.0.weight",
+    "masks_nonfinite_weight": "masks.pt: non-finite values in init.critic.q1.0.weight",
     "offline_checkpoint_other_architecture": "checkpoint.pt: cannot resume from this checkpoint, it does not match",
     "offline_checkpoint_truncated": "checkpoint.pt: not a readable npf checkpoint",
     "expert_checkpoint_pickle_payload": "checkpoint.pt: not a readable npf checkpoint (UnpicklingError",

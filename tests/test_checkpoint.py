@@ -1,4 +1,5 @@
-"""npf.checkpoint refuses to save or load a state holding NaN or inf anywhere, naming the entry."""
+"""npf.checkpoint refuses to save or load a state holding a NaN or inf tensor anywhere outside its
+replay data (top-level ``buffer`` / ``td`` / ``rows``), naming the entry."""
 from __future__ import annotations
 
 import math
@@ -18,17 +19,17 @@ def state(value=0.5):
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_nonfinite_entries_are_found_and_refused_on_save_and_load(tmp_path, value):
-    assert ckpt.nonfinite_entry(state()) is None
-    assert ckpt.nonfinite_entry(state(value)) == "algo/critic/q1.0.weight"
+    assert ckpt.first_non_finite(state()) is None
+    assert ckpt.first_non_finite(state(value)) == "algo.critic.q1.0.weight"
     nested = state()
     nested["history"][1] = (torch.arange(3), torch.tensor([1.0, value]))
-    assert ckpt.nonfinite_entry(nested) == "history/1/1"
+    assert ckpt.first_non_finite(nested) == "history.1.1"
     path = tmp_path / "c.pt"
-    with pytest.raises(ckpt.CheckpointError, match="c.pt: refusing to save non-finite values in algo/critic/q1.0.weight"):
+    with pytest.raises(ckpt.CheckpointError, match="c.pt: refusing to save non-finite values in algo.critic.q1.0.weight"):
         ckpt.save(state(value), path)
     assert not path.exists()
     torch.save(state(value), path)  # written by something else
-    with pytest.raises(ckpt.CheckpointError, match="c.pt: non-finite values in algo/critic/q1.0.weight"):
+    with pytest.raises(ckpt.CheckpointError, match="c.pt: non-finite values in algo.critic.q1.0.weight"):
         ckpt.load(path)
 
 
@@ -37,3 +38,12 @@ def test_finite_state_round_trips(tmp_path):
     back = ckpt.load(tmp_path / "c.pt")
     assert torch.equal(back["algo"]["critic"]["q1.0.weight"], state()["algo"]["critic"]["q1.0.weight"])
     assert back["step"] == 7
+
+
+def test_replay_data_may_hold_inf_and_plain_floats_are_not_weights(tmp_path):
+    for key in ckpt.DATA_KEYS:
+        s = {**state(), key: {"obs": torch.tensor([1.0, math.inf])}, "last_return": math.nan}
+        ckpt.save(s, tmp_path / f"{key}.pt")
+        assert math.isinf(float(ckpt.load(tmp_path / f"{key}.pt")[key]["obs"][1]))
+    with pytest.raises(ckpt.CheckpointError, match="non-finite values in other.obs"):
+        ckpt.save({**state(), "other": {"obs": torch.tensor([math.inf])}}, tmp_path / "x.pt")

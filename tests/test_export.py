@@ -170,7 +170,7 @@ def test_nonfinite_values_are_refused_by_the_final_loader_and_the_policy_loader(
     outside = tuple((~pw.masks["value"]["0.weight"].any(0)).nonzero()[0])  # in no task's pathway
     w[outside] = float("inf")
     torch.save(saved, tmp_path / "inf.pt")
-    with pytest.raises(ckpt.CheckpointError, match=r"inf.pt: non-finite values in algo/value/0.weight"):
+    with pytest.raises(ckpt.CheckpointError, match=r"inf.pt: non-finite values in algo.value.0.weight"):
         export_task_policy(tmp_path / "inf.pt", "alpha", tmp_path / "b.pt")
     export = torch.load(tmp_path / "a.pt", weights_only=True)
     export["nets"]["actor"]["layers"][1]["values"][0] = float("nan")
