@@ -46,7 +46,7 @@ from common import KEEP, SIZES, clock, interleaved, make_algo, random_batches  #
 from npf.algos.base import Algorithm  # noqa: E402
 from npf.multitask import MultitaskLearner, obs_dim_for  # noqa: E402
 from npf.nets import mlp  # noqa: E402
-from npf.pathways import Pathways, _LayerPlan, _SparseViews, _masked_layers, _all_modules  # noqa: E402
+from npf.pathways import LayerPlan, Pathways, SparseViews, all_modules, masked_layers  # noqa: E402
 
 NPF_BACKENDS = ("dense", "sparse", "auto")
 
@@ -61,18 +61,18 @@ def ratio(a, b):
 
 def refresh_all(algo):
     """Rebuild every sparse view of ``algo`` (networks and targets, CSR and its transpose) once."""
-    for net in _all_modules(algo):
-        for _, layer in _masked_layers(net):
+    for net in all_modules(algo):
+        for _, layer in masked_layers(net):
             hook = layer.pathway_forward
             if hook is not None and hook.plan().nnz:
-                _SparseViews(hook.plan(), layer.weight).csr_t  # noqa: B018
+                SparseViews(hook.plan(), layer.weight).csr_t  # noqa: B018
 
 
 def sparse_share(algo):
     """Share of the pathway entries (all networks) that run on CSR kernels under ``algo``'s plans."""
     tot = csr = 0
     for net in algo.networks().values():
-        for _, layer in _masked_layers(net):
+        for _, layer in masked_layers(net):
             plan = layer.pathway_forward.plan() if layer.pathway_forward is not None else None
             nnz = int(layer.weight_mask.sum())
             tot += nnz
@@ -174,7 +174,7 @@ def bench_layer(out_f, in_f, R, density, N, rounds, warmup):
         layer.set_masks(masks)
         layer.pathway_forward = hook = PathwayForward(layer, backend)
         plan = _plan_with(layer.weight_mask, backend, bmm_max)
-        hook._mask, hook._plans = layer.weight_mask, {False: plan, True: plan}
+        hook.pin_plan(plan)
 
         def run(layer=layer, hook=hook):
             with torch.no_grad():
@@ -186,11 +186,11 @@ def bench_layer(out_f, in_f, R, density, N, rounds, warmup):
 
 
 def _plan_with(mask, backend, bmm_max):
-    import npf.pathways as P
+    import npf.pathways.backends as P
     saved = P.CPU_BMM_MAX_ELEMENTS
     P.CPU_BMM_MAX_ELEMENTS = bmm_max
     try:
-        return _LayerPlan(mask, backend)
+        return LayerPlan(mask, backend)
     finally:
         P.CPU_BMM_MAX_ELEMENTS = saved
 

@@ -1,9 +1,11 @@
 """Atomic checkpoints with RNG state, loaded with ``weights_only=True`` (no arbitrary pickle)."""
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -15,18 +17,60 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used (message names the file)."""
 
 
+#: Top-level keys holding replay data rather than weights or training state (expert buffer, DAPD's
+#: temporary buffers, online replay chunks): environment data may hold inf, so save/load skip them.
+DATA_KEYS = ("buffer", "td", "rows")
+
+
+def first_non_finite(state, prefix: str = "", floats: bool = True) -> str | None:
+    """Dotted name of the first floating tensor (or, with ``floats``, Python float) holding NaN/inf
+    in a nested state (dicts, lists, tuples); None when there is none."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and state.numel() and not bool(torch.isfinite(state).all()):
+            return prefix or "<tensor>"
+        return None
+    if isinstance(state, float):
+        return None if not floats or math.isfinite(state) else (prefix or "<float>")
+    if isinstance(state, Mapping):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for k, v in items:
+        bad = first_non_finite(v, f"{prefix}.{k}" if prefix else str(k), floats)
+        if bad:
+            return bad
+    return None
+
+
+def _non_finite_weight(state) -> str | None:
+    """A non-finite tensor anywhere outside :data:`DATA_KEYS`: a weight outside every pathway is
+    invisible to CSR kernels, yet it is in the state and would reach any dense use of it."""
+    if isinstance(state, Mapping):
+        state = {k: v for k, v in state.items() if k not in DATA_KEYS}
+    return first_non_finite(state, floats=False)
+
+
 def save(state: dict, path: str | os.PathLike) -> None:
+    bad = _non_finite_weight(state)
+    if bad is not None:
+        raise CheckpointError(f"{path}: refusing to save non-finite values in {bad}")
     atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as e:  # truncated zip, foreign pickle, …
         raise CheckpointError(f"{path}: not a readable npf checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    bad = _non_finite_weight(state)
+    if bad is not None:
+        raise CheckpointError(f"{path}: non-finite values in {bad}")
+    return state
 
 
 def rng_state() -> dict:

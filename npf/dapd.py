@@ -5,14 +5,14 @@ DAPD (:class:`DAPDController`)
     Each task n keeps a temporary buffer TD_n with only its most recent episode(s). Every
     ``interval`` episodes of task n, the SNIP saliency of every network is computed on TD_n at the
     current weights (each network's own loss, dense forward) and pushed into a window of the last
-    ``M`` scores (:class:`npf.pathways.ScoreAverager`); task n's mask becomes the global top-k of
+    ``M`` scores (:class:`ScoreAverager`); task n's mask becomes the global top-k of
     the window's mean (Eq. 2; the top-k of a sum equals the top-k of the mean). Once the task's
     stop statistic — episodic return (MuJoCo) or success rate (Meta-World), the mean over its last
     ``stop_window`` training episodes — reaches the threshold T_H, the task is frozen for good.
     ``mode="single_shot"`` scores once, on the first TD_n (data of the randomly initialised
     policy), and never again.
 
-Pretraining copies (:func:`copies_factory`, :class:`StackedMaskedLinear`)
+Pretraining copies (:func:`copies_factory`, :class:`~npf.nets.StackedMaskedLinear`)
     "One copy of the network per task, same initial weights, each trained on its own pathway":
     N copies are held as one network whose every linear layer has weights ``[N, out, in]``; copy
     n only ever sees task n's inputs (row n of a ``[N, B, ...]`` batch), so one batched SAC
@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from npf.algos.base import Algorithm, Batch
-from npf.nets import ACTIVATIONS
-from npf.pathways import Pathways, ScoreAverager, snip_scores_all
+from npf.nets import StackedMaskedLinear, StackedMLP
+from npf.pathways import Pathways, num_kept, snip_scores_all, topk_masks
 
 DAPD_MODES = ("single_shot", "dapd")
 
@@ -43,6 +43,95 @@ DAPD_MODES = ("single_shot", "dapd")
 # --------------------------------------------------------------------------------------------
 # DAPD bookkeeping
 # --------------------------------------------------------------------------------------------
+def _map_scores(fn, tree):
+    if isinstance(tree, Mapping):
+        return {k: _map_scores(fn, v) for k, v in tree.items()}
+    return fn(tree)
+
+
+class ScoreAverager:
+    """DAPD score window (Eq. 2): the last ``window`` (M) SNIP score dicts of each task and their
+    mean. Eq. 2 sums the scores; the top-k of a sum equals the top-k of the mean.
+
+    Scores may be flat ``{name: Tensor}`` (one network) or nested ``{role: {name: Tensor}}``
+    (as returned by :func:`snip_scores_all`). Once a task is frozen (its return or success reached
+    the stop threshold T_H) it is never re-scored again: :meth:`push` ignores it and nothing
+    unfreezes it.
+    """
+
+    def __init__(self, num_tasks: int, window: int = 10, keep_ratio: float = 0.05):
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be ≥ 1, got {num_tasks}")
+        if window < 1:
+            raise ValueError(f"window (M) must be ≥ 1, got {window}")
+        num_kept(keep_ratio, 1)
+        self.num_tasks, self.window, self.keep_ratio = num_tasks, window, keep_ratio
+        self._history: list[deque] = [deque(maxlen=window) for _ in range(num_tasks)]
+        self._frozen = [False] * num_tasks
+
+    @property
+    def frozen(self) -> tuple[bool, ...]:
+        return tuple(self._frozen)
+
+    def count(self, task: int) -> int:
+        return len(self._history[task])
+
+    def push(self, task: int, scores) -> bool:
+        """Add one score dict of ``task``; returns False (and ignores it) when the task is frozen."""
+        if self._frozen[task]:
+            return False
+        self._history[task].append(_map_scores(lambda t: t.detach().clone(), scores))
+        return True
+
+    def mean(self, task: int):
+        """Element-wise mean of the task's last ≤ M score dicts."""
+        hist = list(self._history[task])
+        if not hist:
+            raise ValueError(f"ScoreAverager: no scores pushed for task {task}")
+
+        def avg(path):
+            items = [h for h in hist]
+            for key in path:
+                items = [h[key] for h in items]
+            return torch.stack(items).mean(0)
+
+        def build(tree, path):
+            if isinstance(tree, Mapping):
+                return {k: build(v, path + (k,)) for k, v in tree.items()}
+            return avg(path)
+
+        return build(hist[0], ())
+
+    def masks(self, task: int):
+        """Top-k (global per network) of the mean score: ``{name: bool}`` for flat scores,
+        ``{role: {name: bool}}`` for nested ones."""
+        mean = self.mean(task)
+        if all(isinstance(v, Tensor) for v in mean.values()):
+            return topk_masks(mean, self.keep_ratio)
+        return {role: topk_masks(s, self.keep_ratio) for role, s in mean.items()}
+
+    def freeze(self, task: int) -> None:
+        """Stop re-scoring ``task`` for good."""
+        self._frozen[task] = True
+
+    def maybe_freeze(self, task: int, value: float, threshold: float) -> bool:
+        """Freeze ``task`` when ``value`` (episodic return or success rate) ≥ ``threshold``;
+        returns the task's frozen flag."""
+        if value >= threshold:
+            self._frozen[task] = True
+        return self._frozen[task]
+
+    def state_dict(self) -> dict:
+        return {"num_tasks": self.num_tasks, "window": self.window, "keep_ratio": self.keep_ratio,
+                "frozen": list(self._frozen), "history": [list(h) for h in self._history]}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if int(state["num_tasks"]) != self.num_tasks or int(state["window"]) != self.window:
+            raise ValueError("ScoreAverager: state has a different num_tasks/window")
+        self._frozen = [bool(f) for f in state["frozen"]]
+        self._history = [deque(h, maxlen=self.window) for h in state["history"]]
+
+
 def _cpu_scores(tree):
     """Score windows live on the CPU (top-k runs there anyway; keeps GPU memory and checkpoints
     device-independent)."""
@@ -183,50 +272,6 @@ def shared_snip_scores(algo: Algorithm, batch: Batch, task: int,
 # --------------------------------------------------------------------------------------------
 # N copies of a network as one stacked network
 # --------------------------------------------------------------------------------------------
-class StackedMaskedLinear(nn.Module):
-    """N independent linear layers (one per copy/task) with optional per-copy masks:
-    ``y[n] = x[n] @ (W[n] ⊙ M[n])ᵀ + b[n] (⊙ Mb[n])``; inputs are ``[N, ..., in]``."""
-
-    def __init__(self, num_tasks: int, in_features: int, out_features: int):
-        super().__init__()
-        self.num_tasks, self.in_features, self.out_features = num_tasks, in_features, out_features
-        # values are always loaded from a shared network's initial weights (broadcast_state)
-        self.weight = nn.Parameter(torch.zeros(num_tasks, out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(num_tasks, out_features))
-        self.weight_mask: Tensor | None = None
-        self.bias_mask: Tensor | None = None
-
-    def set_masks(self, weight_mask: Tensor | None, bias_mask: Tensor | None = None) -> None:
-        dt, dev = self.weight.dtype, self.weight.device
-        self.weight_mask = None if weight_mask is None else weight_mask.to(dev, dt)
-        self.bias_mask = None if bias_mask is None else bias_mask.to(dev, dt)
-
-    def forward(self, x: Tensor) -> Tensor:
-        n = self.num_tasks
-        if x.shape[0] != n:
-            raise ValueError(f"input has {x.shape[0]} tasks on its first axis, the network has {n} copies")
-        flat = x.reshape(n, -1, x.shape[-1])
-        w = self.weight if self.weight_mask is None else self.weight * self.weight_mask
-        b = self.bias if self.bias_mask is None else self.bias * self.bias_mask
-        y = torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-
-class StackedMLP(nn.Sequential):
-    """:class:`npf.nets.MLP`'s layout (same parameter names) with N stacked copies per layer."""
-
-    def __init__(self, num_tasks: int, in_dim: int, out_dim: int, hidden: Sequence[int], activation: str = "relu",
-                 output_activation: str | None = None):
-        layers: list[nn.Module] = []
-        dims = [in_dim, *hidden]
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [StackedMaskedLinear(num_tasks, a, b), ACTIVATIONS[activation]()]
-        layers.append(StackedMaskedLinear(num_tasks, dims[-1], out_dim))
-        if output_activation is not None:
-            layers.append(ACTIVATIONS[output_activation]())
-        super().__init__(*layers)
-
-
 def copies_factory(num_tasks: int):
     """Network factory for an algorithm whose networks are N stacked copies (pretraining)."""
 

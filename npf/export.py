@@ -161,6 +161,7 @@ def build_export(saved: Mapping, task, seed: int = 0) -> dict:
     algo = _algo_name(saved)
     n = _task_index(saved, task)
     pw = Pathways.from_state_dict(saved["pathways"])
+    pw.check(tasks=list(saved.get("tasks") or []))
     state = saved["algo"]
     cfg = dict(state.get("config") or saved.get("sac") or {})
     act_fn = cfg.get("activation", "relu")
@@ -249,7 +250,10 @@ class SparseMLP(nn.Module):
         self.sparse: list[bool] = []
         for i, layer in enumerate(spec["layers"]):
             out_f, in_f = (int(s) for s in layer["shape"])
-            values = layer["values"]
+            values, bias = layer["values"], layer["bias"]
+            for part, t in (("weights", values), ("bias", bias)):
+                if t is not None and not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"exported policy: non-finite {part} in layer {i} of {spec.get('name', 'a network')}")
             crow, col = _layer_indices(layer, i)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
@@ -258,7 +262,6 @@ class SparseMLP(nn.Module):
             dense = values.numel() > DENSE_AT_LOAD * out_f * in_f
             self.sparse.append(not dense)
             self.register_buffer(f"w{i}", csr.to_dense() if dense else csr)
-            bias = layer["bias"]
             self.register_buffer(f"b{i}", torch.zeros(out_f, dtype=values.dtype) if bias is None else bias.clone())
         self.num_layers = len(spec["layers"])
         self.in_features = int(spec["layers"][0]["shape"][1])
@@ -294,16 +297,23 @@ class PathwayPolicy(nn.Module):
         self.task, self.method = export.get("task"), export.get("method")
         self.obs_dim, self.act_dim = int(export["obs_dim"]), int(export["act_dim"])
         self.params = dict(export.get("params") or {})
+        for key in ("obs_mean", "obs_std"):
+            if not bool(torch.isfinite(export[key]).all()):
+                raise ValueError(f"exported policy: non-finite values in {key}")
         self.register_buffer("obs_mean", export["obs_mean"].clone())
         self.register_buffer("obs_std", export["obs_std"].clone())
-        self.nets = nn.ModuleDict({k: SparseMLP(v) for k, v in export["nets"].items()})
+        self.nets = nn.ModuleDict({k: SparseMLP({**v, "name": k}) for k, v in export["nets"].items()})
         need = {"iql": {"actor"}, "sac": {"actor"}, "bcq": {"actor", "decoder", "q1"}}[self.algo]
         if not need <= set(self.nets):
             raise ValueError(f"exported {self.algo} policy lacks networks {sorted(need - set(self.nets))}")
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location="cpu") -> "PathwayPolicy":
-        return cls(torch.load(path, map_location=map_location, weights_only=True))
+        export = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return cls(export)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def normalize(self, obs: Tensor) -> Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -341,9 +351,9 @@ class PathwayPolicy(nn.Module):
         return f"algo={self.algo}, task={self.task!r}, obs_dim={self.obs_dim}, act_dim={self.act_dim}"
 
 
-def load_policy(path: str | os.PathLike, map_location="cpu") -> PathwayPolicy:
+def load_pathway_policy(path: str | os.PathLike, map_location="cpu") -> PathwayPolicy:
     """:meth:`PathwayPolicy.load`."""
     return PathwayPolicy.load(path, map_location)
 
 
-__all__ = ["EXPORT_FORMAT", "PathwayPolicy", "SparseMLP", "build_export", "export_task_policy", "load_policy"]
+__all__ = ["EXPORT_FORMAT", "PathwayPolicy", "SparseMLP", "build_export", "export_task_policy", "load_pathway_policy"]

@@ -74,7 +74,7 @@ class MaskedLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         if self.pathway_forward is not None:
             return _run_pathway(self.pathway_forward, x)
-        w = self.weight.unsqueeze(0) * self.weight_mask
+        w = torch.where(self.weight_mask != 0, self.weight.unsqueeze(0), 0.0)  # θ ⊙ m, by selection
         b = None
         if self.bias is not None:
             b = self.bias.unsqueeze(0).expand(w.shape[0], -1)
@@ -240,3 +240,44 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     ``lerp_`` per tensor; it moves every target's version counter, as pathway views expect)."""
     with torch.no_grad():
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+
+# N copies of a network as one stacked network (DAPD pretraining, npf.dapd)
+class StackedMaskedLinear(nn.Module):
+    """N independent linear layers (one per copy/task) with optional per-copy masks:
+    ``y[n] = x[n] @ (W[n] ⊙ M[n])ᵀ + b[n] (⊙ Mb[n])``; inputs are ``[N, ..., in]``."""
+
+    def __init__(self, num_tasks: int, in_features: int, out_features: int):
+        super().__init__()
+        self.num_tasks, self.in_features, self.out_features = num_tasks, in_features, out_features
+        # values are always loaded from a shared network's initial weights (broadcast_state)
+        self.weight = nn.Parameter(torch.zeros(num_tasks, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(num_tasks, out_features))
+        self.weight_mask: Tensor | None = None
+        self.bias_mask: Tensor | None = None
+
+    def set_masks(self, weight_mask: Tensor | None, bias_mask: Tensor | None = None) -> None:
+        dt, dev = self.weight.dtype, self.weight.device
+        self.weight_mask = None if weight_mask is None else weight_mask.to(dev, dt)
+        self.bias_mask = None if bias_mask is None else bias_mask.to(dev, dt)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight if self.weight_mask is None else self.weight * self.weight_mask
+        b = self.bias if self.bias_mask is None else self.bias * self.bias_mask
+        return _task_bmm(x, w, b)
+
+
+class StackedMLP(nn.Sequential):
+    """:class:`npf.nets.MLP`'s layout (same parameter names) with N stacked copies per layer."""
+
+    def __init__(self, num_tasks: int, in_dim: int, out_dim: int, hidden: Sequence[int], activation: str = "relu",
+                 output_activation: str | None = None):
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [StackedMaskedLinear(num_tasks, a, b), ACTIVATIONS[activation]()]
+        layers.append(StackedMaskedLinear(num_tasks, dims[-1], out_dim))
+        if output_activation is not None:
+            layers.append(ACTIVATIONS[output_activation]())
+        super().__init__(*layers)

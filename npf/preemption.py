@@ -13,16 +13,16 @@ loses at most one checkpoint interval and resumes from the previous checkpoint).
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator
 
-import torch
+
+from npf.checkpoint import first_non_finite
 
 EX_TEMPFAIL = 75  # sysexits.h: temporary failure; the job should be retried
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # USR1: `sbatch --signal=USR1@120` early warning
@@ -89,27 +89,6 @@ def preemption_guard(signals=SIGNALS) -> PreemptionGuard:
 
 
 # ------------------------------------------------------------------------------ safe checkpoints
-def first_non_finite(state, prefix: str = "") -> str | None:
-    """Dotted name of the first floating tensor (or float) holding NaN/inf in a nested state."""
-    if isinstance(state, torch.Tensor):
-        if state.is_floating_point() and state.numel() and not bool(torch.isfinite(state).all()):
-            return prefix or "<tensor>"
-        return None
-    if isinstance(state, float):
-        return None if math.isfinite(state) else (prefix or "<float>")
-    if isinstance(state, Mapping):
-        items = state.items()
-    elif isinstance(state, (list, tuple)):
-        items = enumerate(state)
-    else:
-        return None
-    for k, v in items:
-        bad = first_non_finite(v, f"{prefix}.{k}" if prefix else str(k))
-        if bad:
-            return bad
-    return None
-
-
 def save_checkpoint(state: dict, path: str | os.PathLike, step: int, skip: tuple[str, ...] = ()) -> None:
     """Write ``state`` atomically, unless a network/optimizer tensor is NaN/inf: then raise
     FloatingPointError naming the tensor, and the previous (good) checkpoint stays in place.

@@ -62,14 +62,12 @@ def render_rollout(policy_path: str | Path, suite: str, task: str, out_dir: str 
     import torch
     from PIL import Image
 
-    from npf.stages.expert import load_policy
+    from npf.expert_policy import check_expert_policy, load_expert_policy
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from npf.stages.dataset import check_expert
-
-    check_expert(policy_path, suite, task)  # one-line error for a policy of another task's sizes
-    policy = load_policy(policy_path)
+    check_expert_policy(policy_path, suite, task)  # one-line error for a policy of another task's sizes
+    policy = load_expert_policy(policy_path)
     env = _make_render_env(suite, task, size)
     try:
         obs, _ = env.reset(seed=seed)

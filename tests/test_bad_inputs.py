@@ -15,6 +15,7 @@ documented MLflow UI/server commands bind to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -22,13 +23,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from npf import checkpoint as ckpt
 from npf.algos.sac import SAC, SACConfig
 from npf.config import validate
-from npf.stages.expert import save_policy
+from npf.expert_policy import save_expert_policy
 from npf.stages.offline import build_algo, discover_pathways, train_offline
 
 torch.set_num_threads(1)
@@ -62,7 +64,13 @@ CONFIG_CASES = {
     "expert_seed_not_trained": ("datasets.expert_seed", "experts.seeds"),
     "per_suite_override_invalid": ("experts.per_suite.mt10", "total_steps"),
     "per_suite_unknown_suite": ("offline.per_suite", "'walker'"),
-    "algo_hparam_typo": ("offline.iql", "'temprature'"),
+    "algo_hparam_typo": ("unknown key", "offline.iql.temprature"),
+    "iql_actor_hidden_zero": ("offline.iql.actor_hidden.0", "0 is less than the minimum of 1"),
+    "iql_critic_hidden_negative": ("offline.iql.critic_hidden.0", "-3 is less than the minimum of 1"),
+    "iql_actor_hidden_string": ("offline.iql.actor_hidden", "'256' is not of type 'array'"),
+    "iql_expectile_above_one": ("offline.iql.expectile", "1.5 is greater than or equal to the maximum of 1"),
+    "bcq_num_samples_zero": ("offline.bcq.num_samples", "0 is less than the minimum of 1"),
+    "experts_total_steps_huge": ("experts.total_steps", "1e+29 is greater than the maximum of 1000000000000"),
     "unknown_method": ("offline.methods", "'dqn'"),
     "online_unknown_method": ("online.methods", "'ppo'"),
     "tracking_uri_mistyped": ("tracking.uri", "5000"),
@@ -120,7 +128,7 @@ def no_slurm_path(tmp_path_factory) -> dict:
 
 
 # a few in the quick suite; every config case with -m slow (each snakemake start costs ~2 s)
-QUICK_SNAKEMAKE = {"unknown_nested_key", "per_suite_override_invalid", "broken_yaml"}
+QUICK_SNAKEMAKE = {"unknown_nested_key", "per_suite_override_invalid", "broken_yaml", "iql_actor_hidden_zero"}
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK_SNAKEMAKE else pytest.param(n, marks=pytest.mark.slow)
@@ -242,6 +250,12 @@ RUNTIME_CASES = {
     "masks_other_algo": "masks.pt: masks were discovered for bcq, not iql",
     "masks_not_a_pathways_file": "policy.pt: not a pathways file (no 'tasks')",
     "masks_missing": "masks.pt: checkpoint not found",
+    "masks_truncated_bits": "masks.pt: unusable pathway masks (mask critic/q1.2.weight: bit array holds 71 uint8 "
+                            "values, shape [2, 32, 32] needs 256 uint8",
+    "masks_task_without_pathway": "masks.pt: unusable pathway masks (task 'backward' has an empty pathway through "
+                                  "network 'value'",
+    "masks_missing_role": "masks.pt: unusable pathway masks (no masks for network 'value' of IQL",
+    "masks_nonfinite_weight": "masks.pt: non-finite values in init.critic.q1.0.weight",
     "offline_checkpoint_other_architecture": "checkpoint.pt: cannot resume from this checkpoint, it does not match",
     "offline_checkpoint_truncated": "checkpoint.pt: not a readable npf checkpoint",
     "expert_checkpoint_pickle_payload": "checkpoint.pt: not a readable npf checkpoint (UnpicklingError",
@@ -277,12 +291,36 @@ def runtime_cases(tmp_path_factory):
         masks_order = src / "porder" / "masks.pt"
         discover_pathways(validate(base_config(src, tasks={"cheetah": ["backward", "forward"]})), "cheetah", "iql", 0,
                           masks_order)
+        masks_iql = src / "piql" / "masks.pt"
+        discover_pathways(cfg, "cheetah", "iql", 0, masks_iql)
+        good = torch.load(masks_iql, weights_only=True)
+        bad_masks = {}
+        for name in ("truncated_bits", "task_without_pathway", "missing_role", "nonfinite_weight"):
+            bad = copy.deepcopy(good)
+            if name == "truncated_bits":
+                entry = bad["pathways"]["masks"]["critic"]["q1.2.weight"]
+                entry["bits"] = entry["bits"][:71]
+            elif name == "task_without_pathway":
+                for entry in bad["pathways"]["masks"]["value"].values():
+                    bits = np.unpackbits(entry["bits"].numpy(), count=int(np.prod(entry["shape"]))).reshape(2, -1)
+                    bits[1] = 0
+                    entry["bits"] = torch.from_numpy(np.packbits(bits.reshape(-1)))
+            elif name == "missing_role":
+                del bad["pathways"]["masks"]["value"]
+            else:  # a weight in no task's pathway
+                entry = bad["pathways"]["masks"]["critic"]["q1.0.weight"]
+                bits = np.unpackbits(entry["bits"].numpy(), count=int(np.prod(entry["shape"]))).reshape(entry["shape"])
+                row, col = np.argwhere(~bits.any(0))[0]
+                bad["init"]["critic"]["q1.0.weight"][row, col] = float("nan")
+            bad_masks[name] = src / f"p_{name}" / "masks.pt"
+            bad_masks[name].parent.mkdir()
+            torch.save(bad, bad_masks[name])
         ck16 = src / "r16"
         train_offline(validate(small_nets(cfg)), "cheetah", "mt", "iql", 0, ck16, stop_after_updates=2)
         pol_good = src / "pol" / "policy.pt"
-        save_policy(pol_good, SAC(17, 6, SACConfig(hidden=HID)), 17, 6, {})
+        save_expert_policy(pol_good, SAC(17, 6, SACConfig(hidden=HID)), 17, 6, {})
         pol_mt10 = src / "pol39" / "policy.pt"
-        save_policy(pol_mt10, SAC(39, 4, SACConfig(hidden=HID)), 39, 4, {})
+        save_expert_policy(pol_mt10, SAC(39, 4, SACConfig(hidden=HID)), 39, 4, {})
         model = build_algo(cfg, "cheetah", "iql", "mt", 17, 6, 2, 0, torch.device("cpu"))
         norms = [{"mean": torch.zeros(17), "std": torch.ones(17)}] * 2
 
@@ -302,6 +340,8 @@ def runtime_cases(tmp_path_factory):
         specs["masks_other_task_order"] = offline_spec(r, method="npf", masks=str(masks_order))
         r = case_dir("masks_other_algo")
         specs["masks_other_algo"] = offline_spec(r, method="npf", masks=str(masks_bcq))
+        for name, path in bad_masks.items():
+            specs[f"masks_{name}"] = offline_spec(case_dir(f"masks_{name}"), method="npf", masks=str(path))
         r = case_dir("masks_not_a_pathways_file")
         specs["masks_not_a_pathways_file"] = offline_spec(r, method="npf", masks=str(pol_good))
         r = case_dir("masks_missing")

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from npf.config import ConfigError, deep_merge, load, load_schema, validate
 from npf.envs import SUITES
@@ -30,7 +29,7 @@ def schema_defaults(schema: dict) -> dict:
 
 def test_defaults_filled():
     cfg = validate({})
-    assert cfg == schema_defaults(yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text()))
+    assert cfg == schema_defaults(load_schema())  # the YAML with the generated algorithm blocks
     # spot checks against the documented defaults
     assert cfg["results_dir"] == "results" and cfg["device"] == "auto" and cfg["torch_threads"] == 1
     assert cfg["suites"] == ["cheetah"] and cfg["tasks"] == {}
@@ -243,3 +242,28 @@ def test_empty_suites_without_online_runs_is_rejected():
         validate({"suites": [], "online": {"methods": [], "dapd_ablation": {"variants": []}}})
     assert "\n" not in str(e.value)
     assert validate({"suites": [], "online": {"methods": [], "dapd_ablation": {"variants": ["dense"]}}})["suites"] == []
+
+
+@pytest.mark.parametrize("online,message", [
+    ({"learning_starts": 500, "total_steps": 500}, "online.learning_starts (500) must be below online.total_steps (500)"),
+    ({"batch_size": 64, "sac": {"batch_size": 32}}, "online.sac.batch_size: set the batch size with the block's "
+                                                     "batch_size key, not in sac"),
+    ({"dapd_ablation": {"variants": ["dapd"], "batch_size": 16, "sac": {"batch_size": 32}}},
+     "online.dapd_ablation.sac.batch_size: set the batch size"),
+    ({"dapd_ablation": {"variants": ["dapd-M0"]}}, "online.dapd_ablation.variants.0: 'dapd-M0' does not match"),
+    ({"dapd_ablation": {"variants": ["dense"], "learning_starts": 90, "total_steps": 80}},
+     "online.dapd_ablation: learning_starts (90) must be below total_steps (80)"),
+    ({"dapd_ablation": {"tasks": ["sideways"]}}, "online.dapd_ablation.tasks: unknown task 'sideways'"),
+])
+def test_online_block_checks_in_config(online, message):
+    with pytest.raises(ConfigError) as e:
+        validate({"online": online})
+    assert str(e.value).startswith(f"config: {message}"), str(e.value)
+
+
+def test_online_sac_batch_size_equal_to_the_blocks_is_accepted_and_backend_read_from_the_top_level():
+    from npf.config import pathway_backend
+
+    cfg = validate({"online": {"batch_size": 64, "sac": {"batch_size": 64}}, "pathway_backend": "sparse"})
+    assert cfg["online"]["sac"] == {"batch_size": 64} and pathway_backend(cfg) == "sparse"
+    assert pathway_backend(validate({})) == "auto"

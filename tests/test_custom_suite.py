@@ -294,13 +294,13 @@ def test_own_suite_dag_runs(run):
 
 def test_own_suite_outputs(run):
     from npf.data import load_dataset
-    from npf.stages.expert import load_policy
+    from npf.expert_policy import load_expert_policy
 
     assert run["returncode"] == 0
     res = Path(run["results"])
     datasets = {}
     for t in TASKS:
-        pol = load_policy(res / f"experts/pendulum/{t}/seed0/policy.pt")
+        pol = load_expert_policy(res / f"experts/pendulum/{t}/seed0/policy.pt")
         assert pol(torch.zeros(1, 3), deterministic=True)[0].shape == (1, 1)
         ds = load_dataset(res / f"datasets/pendulum/{t}.npz")
         assert ds.obs_dim == 3 and ds.act_dim == 1 and len(ds) == 2 * 200  # 2 episodes x 200 steps

@@ -10,7 +10,8 @@ import torch
 
 from npf import checkpoint as ckpt
 from npf.config import validate
-from npf.stages.expert import load_policy, train_expert
+from npf.expert_policy import load_expert_policy
+from npf.stages.expert import train_expert
 from npf.tracking import tracking_uri
 
 torch.set_num_threads(1)
@@ -98,7 +99,7 @@ def test_resumed_weights_identical_to_uninterrupted(runs):
             for k, v in st.items():
                 assert torch.equal(v, su["algo"][opt]["state"][pid][k]), f"{opt}.{pid}.{k}"
     # the exported policy
-    pk, pu = load_policy(runs["dir_k"] / "policy.pt"), load_policy(runs["dir_u"] / "policy.pt")
+    pk, pu = load_expert_policy(runs["dir_k"] / "policy.pt"), load_expert_policy(runs["dir_u"] / "policy.pt")
     for (n, a), (_, b) in zip(pk.state_dict().items(), pu.state_dict().items()):
         assert torch.equal(a, b), n
     assert all(torch.equal(pk.state_dict()[k], sk["algo"]["actor"][k]) for k in pk.state_dict())

@@ -160,6 +160,29 @@ def test_cli_export_and_errors(tmp_path, capsys):
         PathwayPolicy({"format": "something else"})
 
 
+def test_nonfinite_values_are_refused_by_the_final_loader_and_the_policy_loader(tmp_path):
+    algo = IQL(OBS, ACT, IQLConfig(actor_hidden=[32, 32], critic_hidden=[16], value_hidden=[16]), seed=0)
+    learner, pw = trained(algo, steps=1)
+    final = write_offline_final(tmp_path, learner, pw, "iql", normalizers())
+    export_task_policy(final, "alpha", tmp_path / "a.pt")
+    saved = torch.load(final, weights_only=True)
+    w = saved["algo"]["value"]["0.weight"]
+    outside = tuple((~pw.masks["value"]["0.weight"].any(0)).nonzero()[0])  # in no task's pathway
+    w[outside] = float("inf")
+    torch.save(saved, tmp_path / "inf.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r"inf.pt: non-finite values in algo.value.0.weight"):
+        export_task_policy(tmp_path / "inf.pt", "alpha", tmp_path / "b.pt")
+    export = torch.load(tmp_path / "a.pt", weights_only=True)
+    export["nets"]["actor"]["layers"][1]["values"][0] = float("nan")
+    torch.save(export, tmp_path / "nan_policy.pt")
+    with pytest.raises(ValueError, match=r"nan_policy.pt: exported policy: non-finite weights in layer 1 of actor"):
+        PathwayPolicy.load(tmp_path / "nan_policy.pt")
+    export = torch.load(tmp_path / "a.pt", weights_only=True)
+    export["obs_std"][0] = float("inf")
+    with pytest.raises(ValueError, match="non-finite values in obs_std"):
+        PathwayPolicy(export)
+
+
 def test_both_index_encodings_round_trip():
     import zlib
 

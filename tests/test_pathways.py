@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-import npf.pathways as pathways_mod
+import npf.pathways.backends as pathways_mod
 from npf.algos.base import Algorithm
+from npf.dapd import ScoreAverager
 from npf.nets import MaskedLinear, mlp, soft_update
 from npf.pathways import (
-    Pathways, ScoreAverager, maskable_parameters, num_kept, snip_scores,
+    Pathways, maskable_parameters, num_kept, snip_scores,
     snip_scores_all, topk_masks,
 )
 
@@ -91,7 +92,7 @@ def make_batch(seed, B=16, obs_dim=3, act_dim=2, lead=(), dtype=DT):
             "done": (torch.rand(*lead, B, 1, generator=g) < 0.2).to(dtype)}
 
 
-#: CPU execution plans of the fused backend (see npf.pathways._LayerPlan): thresholds
+#: CPU execution plans of the fused backend (see npf.pathways.backends.LayerPlan): thresholds
 #: (CPU_BMM_MAX_ELEMENTS, CPU_SPARSE_MAX_DENSITY). All must give the same numbers.
 PLANS = {
     "bmm": (10 ** 12, 0.1),          # one bmm per layer
@@ -286,7 +287,10 @@ def test_attach_detach_sets_networks_and_targets():
     with pytest.raises(ValueError, match="role 'vae'"):
         Pathways({"vae": {"0.weight": torch.ones(3, 12, 3, dtype=torch.bool)}}).attach(algo)
     with pytest.raises(ValueError, match="shape"):
-        Pathways({"actor": {k: torch.ones(3, 2, 2, dtype=torch.bool) for k in pw.masks["actor"]}}).attach(algo)
+        Pathways({**pw.masks, "actor": {k: torch.ones(3, 2, 2, dtype=torch.bool) for k in pw.masks["actor"]}}
+                 ).attach(algo)
+    with pytest.raises(ValueError, match="no masks for network 'critic'"):
+        Pathways({"actor": pw.masks["actor"]}).attach(algo)
 
 
 @pytest.mark.parametrize("mask_bias", [False, True])
@@ -447,6 +451,32 @@ def test_state_round_trip_is_compact_and_weights_only_loadable():
     assert entry["bits"].dtype == torch.uint8 and entry["bits"].numel() == math.ceil(3 * 12 * 5 / 8)
     with pytest.raises(ValueError, match="format"):
         Pathways.from_state_dict({"masks": {}})
+
+
+def test_truncated_bit_array_is_an_error_not_zero_padding():
+    pw = Pathways.discover(TinyAC(), [make_batch(s) for s in range(3)], keep_ratio=0.15)
+    state = pw.state_dict()
+    entry = state["masks"]["critic"]["2.weight"]
+    need = entry["bits"].numel()
+    for bad in (entry["bits"][:-1], torch.cat([entry["bits"], entry["bits"][:1]]), entry["bits"].to(torch.int32)):
+        state["masks"]["critic"]["2.weight"] = {**entry, "bits": bad}
+        with pytest.raises(ValueError, match=rf"mask critic/2.weight: bit array holds .* needs {need} uint8"):
+            Pathways.from_state_dict(state)
+
+
+def test_check_names_a_task_with_an_empty_pathway_and_a_network_without_masks():
+    algo = TinyAC()
+    pw = Pathways.discover(algo, [make_batch(s) for s in range(3)], keep_ratio=0.15)
+    pw.check(algo, ["a", "b", "c"])  # SNIP's top-k keeps ≥ 1 weight of every network for every task
+    pw.masks["critic"] = {k: m.clone() for k, m in pw.masks["critic"].items()}
+    for m in pw.masks["critic"].values():
+        m[1] = False  # task "b": no critic weight at all; its actor pathway is intact
+    with pytest.raises(ValueError, match="task 'b' has an empty pathway through network 'critic'"):
+        pw.check(algo, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="task 1 has an empty pathway"):
+        Pathways.from_state_dict(pw.state_dict()).check()
+    with pytest.raises(ValueError, match=r"no masks for network 'critic' of TinyAC \(masks cover \['actor'\]\)"):
+        Pathways({"actor": pw.masks["actor"]}).check(algo)
 
 
 # --------------------------------------------------------------------------------------------

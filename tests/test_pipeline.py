@@ -14,7 +14,7 @@ import yaml
 
 from npf.config import load
 from npf.data import load_dataset
-from npf.stages.expert import load_policy
+from npf.expert_policy import load_expert_policy
 from npf.tracking import config_hash, flatten
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def test_outputs_exist_and_load(pipeline):
     res = pipeline["results"]
     for t in TASKS:
         d = res / "experts" / "cheetah" / t / "seed0"
-        pol = load_policy(d / "policy.pt")
+        pol = load_expert_policy(d / "policy.pt")
         assert pol(torch.zeros(1, 17), deterministic=True)[0].shape == (1, 6)
         m = json.loads((d / "metrics.json").read_text())
         assert m["task"] == t and m["env_steps"] == 2000 and m["updates"] == 2000 - 1000 + 1

@@ -13,7 +13,7 @@ pytest.importorskip("pybullet_data", reason="the A1 URDF ships in the pybullet w
 from npf.algos.sac import SAC, SACConfig  # noqa: E402
 from npf.envs import quadruped_check as qc  # noqa: E402
 from npf.envs.quadruped import A1MultitaskEnv  # noqa: E402
-from npf.stages.expert import save_policy  # noqa: E402
+from npf.expert_policy import save_expert_policy  # noqa: E402
 
 
 @pytest.mark.parametrize("task, walk", [("pace-forward", "trot-forward"), ("pace-backward", "trot-backward")])
@@ -62,7 +62,7 @@ def test_a_policy_file_is_rolled_out_with_its_deterministic_action(tmp_path):
     torch.manual_seed(0)
     algo = SAC(50, 12, SACConfig(hidden=[8]), torch.device("cpu"), seed=0)
     path = tmp_path / "policy.pt"
-    save_policy(path, algo, 50, 12, {})
+    save_expert_policy(path, algo, 50, 12, {})
     m = qc.measure("hop-turn", str(path), episodes=1, seed=7)
     env = A1MultitaskEnv("hop-turn")
     obs, _ = env.reset(seed=7)

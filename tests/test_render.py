@@ -14,7 +14,8 @@ from npf import render
 from npf.algos.sac import SAC, SACConfig
 from npf.config import validate
 from npf.envs import make_env
-from npf.stages.expert import save_policy, train_expert
+from npf.expert_policy import save_expert_policy
+from npf.stages.expert import train_expert
 
 torch.set_num_threads(1)
 
@@ -23,7 +24,7 @@ def random_policy(path: Path, suite: str, task: str) -> Path:
     env = make_env(suite, task)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
-    save_policy(path, SAC(obs_dim, act_dim, SACConfig(hidden=(16, 16)), torch.device("cpu"), seed=0),
+    save_expert_policy(path, SAC(obs_dim, act_dim, SACConfig(hidden=(16, 16)), torch.device("cpu"), seed=0),
                 obs_dim, act_dim, {})
     return path
 

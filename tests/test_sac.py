@@ -231,8 +231,9 @@ def test_sac_learns_cheetah_forward(tmp_path, monkeypatch):
     seed (seed 0 is the slow one); at 6k–10k steps some seeds were still at the random level."""
     from npf.config import validate
     from npf.envs import make_env
+    from npf.expert_policy import load_expert_policy
     from npf.rollout import evaluate_policy
-    from npf.stages.expert import load_policy, train_expert
+    from npf.stages.expert import train_expert
 
     seed, episodes = 1, 3
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -250,7 +251,7 @@ def test_sac_learns_cheetah_forward(tmp_path, monkeypatch):
     rand = evaluate_policy(lambda o: rng.uniform(-1, 1, size=(len(o), 6)).astype(np.float32),
                            [make_env("cheetah", "forward") for _ in range(episodes)], episodes, seed=eval_seed)
     # re-evaluate the saved policy independently on the same episodes: it is the reported one
-    pol = load_policy(tmp_path / "expert" / "policy.pt")
+    pol = load_expert_policy(tmp_path / "expert" / "policy.pt")
     with torch.no_grad():
         det = evaluate_policy(lambda o: pol(torch.as_tensor(o), deterministic=True)[0].numpy(),
                               [make_env("cheetah", "forward") for _ in range(episodes)], episodes, seed=eval_seed)

@@ -7,12 +7,13 @@ Tolerances: 1e-5 in float32, 1e-10 in float64. No test needs a GPU.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import npf.pathways as P
+import npf.pathways.backends as P
 from npf.multitask import MultitaskLearner
 from npf.nets import MLP, MaskedLinear, soft_update
 from npf.pathways import BACKENDS, Pathways, choose_plan, maskable_parameters, resolve_backend
@@ -329,3 +330,54 @@ def test_fused_activation_equals_separate_module():
         attach_plan(net[i], "sparse")
     close(net(x), outs[1], torch.float64)
     assert calls == [1]
+
+
+def test_speed_knobs_are_read_from_the_backends_module(monkeypatch):
+    """``npf.pathways.CPU_*`` reads the backends' own knob; writing it through the package (which
+    would change no plan) is an error, writing it in npf.pathways.backends changes the plans."""
+    import npf.pathways
+    args = (2, 40, 40, [100, 1500], "auto")  # 2·40·40 = 3200 entries; densities 6 % and 94 %
+    assert choose_plan(*args) == ("bmm", [False, False])
+    with pytest.raises(AttributeError, match="npf.pathways.backends"):
+        npf.pathways.CPU_BMM_MAX_ELEMENTS = 3199
+    monkeypatch.setattr(P, "CPU_BMM_MAX_ELEMENTS", 3199)
+    assert npf.pathways.CPU_BMM_MAX_ELEMENTS == 3199
+    assert choose_plan(*args) == ("loop", [True, False])
+
+
+@pytest.mark.parametrize("backend", [*NPF_BACKENDS, "autograd"])
+@pytest.mark.parametrize("force_loop", [False, True])
+def test_nonfinite_weight_outside_every_pathway_changes_no_output(backend, force_loop, monkeypatch):
+    """θ ⊙ m selects θ where m is set: a NaN / inf weight that no task's pathway holds leaves every
+    backend's outputs and gradients equal to those of the same network with that weight at 0
+    (CSR kernels never read it; masked-dense products must not compute inf · 0 = NaN)."""
+    if force_loop:
+        monkeypatch.setattr(P, "CPU_BMM_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(P, "CPU_SPARSE_MAX_DENSITY", 0.5)
+    dtype, n, dims = torch.float64, 2, [6, 16, 2]  # n = 2: awkward_masks leaves row 1 in no pathway
+    torch.manual_seed(0)
+    net = MLP(dims[0], dims[-1], dims[1:-1], "relu").to(dtype)
+    layers = [m for m in net if isinstance(m, MaskedLinear)]
+    masks = [awkward_masks(n, l.out_features, l.in_features, seed=i, density=0.4) for i, l in enumerate(layers)]
+    clean = [l.weight.detach().clone() for l in layers]
+    for layer, m, clean_w, value in zip(layers, masks, clean, (math.inf, math.nan)):
+        outside = tuple((~m.any(0)).nonzero()[0])  # an entry in no task's pathway
+        with torch.no_grad():
+            layer.weight[outside] = value
+        clean_w[outside] = 0.0
+        layer.set_masks(m)
+        if backend != "autograd":
+            attach_plan(layer, backend)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(n, 5, dims[0], generator=g, dtype=dtype)
+    y = net(x)
+    y.sum().backward()
+    ws = [w.requires_grad_(True) for w in clean]
+    yr = reference_mlp(x, ws, [l.bias.detach() for l in layers], [m.to(dtype) for m in masks], [None, None],
+                       ["relu", None])
+    yr.sum().backward()
+    assert torch.isfinite(y).all()
+    close(y.detach(), yr.detach(), dtype)
+    for layer, w in zip(layers, ws):
+        assert torch.isfinite(layer.weight.grad).all()
+        close(layer.weight.grad, w.grad, dtype)

@@ -9,7 +9,7 @@ from npf.algos.sac import SAC, SACConfig
 from npf.config import validate
 from npf.evaluate import normalized_score, weak_expert
 from npf.stages import dataset
-from npf.stages.expert import save_policy
+from npf.expert_policy import save_expert_policy
 
 torch.set_num_threads(1)
 
@@ -52,7 +52,7 @@ def test_dataset_stage_warns_in_the_log_and_on_the_run(tmp_path, monkeypatch, ca
     seen = []
     monkeypatch.setattr(dataset, "weak_expert", lambda s: seen.append(s) or "too weak for this test")
     policy = tmp_path / "policy.pt"
-    save_policy(policy, SAC(39, 4, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 39, 4, {})
+    save_expert_policy(policy, SAC(39, 4, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 39, 4, {})
     cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
                     "datasets": {"episodes": 2, "num_envs": 2, "random_episodes": 2, "eval_episodes": 1,
                                  "weak_expert": "warn"}})
@@ -60,7 +60,7 @@ def test_dataset_stage_warns_in_the_log_and_on_the_run(tmp_path, monkeypatch, ca
     manifest = dataset.collect_dataset(cfg, "mt10", "reach", policy, out)
     assert seen == []  # MT10 is scored by success, not normalized returns: no check
     out = tmp_path / "results" / "datasets" / "cheetah" / "forward.npz"
-    save_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
+    save_expert_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
     manifest = dataset.collect_dataset(cfg, "cheetah", "forward", policy, out)
     assert seen == [manifest["scores"]]
     assert "warning: dataset cheetah/forward: too weak for this test" in capsys.readouterr().err
@@ -77,7 +77,7 @@ def test_dataset_stage_stops_on_a_weak_expert_by_default(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     policy = tmp_path / "policy.pt"
-    save_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
+    save_expert_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
     cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
                     "datasets": {"episodes": 2, "num_envs": 2, "random_episodes": 2, "eval_episodes": 1}})
     assert cfg["datasets"]["weak_expert"] == "error"
@@ -106,7 +106,7 @@ def test_neutral_score_is_the_mid_range_action_return(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     policy = tmp_path / "policy.pt"
-    save_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
+    save_expert_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
     cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
                     "datasets": {"episodes": 1, "num_envs": 1, "random_episodes": 1, "eval_episodes": 1,
                                  "weak_expert": "warn", "seed": 7}})

@@ -16,35 +16,47 @@ along the batch axis (-2), ``[..., B·S, d]``, so the task axis always stays fir
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from npf.algos.base import Algorithm, Batch, scalars
-from npf.algos.sac import dataclass_from_dict
-from npf.nets import MLPFactory, TwinQ, mlp, soft_update
+from npf.algos.hparams import from_dict, hp
+from npf.nets import ACTIVATIONS, MLPFactory, TwinQ, mlp, soft_update
 
 
 @dataclass
 class BCQConfig:
-    lr: float = 1e-3
-    gamma: float = 0.99
-    tau: float = 5e-3
-    actor_hidden: list[int] = field(default_factory=lambda: [400, 300])
-    critic_hidden: list[int] = field(default_factory=lambda: [400, 300])
-    vae_hidden: list[int] = field(default_factory=lambda: [750, 750])
-    phi: float = 0.05            # perturbation range Φ (× max_action = 1)
-    lmbda: float = 0.75          # clipped double-Q weight λ
-    num_samples: int = 10        # VAE actions per state, for the target and for action selection
-    kl_weight: float = 0.5       # VAE loss = recon + kl_weight · KL (reference code)
-    latent_clip: float = 0.5     # prior latent clipped to [-c, c] when decoding without an encoder
-    activation: str = "relu"     # the authors used "tanh" for the MuJoCo offline networks
+    lr: float = hp(1e-3, gt=0)
+    """Adam learning rate of actor, critic and VAE"""
+    gamma: float = hp(0.99, ge=0, le=1)
+    """discount factor"""
+    tau: float = hp(5e-3, gt=0, le=1)
+    """Polyak rate of the target actor and critic"""
+    actor_hidden: list[int] = hp([400, 300], ge=1)
+    """hidden layer widths of the perturbation actor"""
+    critic_hidden: list[int] = hp([400, 300], ge=1)
+    """hidden layer widths of each Q network"""
+    vae_hidden: list[int] = hp([750, 750], ge=1)
+    """hidden layer widths of the VAE's encoder and decoder"""
+    phi: float = hp(0.05, ge=0)
+    """perturbation range Φ (× max_action = 1)"""
+    lmbda: float = hp(0.75, ge=0, le=1)
+    """clipped double-Q weight λ"""
+    num_samples: int = hp(10, ge=1)
+    """VAE actions per state, for the target and for action selection"""
+    kl_weight: float = hp(0.5, ge=0)
+    """VAE loss = reconstruction + kl_weight · KL (reference code)"""
+    latent_clip: float = hp(0.5, gt=0)
+    """prior latent clipped to [-c, c] when decoding without an encoder"""
+    activation: str = hp("relu", choices=list(ACTIVATIONS))
+    """activation of the hidden layers (the authors used tanh for the MuJoCo offline networks)"""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str = "bcq") -> "BCQConfig":
-        return dataclass_from_dict(cls, d, where)
+        return from_dict(cls, d, where)
 
 
 class VAE(nn.Module):

@@ -17,41 +17,57 @@ multitask training, with pathway masks attached to the networks by other code).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from npf.algos.base import Algorithm, Batch, scalars
-from npf.algos.sac import dataclass_from_dict
-from npf.nets import MLPFactory, TwinQ, mlp, soft_update
+from npf.algos.hparams import from_dict, hp
+from npf.nets import ACTIVATIONS, MLPFactory, TwinQ, mlp, soft_update
 
 
 @dataclass
 class IQLConfig:
-    lr: float = 1e-3
-    gamma: float = 0.99
-    tau: float = 5e-3
-    actor_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
-    critic_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
-    value_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
-    expectile: float = 0.7
-    beta: float = 3.0            # inverse temperature of the advantage weights
-    max_weight: float = 100.0    # exp(β·A) clipped at this value
-    log_std_min: float = -5.0    # clamp of the state-independent actor log_std
-    log_std_max: float = 2.0
-    lr_schedule: str = "none"    # "none" | "cosine" (actor lr, cosine decay over schedule_steps)
-    schedule_steps: int = 1_000_000
-    activation: str = "relu"     # the authors used "tanh" for the MuJoCo offline networks
+    lr: float = hp(1e-3, gt=0)
+    """Adam learning rate of actor, critic and value networks"""
+    gamma: float = hp(0.99, ge=0, le=1)
+    """discount factor"""
+    tau: float = hp(5e-3, gt=0, le=1)
+    """Polyak rate of the target critic"""
+    actor_hidden: list[int] = hp([1024, 1024], ge=1)
+    """hidden layer widths of the actor"""
+    critic_hidden: list[int] = hp([1024, 1024], ge=1)
+    """hidden layer widths of each Q network"""
+    value_hidden: list[int] = hp([1024, 1024], ge=1)
+    """hidden layer widths of the value network"""
+    expectile: float = hp(0.7, gt=0, lt=1)
+    """expectile τ of the value loss |τ − 1(u < 0)|·u² (0.5: the mean)"""
+    beta: float = hp(3.0, ge=0)
+    """inverse temperature β of the advantage weights exp(β·A)"""
+    max_weight: float = hp(100.0, gt=0)
+    """exp(β·A) is clipped at this value"""
+    log_std_min: float = hp(-5.0)
+    """lower clamp of the state-independent actor log_std"""
+    log_std_max: float = hp(2.0)
+    """upper clamp of the actor log_std (above log_std_min)"""
+    lr_schedule: str = hp("none", choices=["none", "cosine"])
+    """none, or cosine decay of the actor's lr over schedule_steps"""
+    schedule_steps: int = hp(1_000_000, ge=1)
+    """updates of the cosine schedule"""
+    activation: str = hp("relu", choices=list(ACTIVATIONS))
+    """activation of the hidden layers (the authors used tanh for the MuJoCo offline networks)"""
 
     def __post_init__(self):
         if self.lr_schedule not in ("none", "cosine"):
             raise ValueError(f"iql: lr_schedule must be 'none' or 'cosine', got {self.lr_schedule!r}")
+        if not self.log_std_min < self.log_std_max:
+            raise ValueError(f"iql: log_std_min ({self.log_std_min}) must be below log_std_max ({self.log_std_max})")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str = "iql") -> "IQLConfig":
-        return dataclass_from_dict(cls, d, where)
+        return from_dict(cls, d, where)
 
 
 class GaussianPolicy(nn.Module):

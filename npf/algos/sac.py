@@ -4,42 +4,43 @@ from outside (see npf.pathways / npf.multitask)."""
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from npf.algos.base import Algorithm, Batch, load_optimizer, make_optimizer, scalars
-from npf.nets import MLPFactory, TanhGaussianPolicy, TwinQ, mlp, soft_update
-
-
-def dataclass_from_dict(cls, d: dict | None, where: str):
-    """Build a config dataclass, rejecting unknown keys with a one-line error naming them."""
-    d = dict(d or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
-    return cls(**d)
+from npf.algos.hparams import from_dict, hp
+from npf.nets import ACTIVATIONS, MLPFactory, TanhGaussianPolicy, TwinQ, mlp, soft_update
 
 
 @dataclass
 class SACConfig:
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    activation: str = "relu"
-    lr: float = 1e-3
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 5e-3
-    policy_delay: int = 2
-    init_temperature: float = 1.0
-    target_entropy: float | None = None  # default: −act_dim
-    optimizer: str = "adam"  # adam | adamw (MT10 online)
+    hidden: list[int] = hp([256, 256], ge=1)
+    """hidden layer widths of the actor and of each Q network"""
+    activation: str = hp("relu", choices=list(ACTIVATIONS))
+    """activation of the hidden layers"""
+    lr: float = hp(1e-3, gt=0)
+    """Adam learning rate of actor, critic and temperature"""
+    batch_size: int = hp(256, ge=1)
+    """transitions per update (per task in multitask training)"""
+    gamma: float = hp(0.99, ge=0, le=1)
+    """discount factor"""
+    tau: float = hp(5e-3, gt=0, le=1)
+    """Polyak rate of the target critic"""
+    policy_delay: int = hp(2, ge=1)
+    """critic updates per actor and temperature update"""
+    init_temperature: float = hp(1.0, gt=0)
+    """initial entropy temperature α"""
+    target_entropy: float | None = hp(None)
+    """entropy target of the temperature loss; null: −act_dim"""
+    optimizer: str = hp("adam", choices=["adam", "adamw"])
+    """adam, or adamw (MT10 online)"""
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "sac") -> "SACConfig":
-        return dataclass_from_dict(cls, d, where)
+        return from_dict(cls, d, where)
 
 
 class SAC(Algorithm):

@@ -72,9 +72,9 @@ def policy_fn(name: str, seed: int = 0):
         return lambda k, o: trot_action(k, d)
     import torch
 
-    from npf.stages.expert import load_policy
+    from npf.expert_policy import load_expert_policy
 
-    pol = load_policy(name)
+    pol = load_expert_policy(name)
 
     def act(k, o):
         with torch.no_grad():

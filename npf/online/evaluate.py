@@ -16,7 +16,8 @@ from npf.envs import is_success_suite, make_env
 from npf.evaluate import evaluate_tasks, publish_evaluation
 from npf.nets import resolve_device
 from npf.online.agent import OnlineAgent, cpu_generators, numpy_policy
-from npf.online.settings import online_settings, online_tasks, pathway_backend
+from npf.config import pathway_backend
+from npf.online.settings import online_settings, online_tasks
 from npf.pathways import Pathways
 from npf.rollout import evaluate_policy
 from npf.tracking import stage_tracker

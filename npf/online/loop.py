@@ -37,7 +37,8 @@ from npf.envs import episode_length, is_success_suite, make_env
 from npf.nets import resolve_device
 from npf.online.agent import OnlineAgent, numpy_policy
 from npf.online.evaluate import PeriodicEvaluator
-from npf.online.settings import STATE_FORMAT, OnlineSettings, pathway_backend
+from npf.config import pathway_backend
+from npf.online.settings import STATE_FORMAT, OnlineSettings
 from npf.online.tidy import GRAD_FIELDS, score_fields, write_csv
 from npf.online_buffers import ChunkStore, TaskReplay
 from npf.preemption import ResumableRun, save_checkpoint

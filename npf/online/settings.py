@@ -116,34 +116,6 @@ def dapd_ablation_settings(cfg: Mapping, variant: str) -> tuple[str, OnlineSetti
     return v["method"], settings
 
 
-def check_online_config(cfg: Mapping) -> None:
-    """Semantic checks of the ``online`` block (raises ValueError naming the key)."""
-    from npf.envs import SUITES
-
-    o = cfg["online"]
-    settings = online_settings(cfg)  # SAC keys, batch size
-    if settings.learning_starts >= settings.total_steps:
-        raise ValueError(f"online.learning_starts ({settings.learning_starts}) must be below online.total_steps "
-                         f"({settings.total_steps})")
-    a = o["dapd_ablation"]
-    if a["suite"] not in SUITES:
-        raise ValueError(f"online.dapd_ablation.suite: unknown suite {a['suite']!r}")
-    for t in a["tasks"]:
-        if t not in SUITES[a["suite"]]:
-            raise ValueError(f"online.dapd_ablation.tasks: unknown task {t!r} for suite {a['suite']!r} "
-                             f"(known: {', '.join(SUITES[a['suite']])})")
-    for v in a["variants"]:
-        _, variant_settings = dapd_ablation_settings(cfg, v)
-        if variant_settings.learning_starts >= variant_settings.total_steps:
-            raise ValueError(f"online.dapd_ablation: learning_starts ({variant_settings.learning_starts}) must be "
-                             f"below total_steps ({variant_settings.total_steps})")
-
-
-def pathway_backend(cfg: Mapping) -> str | None:
-    """The masked-layer compute backend from the config, when it sets one (else the library's)."""
-    return cfg.get("pathway_backend") or (cfg.get("pathways") or {}).get("backend")
-
-
 def online_tasks(cfg: Mapping, suite: str) -> list[str]:
     return suite_tasks(cfg, suite)
 

@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from npf import checkpoint as ckpt
 from npf.config import section
 from npf.data import save_dataset
 from npf.envs import env_id, episode_length, is_success_suite, make_env
 from npf.envs.scripted import scripted_policy, scripted_policy_name, with_gaussian_noise
 from npf.evaluate import weak_expert
+from npf.expert_policy import check_expert_policy, load_expert_policy
 from npf.nets import resolve_device
 from npf.progress import Progress
 from npf.rollout import EnvPool, evaluate_policy
-from npf.stages.expert import load_policy
 from npf.tracking import stage_tracker
 
 
@@ -63,8 +62,8 @@ def collect_episodes(policy, envs, episodes: int, seed: int, progress: Progress 
 
 def sac_expert_policies(expert_path: str | Path, suite: str, task: str, device: torch.device, seed: int):
     """(stochastic, deterministic) batch policies of a trained SAC expert; the manifest's policy line."""
-    check_expert(expert_path, suite, task)
-    policy = load_policy(expert_path, device)
+    check_expert_policy(expert_path, suite, task)
+    policy = load_expert_policy(expert_path, device)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
 
@@ -175,17 +174,4 @@ class WeakExpertError(ValueError):
     """The expert is not clearly better than the random / mid-range-action baselines
     (:func:`npf.evaluate.weak_expert`) and ``datasets.weak_expert`` is ``error``."""
 
-
-def check_expert(expert_path: str | Path, suite: str, task: str) -> None:
-    """The expert policy file exists, is an npf policy and fits the task's observation/action sizes."""
-    s = ckpt.load(expert_path)
-    missing = [k for k in ("actor", "obs_dim", "act_dim", "hidden", "activation") if not isinstance(s, dict) or k not in s]
-    if missing:
-        raise ckpt.CheckpointError(f"{expert_path}: not an expert policy file (no {missing[0]!r})")
-    env = make_env(suite, task)
-    want = (env.observation_space.shape[0], env.action_space.shape[0])
-    env.close()
-    if (s["obs_dim"], s["act_dim"]) != want:
-        raise ckpt.CheckpointError(f"{expert_path}: policy for obs/act sizes {(s['obs_dim'], s['act_dim'])}, "
-                                   f"task {suite}/{task} has {want}")
 

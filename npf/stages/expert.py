@@ -26,24 +26,13 @@ from npf.algos.sac import SAC, SACConfig
 from npf.config import section
 from npf.data import ReplayBuffer, write_json
 from npf.envs import BUILTIN_SUITES, make_env
-from npf.nets import TanhGaussianPolicy, resolve_device
+from npf.expert_policy import save_expert_policy
+from npf.nets import resolve_device
 from npf.preemption import ResumableRun, one_line
 from npf.progress import Progress
 from npf.render import render_in_subprocess
 from npf.rollout import EnvPool, evaluate_policy
 from npf.tracking import stage_tracker
-
-
-def save_policy(path: Path, algo: SAC, obs_dim: int, act_dim: int, meta: dict) -> None:
-    ckpt.save({"actor": algo.actor.state_dict(), "obs_dim": obs_dim, "act_dim": act_dim,
-               "hidden": list(algo.cfg.hidden), "activation": algo.cfg.activation, "meta": meta}, path)
-
-
-def load_policy(path: str | Path, device="cpu") -> TanhGaussianPolicy:
-    s = ckpt.load(path, map_location=device)
-    pol = TanhGaussianPolicy(s["obs_dim"], s["act_dim"], s["hidden"], s["activation"]).to(device)
-    ckpt.load_matching(pol, s["actor"], path)
-    return pol
 
 
 def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Path,
@@ -151,7 +140,7 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
                   "train_return_last10": float(np.mean(recent)) if recent else None,
                   "env_steps_per_s": progress.rate}
         tracker.log_metrics({"eval/return": result["eval_return_mean"], "eval/success": result["eval_success"]}, step)
-        save_policy(out_dir / "policy.pt", algo, obs_dim, act_dim, result)
+        save_expert_policy(out_dir / "policy.pt", algo, obs_dim, act_dim, result)
         tracker.log_artifact(out_dir / "policy.pt")
         write_json(out_dir / "metrics.json", result)
         tracker.log_artifact(out_dir / "metrics.json")

@@ -26,7 +26,7 @@ from npf import checkpoint as ckpt
 from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
-from npf.config import offline_section, section, suite_tasks
+from npf.config import offline_section, pathway_backend, section, suite_tasks
 from npf.data import (Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, first_episodes,
                       load_dataset, write_json)
 from npf.envs import make_env
@@ -178,9 +178,10 @@ def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathw
             tgt.load_state_dict(model.networks()[role].state_dict())
         try:
             pathways = Pathways.from_state_dict(saved["pathways"])
+            pathways.check(model, saved["tasks"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"{pathways_path}: unreadable pathway masks ({one_line(e)})") from None
-    return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
+            raise ckpt.CheckpointError(f"{pathways_path}: unusable pathway masks ({one_line(e)})") from None
+    return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum", backend=pathway_backend(cfg))
 
 
 def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_dir: str | Path,
@@ -325,8 +326,14 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ckpt.CheckpointError(f"{final_path}: does not match the configured {method}-{algo} networks "
                                    f"({one_line(e)})") from None
-    pathways = Pathways.from_state_dict(saved["pathways"]) if "pathways" in saved else None
-    learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum", backend=cfg.get("pathway_backend", "auto"))
+    pathways = None
+    if "pathways" in saved:
+        try:
+            pathways = Pathways.from_state_dict(saved["pathways"])
+            pathways.check(model, tasks)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{final_path}: unusable pathway masks ({one_line(e)})") from None
+    learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum", backend=pathway_backend(cfg))
     norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]
     episodes = int(cfg["evaluation"]["episodes"])
     tracker = stage_tracker(cfg, "evaluate", suite, f"eval/{suite}/{method}-{algo}{_subset_tag(dataset_size)}/seed{seed}",
