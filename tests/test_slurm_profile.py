@@ -201,3 +201,19 @@ def test_bad_gpu_count_is_one_line(monkeypatch):
     monkeypatch.setenv("NPF_SLURM_GPUS", "two")
     with pytest.raises(SystemExit, match="NPF_SLURM_GPUS='two'"):
         slurm.gpus_per_job()
+
+
+def test_plain_install_leaves_the_slurm_plugin_out():
+    """Snakemake imports every installed executor plugin at each start, and the Slurm one runs
+    `scontrol show config`, which waits ~10 s where Slurm is installed but stopped: only the
+    `slurm` extra (and dev, for these tests) brings it in. pygments: `snakemake --report` needs it."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(deps):
+        return {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in deps}
+
+    assert "snakemake-executor-plugin-slurm" not in names(project["dependencies"])
+    assert "snakemake-executor-plugin-slurm" in names(project["optional-dependencies"]["slurm"])
+    assert "pygments" in names(project["dependencies"])
