@@ -15,8 +15,17 @@ from gymnasium.utils.env_checker import check_env
 import npf.envs as envs
 
 REPO = Path(__file__).resolve().parent.parent
-envs.register_custom_suites(yaml.safe_load((REPO / "docs/examples/pendulum.yaml").read_text()))
+EXAMPLE = yaml.safe_load((REPO / "docs/examples/pendulum.yaml").read_text())
+envs.register_custom_suites(EXAMPLE)
 NPF_IDS = sorted(i for i in gym.registry if i.startswith("npf/"))
+envs.forget_custom_suites()  # other test modules expect the built-in suites only
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _example_suite():
+    envs.register_custom_suites(EXAMPLE)
+    yield
+    envs.forget_custom_suites()
 
 
 def test_every_suite_is_covered():
