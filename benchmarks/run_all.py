@@ -544,6 +544,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+def shown(arg: str) -> str:
+    """An argument as the report shows it: a path by its file name only (no machine paths in a committed file)."""
+    return Path(arg).name if os.sep in arg else arg
+
+
 def header(args, argv, device, settings) -> list[str]:
     dev = (f"CUDA {torch.cuda.get_device_name(device)} (host CPU {cpu_model()})" if device.type == "cuda"
            else f"CPU {cpu_model()}")
@@ -555,7 +560,7 @@ def header(args, argv, device, settings) -> list[str]:
         f"- mode: {'quick' if args.quick else 'full'} ({settings['rounds']} interleaved rounds after "
         f"{settings['warmup']} warm-up for updates, {settings['collect_rounds']} for collection, "
         f"{settings['vec_rounds']} for the vector env)",
-        f"- command: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`",
+        f"- command: `python benchmarks/{Path(__file__).name} {' '.join(shown(a) for a in argv)}`",
         "",
         "Ratio = numerator ÷ denominator of the medians (so < 1: the first is faster / smaller for times and "
         "sizes, slower for rates). Cells: median (best). Update times (rows 1-2): "
@@ -615,13 +620,13 @@ def dag_rows(args) -> tuple[list[Row], list[str]]:
             "probing slurmctld).")
     if args.dag_log:
         full = parse_time_log(args.dag_log[0])
-        note = f"from log {args.dag_log[0]}, not measured in this run"
+        note = f"from log {shown(args.dag_log[0])}, not measured in this run"
         lines = [f"Default DAG wall time: {hms(full)} — {note}."]
         if len(args.dag_log) == 1:
             return [], lines
         rerun = parse_time_log(args.dag_log[1])
         return [Row(DAG_LABEL, rerun / full, f"{rerun:.1f} s", f"{full:.1f} s ({hms(full)})",
-                    f"from logs {args.dag_log[0]} (full), {args.dag_log[1]} (rerun); NOT measured in this run")], lines
+                    f"from logs {shown(args.dag_log[0])} (full), {shown(args.dag_log[1])} (rerun); NOT measured in this run")], lines
     if args.skip_dag:
         return [], ["Default DAG: skipped (--skip-dag)."]
     full, rerun = dag_times(args.dag_cores)

@@ -71,6 +71,7 @@ def validate(config: dict | None) -> dict:
     cfg = copy.deepcopy(config or {})
     if not isinstance(cfg, dict):
         raise ConfigError(f"config must be a mapping, got {type(cfg).__name__}")
+    _reject_nan(cfg, "")
     schema = load_schema()
     _fill_defaults(cfg, schema)
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
@@ -78,6 +79,21 @@ def validate(config: dict | None) -> dict:
         raise ConfigError(f"config: {_describe(errors[0])}")
     _check_semantics(cfg)
     return cfg
+
+
+def _reject_nan(value, where: str) -> None:
+    """NaN compares false with every bound, so the schema's minimum / maximum would let it through."""
+    if isinstance(value, float) and value != value:
+        raise ConfigError(f"config: {where or '<top>'}: nan is not a number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, sub in items:
+        _reject_nan(sub, f"{where}.{key}" if where else str(key))
+
+
+def _check_directories(cfg: dict) -> None:
+    for key in ("results_dir", "reports_dir"):
+        if not cfg[key].strip():
+            raise ConfigError(f"config: {key}: {cfg[key]!r} is empty (outputs would be planned at the filesystem root)")
 
 
 PER_SUITE_BLOCKS = ("experts", "datasets", "offline")
@@ -147,6 +163,7 @@ def _resolve_episode_lengths(cfg: dict) -> None:
 def _check_semantics(cfg: dict) -> None:
     from npf.envs import SUITES
 
+    _check_directories(cfg)
     _check_suite_names(cfg)
     _resolve_episode_lengths(cfg)
     register_suites(cfg)

@@ -91,6 +91,12 @@ def manifest_path(npz_path: str | os.PathLike) -> Path:
 
 
 def validate_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
+    """Every array present with its shape and dtype, finite, actions in [-1, 1]."""
+    check_array_layout(arrays, where)
+    check_array_values(arrays, where)
+
+
+def check_array_layout(arrays: dict[str, np.ndarray], where: str) -> None:
     missing = [k for k in ARRAYS if k not in arrays]
     if missing:
         raise DatasetError(f"{where}: missing array {missing[0]!r}")
@@ -105,8 +111,34 @@ def validate_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
                                f"{(n, dims[dim]) if dim else (n,)}")
         if np.dtype(a.dtype) != np.dtype(dtype):
             raise DatasetError(f"{where}: array {key!r} has dtype {a.dtype}, expected {np.dtype(dtype)}")
-        if dtype == np.float32 and not np.isfinite(a).all():
+
+
+def check_array_values(arrays: dict[str, np.ndarray], where: str) -> None:
+    for key, (_, dtype, _) in ARRAYS.items():
+        if dtype == np.float32 and not np.isfinite(arrays[key]).all():
             raise DatasetError(f"{where}: array {key!r} holds non-finite values (NaN or inf)")
+    act = arrays["actions"]
+    if (np.abs(act) > 1).any():
+        raise DatasetError(f"{where}: array 'actions' holds values outside [-1, 1] "
+                           f"(min {act.min():.4g}, max {act.max():.4g}; actions are stored normalized)")
+
+
+def check_manifest_counts(arrays: dict[str, np.ndarray], counts, where: str, mpath: Path) -> None:
+    """The manifest's transitions / obs_dim / act_dim (when given) are integers equal to the arrays'."""
+    if not isinstance(counts, dict):
+        raise DatasetError(f"{mpath}: manifest 'counts' is {counts!r}, expected an object")
+    actual = {"transitions": len(arrays["rewards"]), "obs_dim": arrays["observations"].shape[1],
+              "act_dim": arrays["actions"].shape[1]}
+    for key in actual:
+        said = counts.get(key)
+        if said is not None and (isinstance(said, bool) or not isinstance(said, int)):
+            raise DatasetError(f"{mpath}: manifest counts.{key} is {said!r} ({type(said).__name__}), expected an integer")
+    if counts.get("transitions", actual["transitions"]) != actual["transitions"]:
+        raise DatasetError(f"{where}: holds {actual['transitions']} transitions, manifest says {counts['transitions']}")
+    sizes = (actual["obs_dim"], actual["act_dim"])
+    said = (counts.get("obs_dim", sizes[0]), counts.get("act_dim", sizes[1]))
+    if said != sizes:
+        raise DatasetError(f"{where}: observations/actions have sizes {sizes}, manifest says {said}")
 
 
 @dataclass
@@ -131,6 +163,9 @@ def load_dataset(npz_path: str | os.PathLike, verify_checksum: bool = True) -> D
     """Load and validate a dataset; every problem is a one-line DatasetError naming the file."""
     npz_path = Path(npz_path)
     mpath = manifest_path(npz_path)
+    for p, what in ((npz_path, "dataset file"), (mpath, "manifest")):
+        if p.is_dir():
+            raise DatasetError(f"{p}: is a directory, expected the {what}")
     if not npz_path.exists():
         raise DatasetError(f"{npz_path}: dataset file not found")
     if not mpath.exists():
@@ -145,15 +180,18 @@ def load_dataset(npz_path: str | os.PathLike, verify_checksum: bool = True) -> D
         raise DatasetError(f"{mpath}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}")
     if verify_checksum and sha256_file(npz_path) != manifest.get("sha256"):
         raise DatasetError(f"{npz_path}: sha256 does not match the manifest (file changed or corrupted)")
+    with open(npz_path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":  # np.load would return the single array of an .npy
+        raise DatasetError(f"{npz_path}: a single .npy array, not an .npz archive of the dataset's arrays")
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise DatasetError(f"{npz_path}: cannot read arrays (truncated or corrupted: {e})") from None
-    validate_arrays(arrays, str(npz_path))
-    counts = manifest.get("counts", {})
-    if counts.get("transitions") not in (None, len(arrays["rewards"])):
-        raise DatasetError(f"{npz_path}: holds {len(arrays['rewards'])} transitions, manifest says {counts['transitions']}")
+    check_array_layout(arrays, str(npz_path))
+    check_manifest_counts(arrays, manifest.get("counts", {}), str(npz_path), mpath)
+    check_array_values(arrays, str(npz_path))
     return Dataset(arrays, manifest, npz_path)
 
 

@@ -34,17 +34,21 @@ with the same columns; they are concatenated.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
-from npf.tables import METHOD_LABELS, SUITE_LABELS, SUITE_ORDER, run_label
+from npf.tables import METHOD_LABELS, SUITE_ORDER, run_label, suite_label
 
 BANDS = {"std": "shaded: mean ± 1 std over seeds", "ci95": "shaded: mean ± 95% CI over seeds",
          "iqr": "line: median; shaded: IQR over seeds", "minmax": "shaded: min–max over seeds"}
@@ -65,12 +69,79 @@ VALUE_LABELS = {"return": "episodic return", "success": "success rate (%)",
                 "score": "normalized score (100 = expert)", "grad_norm": "‖∂L/∂w‖₂ over the task's pathway"}
 
 
+# the config's scale_caption while write_figures builds the figures: a last line of every suptitle
+SCALE_CAPTION: contextvars.ContextVar[str] = contextvars.ContextVar("scale_caption", default="")
+
+
 # ------------------------------------------------------------------------------------ helpers
 FORMATS = ("png", "pdf")
 _OUTPUT = {"dpi": DPI, "formats": FORMATS}  # what _save writes; write_figures(dpi=, formats=) sets it per call
 
 
+def _wrap_to(text: Text, width_px: float, renderer, vertical: bool = False) -> bool:
+    """Re-wrap ``text`` so that it is at most ``width_px`` long (its height when ``vertical``: a
+    y label); True when it changed."""
+    box = text.get_window_extent(renderer)
+    have = box.height if vertical else box.width
+    if not text.get_text() or have <= width_px:
+        return False
+    lines = text.get_text().split("\n")
+    chars = max(8, int(max(map(len, lines)) * width_px / have) - 1)
+    text.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
+    return True
+
+
+def drawn_texts(fig: Figure) -> list[Text]:
+    """Every non-empty text the figure draws: titles, labels, legends, annotations, and the tick
+    labels of ticks inside the axes' view."""
+    out = []
+    for t in fig.findobj(Text):
+        if not (t.get_visible() and t.get_text().strip()):
+            continue
+        out.append(t)
+    hidden = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - 1e-9 * (hi - lo) <= tick.get_loc() <= hi + 1e-9 * (hi - lo):
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    return [t for t in out if id(t) not in hidden]
+
+
+def fit_texts(fig: Figure) -> None:
+    """Wrap titles wider than their axes (a long panel title would run over its neighbour or a
+    colour-bar label) or than the figure, then grow the figure until no text lies outside it."""
+    if not hasattr(fig.canvas, "get_renderer"):  # a Figure made without pyplot has no renderer yet
+        FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        _wrap_to(ax.title, box.width, renderer)
+        if ax.get_label() != "<colorbar>":  # a y label longer than its axes runs into the legend below
+            _wrap_to(ax.yaxis.label, box.height, renderer, vertical=True)
+    if fig._suptitle is not None:
+        _wrap_to(fig._suptitle, 0.95 * fig.bbox.width, renderer)
+    for _ in range(4):
+        renderer = fig.canvas.get_renderer()  # (a new one after a resize)
+        fig.draw_without_rendering()
+        fb = fig.bbox
+        boxes = [t.get_window_extent(renderer) for t in drawn_texts(fig)]
+        dx = max([0.0] + [fb.x0 - b.x0 for b in boxes]) + max([0.0] + [b.x1 - fb.x1 for b in boxes])
+        dy = max([0.0] + [fb.y0 - b.y0 for b in boxes]) + max([0.0] + [b.y1 - fb.y1 for b in boxes])
+        if dx <= 0.5 and dy <= 0.5:
+            return
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w + (dx + 8 if dx > 0.5 else 0) / fig.dpi, h + (dy + 8 if dy > 0.5 else 0) / fig.dpi)
+
+
 def _save(fig: Figure, stem: str | Path) -> list[Path]:
+    scale = SCALE_CAPTION.get()
+    if scale:
+        title = fig.get_suptitle()
+        fig.suptitle(f"{title}\n{scale}" if title else scale)
+    fit_texts(fig)
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
@@ -124,7 +195,8 @@ def _plot_curves(ax, df: pd.DataFrame, x: str, y: str, hue: str, order: Sequence
         if s.empty:
             continue
         color = None if colors is None else colors.get(h)
-        (line,) = ax.plot(s[x], s["center"], label=labels.get(h, str(h)), color=color, **line_kw)
+        kw = dict(line_kw, marker=line_kw.get("marker", "o")) if len(s) == 1 else line_kw  # one point: no line to draw
+        (line,) = ax.plot(s[x], s["center"], label=labels.get(h, str(h)), color=color, **kw)
         ax.fill_between(s[x], s["lo"], s["hi"], color=line.get_color(), alpha=0.2, linewidth=0)
 
 
@@ -322,7 +394,7 @@ def figure15(overlaps: Mapping[str, pd.DataFrame], stem: str | Path, ncols: int 
     algorithm)."""
     items = list(overlaps.items())
     nmax = max(df.shape[0] for _, df in items)
-    s = 1.6 + 0.6 * nmax
+    s = max(3.0, 1.6 + 0.6 * nmax)  # room for a panel title over a one-task matrix
     fig, axes = _grid(len(items), ncols, (s + 1.8, s + 0.4))
     for k, (ax, (title, df)) in enumerate(zip(axes, items)):
         draw_overlap(ax, df, f"({chr(ord('a') + k)}) {title}")
@@ -427,19 +499,24 @@ def read_tidy(path: str | Path) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 # ------------------------------------------------------------------------------------ driver
 def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std", dpi: int = DPI,
-                  formats: Sequence[str] = FORMATS) -> list[Path]:
+                  formats: Sequence[str] = FORMATS, scale: str = "") -> list[Path]:
     """Build every figure whose inputs exist under ``results_dir``; returns the written files
     (``formats``, PNG and PDF by default; raster at ``dpi``). Nothing is written — not even
-    ``out_dir`` — when there are no inputs."""
+    ``out_dir`` — when there are no inputs. ``scale`` (the config's ``scale_caption``) is added as
+    the last line of every figure's title."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     jobs: list[tuple[str, callable]] = []
 
     curves = load_learning_curves(results_dir)
     for suite in _ordered(curves["suite"], SUITE_ORDER):
         name = CURVE_FIGURES.get(suite, f"curves_{suite}")
-        title = f"{SUITE_LABELS.get(suite, suite)}: evaluation during training"
+        title = f"{suite_label(suite, curves.loc[curves['suite'] == suite, 'task'])}: evaluation during training"
         jobs.append((name, lambda s, c=curves[curves["suite"] == suite], t=title:
                      figure_learning_curves(c, s, title=t, band=band)))
 
@@ -450,7 +527,7 @@ def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std
             ov, s, f"MT10, IQL policy: shared pathway weights (%), mean over {ov.attrs['n_seeds']} seed(s)")))
     if overlaps:
         keys = sorted(overlaps, key=lambda k: (SUITE_ORDER.index(k[0]) if k[0] in SUITE_ORDER else 99, k))
-        panels = {f"{SUITE_LABELS.get(su, su)}, {al.upper()} ({overlaps[(su, al)].attrs['n_seeds']} seeds)":
+        panels = {f"{suite_label(su, overlaps[(su, al)].index)}, {al.upper()} ({_seeds(overlaps[(su, al)].attrs['n_seeds'])})":
                   overlaps[(su, al)] for su, al in keys}
         jobs.append(("fig15_overlap", lambda s: figure15(panels, s)))
 
@@ -475,6 +552,7 @@ def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std
     written: list[Path] = []
     saved = dict(_OUTPUT)
     _OUTPUT.update(dpi=dpi, formats=tuple(formats))
+    token = SCALE_CAPTION.set(scale)
     try:
         for name, make in jobs:
             stem = out_dir / name
@@ -482,4 +560,5 @@ def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std
             written += [stem.parent / f"{stem.name}.{e}" for e in formats]
     finally:
         _OUTPUT.update(saved)
+        SCALE_CAPTION.reset(token)
     return written

@@ -34,8 +34,9 @@ from npf import paper_numbers as paper
 from npf import stats
 from npf.config import offline_section, section
 from npf.provenance import load_attempts, load_config, mlflow_attempts
-from npf.tables import (EVAL_COLUMNS, MISSING, OFFLINE_ALGOS, OFFLINE_METHODS, ONLINE_METHODS, SUITE_LABELS, SUITE_ORDER,
-                        STD_DDOF, load_eval_results, load_param_counts, run_label, table6, table7, table8)
+from npf.tables import (EVAL_COLUMNS, MISSING, OFFLINE_ALGOS, OFFLINE_METHODS, ONLINE_METHODS, SUITE_ORDER,
+                        STD_DDOF, load_eval_results, load_param_counts, run_label, suite_label, table6, table7,
+                        table8)
 
 NOT_MEASURED = "not measured yet"
 NOT_RECORDED = "not recorded"
@@ -462,7 +463,7 @@ def markdown_table(rows: list[dict]) -> str:
 def table_region(rows: list[RowResult], table: str) -> str:
     parts = [f"*{TABLE_TITLES[table]}.*"]
     for r in rows:
-        parts.append(f"**{SUITE_LABELS.get(r.suite, r.suite)}**: {r.verdict}.\n\n{markdown_table(r.lines)}")
+        parts.append(f"**{suite_label(r.suite)}**: {r.verdict}.\n\n{markdown_table(r.lines)}")
     if table == "table4":
         rep = [{"Reported baseline (cited by the paper, not run here)": f"{paper.TABLE4_LABELS.get(k, k)} "
                 f"({p.source})", "Success % (paper, reported)": p.fmt(1),
@@ -477,7 +478,7 @@ def readme_region(rows: list[RowResult], page_link: str) -> str:
     out = []
     for r in rows:
         cells = {ln["Run"]: ln for ln in r.lines}
-        row = {"Table 2 row": SUITE_LABELS.get(r.suite, r.suite)}
+        row = {"Table 2 row": suite_label(r.suite)}
         for run in ("NPF-BCQ", "NPF-IQL"):
             ln = cells[run]
             row[f"{run} (ours)"] = ln["Ours: mean ± std"]

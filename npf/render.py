@@ -11,6 +11,7 @@ and an unusable backend costs a warning, never the training job.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -95,10 +96,14 @@ def render_rollout(policy_path: str | Path, suite: str, task: str, out_dir: str 
 
 
 def render_in_subprocess(policy_path: str | Path, suite: str, task: str, out_dir: str | Path, steps: int,
-                         timeout: float = 600, **kw) -> list[Path]:
+                         timeout: float = 600, custom_suite: dict | None = None, **kw) -> list[Path]:
     """:func:`render_rollout` in a child process with a headless backend; returns the written
-    files, or ``[]`` with one ``warning:`` line on stderr when no backend works."""
+    files, or ``[]`` with one ``warning:`` line on stderr when no backend works (or the env
+    cannot render). ``custom_suite``: the config's declaration of ``suite`` when it is declared
+    under ``custom_suites`` (the child registers it)."""
     args = [sys.executable, "-m", "npf.render", str(policy_path), suite, task, str(out_dir), "--steps", str(steps)]
+    if custom_suite is not None:
+        args += ["--custom-suite", json.dumps(custom_suite)]
     args += [x for k, v in kw.items() for x in (f"--{k}", str(v))]
     errors = []
     for backend in BACKENDS:
@@ -127,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strip", type=int, default=8)
     p.add_argument("--size", type=int, default=240)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--custom-suite", metavar="JSON", help="the config's custom_suites declaration of SUITE")
     a = p.parse_args(argv)
     try:
+        if a.custom_suite:
+            from npf.envs import register_custom_suites
+
+            register_custom_suites({"custom_suites": {a.suite: json.loads(a.custom_suite)}})
         r = render_rollout(a.policy, a.suite, a.task, a.out_dir, a.steps, a.every, a.strip, a.size, a.seed)
     except Exception as e:
         print(f"error: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}", file=sys.stderr)

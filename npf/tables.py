@@ -44,11 +44,39 @@ OFFLINE_METHODS = ("npf", "mt", "mhmt")
 ONLINE_METHODS = ("sac-npf", "mt-sac", "mh-sac", "pcgrad")
 METHOD_LABELS = {"npf": "NPF", "mt": "MT", "mhmt": "MHMT", "sac-npf": "SAC+NPF", "mt-sac": "MT-SAC",
                  "mh-sac": "MH-SAC", "pcgrad": "PCGrad"}
-SUITE_LABELS = {"cheetah": "HalfCheetah 5-task", "cheetah_velocity": "HalfCheetah constrained velocity",
-                "quadruped": "Quadruped 4-task", "mt10": "Meta-World MT10"}
+SUITE_NAMES = {"cheetah": "HalfCheetah", "cheetah_velocity": "HalfCheetah constrained velocity",
+               "quadruped": "Quadruped", "mt10": "Meta-World MT10"}
+PAPER = "paper, full task set"  # the published numbers are for each suite's full task set
 SUITE_ORDER = ("cheetah", "cheetah_velocity", "quadruped", "mt10")
 MISSING = "—"
 EVAL_COLUMNS = ["suite", "method", "algo", "seed", "task", "score", "metric"]
+
+
+def _suite_size(suite: str) -> int | None:
+    """Number of tasks in the suite's full task set (None for a suite not registered here)."""
+    from npf.envs import SUITES  # lazy: gymnasium and the env modules
+
+    return len(SUITES[suite]) if suite in SUITES else None
+
+
+def suite_label(suite: str, tasks: Iterable[str] | int | None = None) -> str:
+    """``HalfCheetah (5 tasks)``, ``HalfCheetah (2 of 5 tasks: forward, jump)``: the task count (and,
+    for a small subset, the names) of the run, not the paper's."""
+    name = SUITE_NAMES.get(suite, suite)
+    if tasks is None:
+        return name
+    names = None if isinstance(tasks, int) else list(dict.fromkeys(tasks))
+    n = tasks if names is None else len(names)
+    full = _suite_size(suite)
+    unit = "task" if n == 1 else "tasks"
+    if full is None or n == full:
+        return f"{name} ({n} {unit})"
+    listed = f": {', '.join(names)}" if names is not None and n <= 3 else ""
+    return f"{name} ({n} of {full} tasks{listed})"
+
+
+def _suite_tasks(d: pd.DataFrame, suite: str) -> list[str]:
+    return list(dict.fromkeys(d.loc[d["suite"] == suite, "task"]))
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -208,7 +236,7 @@ def _seed_note(summary: pd.DataFrame) -> str:
 
 STATS_NOTE = ("Ours: per seed, the mean over tasks; then mean ± std over seeds (population std, "
               "ddof={ddof}; a cell of one seed shows its value alone). 'paper' columns: the published "
-              "numbers (npf.paper_numbers).")
+              "numbers (npf.paper_numbers), for each suite's full task set whatever tasks our runs used.")
 
 
 def _offline(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -225,11 +253,11 @@ def table2(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
     runs = _runs(d, OFFLINE_METHODS, OFFLINE_ALGOS)
     rows = []
     for suite in _order(d["suite"], SUITE_ORDER):
-        row = {"Experiment": SUITE_LABELS.get(suite, suite)}
+        row = {"Experiment": suite_label(suite, _suite_tasks(d, suite))}
         for m, a in runs:
             row[run_label(m, a)] = _cell(summ, suite=suite, method=m, algo=a)
             if m == "npf":
-                row[f"{run_label(m, a)} (paper)"] = _fmt_paper(paper.paper_number("table2", suite, f"{m}-{a}"))
+                row[f"{run_label(m, a)} ({PAPER})"] = _fmt_paper(paper.paper_number("table2", suite, f"{m}-{a}"))
         rows.append(row)
     return Table("table2", "Table 2: offline multitask normalized score (mean ± std over seeds)",
                  pd.DataFrame(rows).fillna(MISSING),
@@ -247,16 +275,16 @@ def table3(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
     methods = _order(list(d["method"]) + list(OFFLINE_METHODS), OFFLINE_METHODS)  # paper columns always
     rows = []
     for suite in _order(d["suite"], SUITE_ORDER):
-        row = {"Experiment": SUITE_LABELS.get(suite, suite)}
+        row = {"Experiment": suite_label(suite, _suite_tasks(d, suite))}
         for m in methods:
             for a in algos:
                 if ((d["method"] == m) & (d["algo"] == a)).any():
                     row[run_label(m, a)] = _cell(summ, suite=suite, method=m, algo=a)
                 p = paper.paper_number("table3", suite, f"{m}-{a}")
                 if p is not None and not p.reported:
-                    row[f"{run_label(m, a)} (paper)"] = _fmt_paper(p)
+                    row[f"{run_label(m, a)} ({PAPER})"] = _fmt_paper(p)
                 elif p is not None:
-                    row[f"Offline-{run_label(m, a)} (paper, reported)"] = _fmt_paper(p)
+                    row[f"Offline-{run_label(m, a)} ({PAPER}, reported)"] = _fmt_paper(p)
         rows.append(row)
     return Table("table3", "Table 3: Meta-World offline success rate in % (mean ± std over seeds)",
                  pd.DataFrame(rows).fillna(MISSING),
@@ -277,15 +305,15 @@ def table4(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
         for m, a in _runs(d[d["suite"] == suite], ONLINE_METHODS, ("sac",)):
             p = pnums.get(m)
             p = p if p is not None and not p.reported else None
-            rows.append({"Suite": SUITE_LABELS.get(suite, suite), "Method": run_label(m, a),
+            rows.append({"Suite": suite_label(suite, _suite_tasks(d, suite)), "Method": run_label(m, a),
                          "Success % (ours)": _cell(summ, suite=suite, method=m, algo=a),
-                         "Success % (paper)": _fmt_paper(p),
+                         f"Success % ({PAPER})": _fmt_paper(p),
                          "Params (paper)": MISSING if p is None or p.params is None else f"{p.params:,}"})
         for key, p in pnums.items():
             if p.reported:
-                rows.append({"Suite": SUITE_LABELS.get(suite, suite),
+                rows.append({"Suite": suite_label(suite, _suite_tasks(d, suite)),
                              "Method": f"{paper.TABLE4_LABELS.get(key, key)} (reported: {p.source})",
-                             "Success % (ours)": MISSING, "Success % (paper)": _fmt_paper(p),
+                             "Success % (ours)": MISSING, f"Success % ({PAPER})": _fmt_paper(p),
                              "Params (paper)": MISSING if p.params is None else f"{p.params:,}"})
     return Table("table4", "Table 4: Meta-World online success rate in % (mean ± std over seeds)",
                  pd.DataFrame(rows), label_columns=2,
@@ -303,9 +331,12 @@ def _per_task_table(d: pd.DataFrame, name: str, caption: str, published: Mapping
     rows = []
     for suite in _order(d["suite"], SUITE_ORDER):
         ptab = published.get(suite, {})
-        tasks = list(dict.fromkeys(d.loc[d["suite"] == suite, "task"]))
+        tasks = _suite_tasks(d, suite)
+        full = _suite_size(suite)
+        # the paper's "overall" is over the full task set: say so when our run used a subset
+        overall_label = "overall" if full in (None, len(tasks)) else f"overall (ours: {len(tasks)} tasks; paper: all {full})"
         for task in tasks + (["overall"] if overall else []):
-            row = {"Suite": SUITE_LABELS.get(suite, suite), "Task": task}
+            row = {"Suite": suite_label(suite, tasks), "Task": overall_label if task == "overall" else task}
             pt = ptab.get(task, {})
             for m, a in runs:
                 src = so if task == "overall" else st
@@ -430,7 +461,9 @@ def table8(counts: pd.DataFrame | Mapping | None, ddof: int = STD_DDOF) -> Table
     out = []
     for suite in _order(c["suite"], SUITE_ORDER):
         cs = c[c["suite"] == suite]
-        block = {k: dict(v, Suite=SUITE_LABELS.get(suite, suite)) for k, v in rows.items()}
+        n_tasks = sorted(set(cs["n_tasks"].astype(int)))
+        block = {k: dict(v, Suite=suite_label(suite, n_tasks[0] if len(n_tasks) == 1 else None))
+                 for k, v in rows.items()}
         for algo in _order(cs["algo"], ("iql", "bcq", "sac")):
             g = cs[cs["algo"] == algo]
             col = f"ours ({algo.upper()}, {len(g)} seeds)"
@@ -441,7 +474,7 @@ def table8(counts: pd.DataFrame | Mapping | None, ddof: int = STD_DDOF) -> Table
             block["Cpct"][col] = f"{fmt(s['mean'], s['std'])} %"
         p = paper.TABLE8.get(suite)
         if p is not None:
-            col = "paper (IQL)"
+            col = f"{PAPER} (IQL)"
             block["A"][col] = _fmt_count(p["separate_dense"].mean)
             block["B"][col] = _fmt_count(p["separate_pruned"].mean)
             block["C"][col] = _fmt_count(p["npf_union"].mean, p["npf_union"].std)
@@ -457,18 +490,22 @@ def table8(counts: pd.DataFrame | Mapping | None, ddof: int = STD_DDOF) -> Table
 
 
 # ------------------------------------------------------------------------------------ driver
-def build_tables(results_dir: str | Path, ddof: int = STD_DDOF) -> list[Table]:
-    """Every table whose inputs exist under ``results_dir``."""
+def build_tables(results_dir: str | Path, ddof: int = STD_DDOF, scale: str = "") -> list[Table]:
+    """Every table whose inputs exist under ``results_dir``; ``scale`` (the config's
+    ``scale_caption``, e.g. "smoke scale: ...") is appended to every caption."""
     df = load_eval_results(results_dir)
     tables = [table2(df, ddof), table3(df, ddof), table4(df, ddof), table6(df, ddof), table7(df, ddof),
               table8(load_param_counts(results_dir), ddof)]
-    return [t for t in tables if t is not None]
+    tables = [t for t in tables if t is not None]
+    for t in tables if scale else ():
+        t.caption += f" [{scale}]"
+    return tables
 
 
-def write_tables(results_dir: str | Path, out_dir: str | Path, ddof: int = STD_DDOF) -> list[Path]:
-    """Write ``{name}.md`` and ``{name}.tex`` under ``out_dir`` for each table that has inputs;
+def write_tables(results_dir: str | Path, out_dir: str | Path, ddof: int = STD_DDOF, scale: str = "") -> list[Path]:
+    """Write ``{name}.md``, ``.tex`` and ``.html`` under ``out_dir`` for each table that has inputs;
     returns the written paths (nothing, and no directory, when there are no inputs)."""
-    tables = build_tables(results_dir, ddof)
+    tables = build_tables(results_dir, ddof, scale)
     written: list[Path] = []
     if not tables:
         return written
@@ -532,7 +569,7 @@ def table8_pathways(counts: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
             task = _mean_std(g["pathway"], ddof)
             union = _mean_std(seeds["union"], ddof)
             pct = lambda v: v / dense * 100.0  # noqa: E731
-            head = {"Suite": SUITE_LABELS.get(suite, suite), "Algorithm": algo.upper(),
+            head = {"Suite": suite_label(suite), "Algorithm": algo.upper(),
                     "Seeds": len(seeds), "Tasks": n}
             out += [
                 {**head, "Actor": "NPF: one task's pathway (mean ± std over tasks)",

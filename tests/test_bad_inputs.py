@@ -74,6 +74,11 @@ CONFIG_CASES = {
     "unknown_method": ("offline.methods", "'dqn'"),
     "online_unknown_method": ("online.methods", "'ppo'"),
     "tracking_uri_mistyped": ("tracking.uri", "5000"),
+    "results_dir_empty": ("results_dir", "''", "empty"),
+    "keep_ratio_nan": ("pathways.keep_ratio", "nan"),
+    "duplicate_task": ("tasks.cheetah", "non-unique"),
+    "duplicate_expert_seed": ("experts.seeds", "non-unique"),
+    "duplicate_offline_seed": ("offline.seeds", "non-unique"),
 }
 # Snakemake parses the YAML itself before the Snakefile runs: its own message, still no traceback
 SNAKEMAKE_PARSE_CASES = {
@@ -128,14 +133,16 @@ def no_slurm_path(tmp_path_factory) -> dict:
 
 
 # a few in the quick suite; every config case with -m slow (each snakemake start costs ~2 s)
-QUICK_SNAKEMAKE = {"unknown_nested_key", "per_suite_override_invalid", "broken_yaml", "iql_actor_hidden_zero"}
+QUICK_SNAKEMAKE = {"unknown_nested_key", "per_suite_override_invalid", "broken_yaml", "iql_actor_hidden_zero",
+                   "results_dir_empty"}
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK_SNAKEMAKE else pytest.param(n, marks=pytest.mark.slow)
                                   for n in [*CONFIG_CASES, *SNAKEMAKE_PARSE_CASES]])
 def test_snakemake_dry_run_rejects(name, tmp_path, no_slurm_path):
-    r = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(CORPUS / "config" / f"{name}.yaml"),
-                        "--config", f"results_dir={tmp_path / 'results'}"], cwd=REPO, capture_output=True, text=True,
+    # outputs go to tmp_path, unless results_dir is what the case is about
+    where = [] if name == "results_dir_empty" else ["--config", f"results_dir={tmp_path / 'results'}"]
+    r = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(CORPUS / "config" / f"{name}.yaml"), *where], cwd=REPO, capture_output=True, text=True,
                        timeout=180, env=no_slurm_path)
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
@@ -187,11 +194,13 @@ def install_datasets(results: Path, case: str | None = None) -> Path:
     if case:
         src = CORPUS / "datasets" / case
         for f in src.iterdir():
-            if f.name != "REMOVE":
+            if f.name not in ("REMOVE", "MKDIR"):
                 shutil.copy(f, d / f.name)
-        if (src / "REMOVE").exists():
-            for n in (src / "REMOVE").read_text().split():
-                (d / n).unlink()
+        for n in (src / "REMOVE").read_text().split() if (src / "REMOVE").exists() else ():
+            (d / n).unlink()
+        for n in (src / "MKDIR").read_text().split() if (src / "MKDIR").exists() else ():
+            (d / n).unlink()
+            (d / n).mkdir()
     return d
 
 
@@ -244,6 +253,12 @@ RUNTIME_CASES = {
     "dataset_transition_count_mismatch": "forward.npz: holds 16 transitions, manifest says 21",
     "dataset_missing_manifest": "forward.json: manifest not found",
     "dataset_missing_dataset": "forward.npz: dataset file not found",
+    "dataset_obs_act_swapped": "forward.npz: observations/actions have sizes (6, 17), manifest says (17, 6)",
+    "dataset_actions_out_of_range": "forward.npz: array 'actions' holds values outside [-1, 1] (min",
+    "dataset_transitions_count_string": "forward.json: manifest counts.transitions is '16' (str), expected an integer",
+    "dataset_npy_renamed_npz": "forward.npz: a single .npy array, not an .npz archive",
+    "dataset_npz_is_directory": "forward.npz: is a directory, expected the dataset file",
+    "dataset_manifest_is_directory": "forward.json: is a directory, expected the manifest",
     "dataset_obs_dim_mismatch_between_tasks": "backward.npz: observations/actions have sizes (18, 6)",
     "masks_other_architecture": "masks.pt: checkpoint does not match the configured network",
     "masks_other_task_order": "masks are for tasks ['backward', 'forward'], config has ['forward', 'backward']",

@@ -67,6 +67,21 @@ def test_a_failing_section_fails_the_run_and_writes_nothing(tmp_path, monkeypatc
     assert "section 'broken' FAILED: RuntimeError: simulated" in err and "nothing written" in err
 
 
+def test_report_names_no_machine_path(tmp_path, monkeypatch):
+    full, rerun = tmp_path / "logs" / "full.log", tmp_path / "logs" / "noop.log"
+    full.parent.mkdir()
+    full.write_text("\tElapsed (wall clock) time (h:mm:ss or m:ss): 10:00.0\n")
+    rerun.write_text("\tElapsed (wall clock) time (h:mm:ss or m:ss): 0:06.0\n")
+    monkeypatch.setattr(run_all, "sections", lambda device, settings: [
+        ("fine", ["x"], lambda: run_all.Row("x", 1.0, "1", "1"), ())])
+    out = tmp_path / "b.md"
+    assert run_all.main(["--quick", "--dag-log", str(full), str(rerun), "--threads", "0", "--device", "cpu",
+                         "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "0.01 | 6.0 s | 600.0 s" in text and "full.log" in text and "noop.log" in text
+    assert str(tmp_path) not in text and "/" + tmp_path.parts[1] not in text
+
+
 def table_rows(text: str) -> dict[str, str]:
     """measurement label → ratio cell of the report's table."""
     rows = {}

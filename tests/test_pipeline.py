@@ -57,9 +57,12 @@ def pipeline(tmp_path_factory):
     first = snakemake(cfgfile, *targets)
     heads.add(git_head())  # (a commit may land while the jobs run)
     second = snakemake(cfgfile, *targets) if first.returncode == 0 else None
+    # the README's report command, with the run's config (pygments must come with the package)
+    report = snakemake(cfgfile, "--report", str(root / "report.html"), *targets) if first.returncode == 0 else None
     # what the workflow ran with: config/config.yaml overridden by the tiny configfile
     cfg = load(REPO / "config/config.yaml", yaml.safe_load(cfgfile.read_text()))
-    return dict(results=results, first=first, second=second, cfg=cfg, heads=heads)
+    return dict(results=results, first=first, second=second, report=report, report_html=root / "report.html",
+                cfg=cfg, heads=heads)
 
 
 def test_pipeline_runs(pipeline):
@@ -125,3 +128,10 @@ def test_second_invocation_is_a_noop(pipeline):
     r = pipeline["second"]
     assert r is not None and r.returncode == 0, (r.stdout + r.stderr)[-3000:] if r else "first run failed"
     assert "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+
+
+def test_report_with_the_runs_config_has_every_files_metadata(pipeline):
+    r = pipeline["report"]
+    assert r is not None and r.returncode == 0, (r.stdout + r.stderr)[-3000:] if r else "first run failed"
+    assert "Missing metadata" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    assert pipeline["report_html"].stat().st_size > 0

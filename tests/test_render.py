@@ -111,3 +111,28 @@ def test_quadruped_camera_follows_the_robot():
         pytest.skip(f"no EGL rendering here: {r.stderr.strip().splitlines()[-1:]}")
     before, after = map(int, r.stdout.split())
     assert before > 50 and after > 0.5 * before, (before, after)
+
+
+def test_config_declared_suite_is_rendered_too(tmp_path, monkeypatch):
+    """experts.render_steps renders a custom suite's expert as well (the child process registers the
+    config's declaration); here a MuJoCo env declared under custom_suites."""
+    from mlflow.tracking import MlflowClient
+
+    from npf.envs import forget_custom_suites
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu", "suites": ["balance"],
+                        "custom_suites": {"balance": {"tasks": {"pole": {"env_id": "InvertedPendulum-v5"}}}},
+                        "experts": {"total_steps": 1000, "learning_starts": 1000, "eval_episodes": 1,
+                                    "render_steps": 20, "sac": {"hidden": [16, 16]}}})
+        out = tmp_path / "results" / "experts" / "balance" / "pole" / "seed0"
+        train_expert(cfg, "balance", "pole", 0, out)
+    finally:
+        forget_custom_suites()
+    run_id = (out / "mlflow_run_id.txt").read_text().strip()
+    listed = {f.path for f in MlflowClient(uri).list_artifacts(run_id, "rollout")}
+    assert listed == {"rollout/rollout_strip.png", "rollout/rollout.gif"}
+    strip = np.asarray(Image.open(out / "rollout" / "rollout_strip.png"))
+    assert strip.std() > 5  # a rendered scene, not a blank image

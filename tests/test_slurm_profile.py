@@ -24,7 +24,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = REPO / "slurm" / "config.yaml"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-GPU_RULES = {"experts", "train_offline"}
+# the rules that declare a GPU in workflow/rules/*.smk (the profile must cover every one of them)
+GPU_RULES = {m.group(1) for f in (REPO / "workflow" / "rules").glob("*.smk")
+             for m in re.finditer(r"^rule (\w+):(?:(?!^rule ).)*?^\s+gpu=1,", f.read_text(), re.S | re.M)}
 LIGHT_RULES = {"datasets", "pathways", "evaluate"}
 ENV_KEYS = ("NPF_SLURM_PARTITION", "NPF_SLURM_GPU_PARTITION", "NPF_SLURM_ACCOUNT", "NPF_SLURM_GPUS",
             "NPF_SLURM_GPU_MODEL", "NPF_SLURM_JOBS", "NPF_SLURM_STATUS_COMMAND")
@@ -39,10 +41,13 @@ def _clean_env(**extra) -> dict:
 def parse_profile(monkeypatch, **env) -> dict:
     from snakemake.profiles import ProfileConfigFileParser
 
+    from npf import slurm
+
     for k in ENV_KEYS:
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    slurm.detected_gpus.cache_clear()
     with open(PROFILE) as f:
         return dict(ProfileConfigFileParser().parse(f))
 
@@ -56,7 +61,8 @@ def test_profile_keys(monkeypatch):
     assert int(p["latency-wait"]) >= 5
     assert int(p["jobs"]) >= 1
     assert p["slurm-requeue"] == "True"
-    assert sorted(p["set-resources"]) == ["experts:gpu=1", "train_offline:gpu=1"]
+    assert GPU_RULES >= {"experts", "train_offline", "train_online", "train_online_npf", "dapd_ablation"}
+    assert sorted(p["set-resources"]) == sorted(f"{r}:gpu=1" for r in GPU_RULES)
     assert p["default-resources"] == []  # no partition/account unless asked for
 
 
@@ -70,7 +76,7 @@ def test_profile_env_settings(monkeypatch):
         f"{r}:{kv}" for r in GPU_RULES for kv in ("gpu=2", "gpu_model='a100'", "slurm_partition='gpu'"))
     assert p["jobs"] == "7" and p["slurm-status-command"] == "sacct"
     p = parse_profile(monkeypatch, NPF_SLURM_GPUS="0", NPF_SLURM_GPU_MODEL="a100")
-    assert sorted(p["set-resources"]) == ["experts:gpu=0", "train_offline:gpu=0"]
+    assert sorted(p["set-resources"]) == sorted(f"{r}:gpu=0" for r in GPU_RULES)
 
 
 def test_profile_options_exist(monkeypatch):
@@ -119,7 +125,9 @@ def test_dry_run_plans_gpu_for_training_only(tmp_path):
             assert "gpu" not in res and "gres" not in res, (rule, res)
     # runtime (minutes, first attempt) and memory come from the rules
     assert {(r["runtime"], r["mem_mb"]) for r in planned["experts"]} == {("240", "8000")}
-    assert {(r["runtime"], r["mem_mb"]) for r in planned["train_offline"]} == {("360", "16000")}
+    # train_offline's memory is estimated from its inputs' size (npf.resources, tests/test_resources.py):
+    # not known before the datasets exist
+    assert {(r["runtime"], r["mem_mb"]) for r in planned["train_offline"]} == {("360", "<TBD>")}
     assert {(r["runtime"], r["mem_mb"]) for r in planned["datasets"]} == {("60", "4000")}
     assert all("slurm_partition" not in r for rs in planned.values() for r in rs)
 
@@ -158,3 +166,54 @@ def test_plugin_turns_resources_into_sbatch_flags(rule, resources, want, unwante
         assert flag in call, (flag, call)
     for flag in unwanted:
         assert flag not in call, (flag, call)
+
+
+# ------------------------------------------------------------------------ GPU-less clusters
+def fake_sinfo(tmp_path: Path, monkeypatch, script: str) -> None:
+    """A ``sinfo`` first on PATH that runs ``script`` (sh)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("script, gpus, says", [
+    ("printf '(null)\\n(null)\\n'", 0, True),  # sinfo -o %G on nodes without generic resources
+    ("printf '(null)\\ngpu:a100:4\\n'", 1, False),
+    ("echo 'slurm_load_partitions: Unable to contact slurm controller' >&2; exit 1", 1, False),
+])
+def test_profile_detects_a_cluster_without_gpus(tmp_path, monkeypatch, capfd, script, gpus, says):
+    fake_sinfo(tmp_path, monkeypatch, script)
+    p = parse_profile(monkeypatch)
+    assert sorted(p["set-resources"]) == sorted(f"{r}:gpu={gpus}" for r in GPU_RULES)
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if "NPF_SLURM_GPUS=0" in ln]
+    assert len(lines) == (1 if says else 0), err
+    # NPF_SLURM_GPUS wins over the detection
+    assert sorted(parse_profile(monkeypatch, NPF_SLURM_GPUS="2")["set-resources"]) == \
+        sorted(f"{r}:gpu=2" for r in GPU_RULES)
+
+
+def test_bad_gpu_count_is_one_line(monkeypatch):
+    from npf import slurm
+
+    monkeypatch.setenv("NPF_SLURM_GPUS", "two")
+    with pytest.raises(SystemExit, match="NPF_SLURM_GPUS='two'"):
+        slurm.gpus_per_job()
+
+
+def test_plain_install_leaves_the_slurm_plugin_out():
+    """Snakemake imports every installed executor plugin at each start, and the Slurm one runs
+    `scontrol show config`, which waits ~10 s where Slurm is installed but stopped: only the
+    `slurm` extra (and dev, for these tests) brings it in. pygments: `snakemake --report` needs it."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(deps):
+        return {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in deps}
+
+    assert "snakemake-executor-plugin-slurm" not in names(project["dependencies"])
+    assert "snakemake-executor-plugin-slurm" in names(project["optional-dependencies"]["slurm"])
+    assert "pygments" in names(project["dependencies"])

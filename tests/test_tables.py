@@ -110,11 +110,12 @@ def test_table2_numbers_and_paper_column(results):
     root, truth = results
     t = table2(load_eval_results(root))
     df = parse_md(t.to_markdown())
-    assert list(df["Experiment"]) == ["HalfCheetah 5-task"]  # mt10 is a success suite: not in Table 2
+    # mt10 is a success suite: not in Table 2; the label names the run's tasks, not the paper's 5
+    assert list(df["Experiment"]) == ["HalfCheetah (3 of 5 tasks: forward, backward, jump)"]
     for (m, a), lab in LABEL.items():
         assert_cell(df[lab].item(), run_stats(truth[("cheetah", m, a)]))
-    assert df["NPF-IQL (paper)"].item() == "89.67 ± 12.44"
-    assert df["NPF-BCQ (paper)"].item() == "87.20 ± 2.34"
+    assert df["NPF-IQL (paper, full task set)"].item() == "89.67 ± 12.44"
+    assert df["NPF-BCQ (paper, full task set)"].item() == "87.20 ± 2.34"
     assert not any("paper" in c and c.startswith("MT") for c in df.columns)  # the paper has no MT in Table 2
 
 
@@ -135,8 +136,9 @@ def test_table3_numbers_and_reported_columns(results):
     df = parse_md(table3(load_eval_results(root)).to_markdown())
     for (m, a), lab in LABEL.items():
         assert_cell(df[lab].item(), run_stats(truth[("mt10", m, a)]))
-    assert df["NPF-IQL (paper)"].item() == "97.30 ± 7.17"
-    assert df["NPF-BCQ (paper)"].item() == "100.00 ± 0.00"
+    assert list(df["Experiment"]) == ["Meta-World MT10 (3 of 10 tasks: reach, push, pick-place)"]
+    assert df["NPF-IQL (paper, full task set)"].item() == "97.30 ± 7.17"
+    assert df["NPF-BCQ (paper, full task set)"].item() == "100.00 ± 0.00"
     reported = {"81.50 ± 24.15", "79.10 ± 26.81", "95.90 ± 10.44", "96.50 ± 7.10"}
     for col in df.columns:
         if df[col].item() in reported:
@@ -157,16 +159,16 @@ def test_table4_online_with_reported_rows(results):
     df = parse_md(table4(df_all).to_markdown())
     ours = df[df["Method"] == "SAC+NPF"].iloc[0]
     assert_cell(ours["Success % (ours)"], run_stats(online))
-    assert ours["Success % (paper)"] == "77.40 ± 13.12"
+    assert ours["Success % (paper, full task set)"] == "77.40 ± 13.12"
     rep = df[df["Method"].str.contains("reported")]
     assert len(rep) == 4
     assert set(rep["Success % (ours)"]) == {"—"}
     for name, val in (("SAC+ME", "74.00 ± 4.30"), ("PCGrad", "72.00 ± 2.20"), ("Soft-Modularization", "73.00 ± 4.30"),
                       ("CARE", "84.00 ± 5.10")):
         row = rep[rep["Method"].str.startswith(name)]
-        assert row["Success % (paper)"].item() == val
+        assert row["Success % (paper, full task set)"].item() == val
     non_rep = df[~df["Method"].str.contains("reported")]
-    assert not set(non_rep["Success % (paper)"]) & {"74.00 ± 4.30", "72.00 ± 2.20", "73.00 ± 4.30", "84.00 ± 5.10"}
+    assert not set(non_rep["Success % (paper, full task set)"]) & {"74.00 ± 4.30", "72.00 ± 2.20", "73.00 ± 4.30", "84.00 ± 5.10"}
 
 
 def test_table4_absent_without_online_runs(results):
@@ -190,15 +192,16 @@ def test_table6_per_task(results):
 def test_table7_per_task_overall_and_cds(results):
     root, truth = results
     df = parse_md(table7(load_eval_results(root)).to_markdown())
-    assert list(df["Task"]) == ["reach", "push", "pick-place", "overall"]
+    overall = "overall (ours: 3 tasks; paper: all 10)"  # the paper's overall is over all ten tasks
+    assert list(df["Task"]) == ["reach", "push", "pick-place", overall]
     for _, row in df.iterrows():
         for (m, a), lab in LABEL.items():
             tr = truth[("mt10", m, a)]
-            exp = run_stats(tr) if row["Task"] == "overall" else task_stats(tr, row["Task"])
+            exp = run_stats(tr) if row["Task"] == overall else task_stats(tr, row["Task"])
             assert_cell(row[lab], exp)
     cds = [c for c in df.columns if c.startswith("CDS")]
     assert cds == ["CDS (paper, reported)"]
-    assert df.loc[df.Task == "overall", cds[0]].item() == "72.00 ± 26.20"
+    assert df.loc[df.Task == overall, cds[0]].item() == "72.00 ± 26.20"
     assert df.loc[df.Task == "reach", "NPF-IQL (paper)"].item() == "93.00 ± 22.14"
 
 
@@ -214,7 +217,7 @@ def test_table8_counts_and_paper():
     m, s = parse_pm(rows["(C)"])  # counts are printed as integers
     assert (m, s) == (200, round(np.std([180, 200, 220])))
     assert_cell(rows["(C)%"], (2.0, np.std([1.8, 2.0, 2.2])))
-    paper_col = dict(zip(df["Policy weights"].map(key), df["paper (IQL)"]))
+    paper_col = dict(zip(df["Policy weights"].map(key), df["paper, full task set (IQL)"]))
     assert paper_col["(A)"] == "10,926,080" and paper_col["(B)"] == "546,304"
     assert paper_col["(C)"] == "198,956 ± 7,636" and paper_col["(C)%"] == "1.82 ± 0.07 %"
     assert table8(None) is None and table8(pd.DataFrame()) is None
@@ -288,3 +291,18 @@ def test_paper_numbers_match_paper_md():
         for suite in tab.values():
             for k, v in suite.items():
                 assert v.reported == (not (k.startswith("npf") or k == "sac-npf")), k
+
+
+def test_suite_label_counts_the_runs_tasks():
+    assert tables.suite_label("cheetah", ["forward", "backward", "jump", "forward-jump", "backward-jump"]) == \
+        "HalfCheetah (5 tasks)"
+    assert tables.suite_label("cheetah", ["jump"]) == "HalfCheetah (1 of 5 tasks: jump)"
+    assert tables.suite_label("mt10", 4) == "Meta-World MT10 (4 of 10 tasks)"
+    assert tables.suite_label("not-registered", ["a", "b"]) == "not-registered (2 tasks)"
+
+
+def test_scale_caption_on_every_table(results, tmp_path_factory):
+    root, _ = results
+    built = tables.build_tables(root, scale="smoke scale: budgets far too small to learn")
+    assert built and all(t.caption.endswith("[smoke scale: budgets far too small to learn]") for t in built)
+    assert all("smoke scale" in t.to_markdown().splitlines()[0] for t in built)

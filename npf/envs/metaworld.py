@@ -92,6 +92,10 @@ class MetaWorldTaskEnv(gym.Wrapper):
             goal_seed = seed if seed is not None else PAPER_GOAL_SEED
         env = _build_goal_observable(task, goal_seed, render_mode=render_mode)
         super().__init__(env)
+        # Meta-World builds ``observation_space`` while the env is still partially observable (goal
+        # bounds 0, 0) and only then makes it goal-observable; its recomputed
+        # ``sawyer_observation_space`` holds the goal's real bounds (it is what ``step`` clips to).
+        self.observation_space = env.unwrapped.sawyer_observation_space
         self.task = task
         self.goal_seed = int(goal_seed)
         if seed is not None:

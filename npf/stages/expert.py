@@ -144,9 +144,10 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
         tracker.log_artifact(out_dir / "policy.pt")
         write_json(out_dir / "metrics.json", result)
         tracker.log_artifact(out_dir / "metrics.json")
-        if int(ecfg.get("render_steps", 0)) > 0 and suite in BUILTIN_SUITES:  # see the gait in the MLflow UI
+        if int(ecfg.get("render_steps", 0)) > 0:  # see the gait in the MLflow UI
+            custom = None if suite in BUILTIN_SUITES else cfg["custom_suites"][suite]
             for p in render_in_subprocess(out_dir / "policy.pt", suite, task, out_dir / "rollout",
-                                          int(ecfg["render_steps"]), seed=10_000 + seed):
+                                          int(ecfg["render_steps"]), seed=10_000 + seed, custom_suite=custom):
                 tracker.log_artifact(p, "rollout")
         resumable.status = "FINISHED"
         return result

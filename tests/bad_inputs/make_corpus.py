@@ -4,7 +4,8 @@
 
 ``datasets/good/`` holds a valid two-task cheetah suite (forward, backward; 17-dim observations,
 6-dim actions, 16 transitions each). Every other folder is one bad case: its files replace the
-good ones of the same name, and the names listed in its ``REMOVE`` file are deleted. The table
+good ones of the same name, the names listed in its ``REMOVE`` file are deleted and those listed in
+its ``MKDIR`` file are replaced by empty directories. The table
 of cases and the error each must produce is in tests/test_bad_inputs.py.
 """
 from __future__ import annotations
@@ -122,6 +123,28 @@ def main() -> None:
     d = case("missing_dataset")
     d.mkdir(parents=True)
     (d / "REMOVE").write_text("forward.npz\nforward.json\n")
+    # observations and actions swapped: the arrays agree with each other, not with the manifest
+    a = arrays(1)
+    a["observations"], a["next_observations"] = a["observations"][:, :ACT].copy(), a["next_observations"][:, :ACT].copy()
+    a["actions"] = np.random.default_rng(3).uniform(-1, 1, (T, OBS)).astype(np.float32)
+    write(case("obs_act_swapped"), "forward", a)
+    a = arrays(1)
+    a["actions"][5, 1] = 1.5
+    write(case("actions_out_of_range"), "forward", a)
+    # the manifest's transition count as a string
+    write(case("transitions_count_string"), "forward", arrays(1),
+          counts={"transitions": str(T), "obs_dim": OBS, "act_dim": ACT})
+    # a lone .npy array renamed to .npz
+    d = case("npy_renamed_npz")
+    write(d, "forward", arrays(1))
+    with open(d / "forward.npz", "wb") as f:
+        np.save(f, arrays(1)["observations"])
+    resha(d, "forward")
+    # a directory where the dataset file or the manifest should be
+    for name, target in (("npz_is_directory", "forward.npz"), ("manifest_is_directory", "forward.json")):
+        d = case(name)
+        d.mkdir(parents=True)
+        (d / "MKDIR").write_text(f"{target}\n")
     # the tasks of one suite disagree on the observation size
     write(case("obs_dim_mismatch_between_tasks"), "backward", arrays(2, obs=OBS + 1),
           counts={"transitions": T, "obs_dim": OBS + 1, "act_dim": ACT})

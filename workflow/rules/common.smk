@@ -1,4 +1,5 @@
 from npf.config import offline_section, section, suite_tasks
+from npf.resources import mem_mb
 
 RESULTS = config["results_dir"]
 

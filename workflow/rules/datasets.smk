@@ -10,7 +10,7 @@ rule datasets:
         f"{RESULTS}/logs/datasets/{{suite}}/{{task}}.log",
     resources:
         runtime=lambda wc, attempt: 60 * attempt,
-        mem_mb=4000,
+        mem_mb=mem_mb(config, "datasets"),
     threads: 1
     conda:
         "../../environment.yml"

@@ -11,7 +11,7 @@ rule evaluate:
         seed=r"\d+",
     resources:
         runtime=lambda wc, attempt: 60 * attempt,
-        mem_mb=4000,
+        mem_mb=mem_mb(config, "evaluate"),
     threads: 1
     conda:
         "../../environment.yml"

@@ -10,7 +10,7 @@ rule experts:
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 240 * attempt,
-        mem_mb=8000,
+        mem_mb=mem_mb(config, "experts"),
     threads: 1
     conda:
         "../../environment.yml"

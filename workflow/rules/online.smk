@@ -22,7 +22,7 @@ rule train_online:
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 1440 * attempt,
-        mem_mb=32000,
+        mem_mb=mem_mb(config, "train_online"),
     threads: 1
     conda:
         "../../environment.yml"
@@ -46,7 +46,7 @@ rule train_online_npf:
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 1440 * attempt,
-        mem_mb=32000,
+        mem_mb=mem_mb(config, "train_online_npf"),
     threads: 1
     conda:
         "../../environment.yml"
@@ -69,7 +69,7 @@ rule online_evaluate:
         method="sac-npf|mt-sac|mh-sac|pcgrad",
     resources:
         runtime=lambda wc, attempt: 60 * attempt,
-        mem_mb=4000,
+        mem_mb=mem_mb(config, "online_evaluate"),
     threads: 1
     conda:
         "../../environment.yml"
@@ -90,7 +90,7 @@ rule dapd_ablation:
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 1440 * attempt,
-        mem_mb=16000,
+        mem_mb=mem_mb(config, "dapd_ablation"),
     threads: 1
     conda:
         "../../environment.yml"

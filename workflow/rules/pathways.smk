@@ -11,7 +11,7 @@ rule pathways:
         seed=r"\d+",
     resources:
         runtime=lambda wc, attempt: 30 * attempt,
-        mem_mb=8000,
+        mem_mb=mem_mb(config, "pathways"),
     threads: 1
     conda:
         "../../environment.yml"

@@ -19,7 +19,7 @@ rule train_offline:
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 360 * attempt,
-        mem_mb=16000,
+        mem_mb=lambda wc, input: mem_mb(config, "train_offline", suite=wc.suite, algo=wc.algo, input_mb=input.size_mb),
     threads: 1
     conda:
         "../../environment.yml"

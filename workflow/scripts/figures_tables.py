@@ -11,8 +11,8 @@ with stage(snakemake):
     results = cfg["results_dir"]
     for out in (snakemake.output.figures, snakemake.output.tables):
         Path(out).mkdir(parents=True, exist_ok=True)  # an empty folder when a suite has no inputs yet
-    figs = write_figures(results, snakemake.output.figures)
-    tabs = write_tables(results, snakemake.output.tables)
+    figs = write_figures(results, snakemake.output.figures, scale=cfg["scale_caption"])
+    tabs = write_tables(results, snakemake.output.tables, scale=cfg["scale_caption"])
     tabs += write_table8_pathways(results, snakemake.output.tables)
     print(f"wrote {len(figs)} figure files and {len(tabs)} table files")
     # one run per suite's experiment, so the figures and tables are browsable next to that suite's runs
