@@ -58,7 +58,7 @@ CONFIG_CASES = {
     "unknown_suite": ("suites", "'walker'"),
     "unknown_suite_in_tasks": ("tasks.walker", "unknown suite"),
     "unknown_task": ("tasks.cheetah", "'fly'"),
-    "empty_suites": ("suites", "[]"),
+    "empty_suites": ("suites is empty", "nothing to do"),
     "missing_block_value": ("experts", "None"),
     "bad_device": ("device", "'gpu'"),
     "expert_seed_not_trained": ("datasets.expert_seed", "experts.seeds"),
