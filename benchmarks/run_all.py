@@ -403,7 +403,7 @@ def online_rows(overrides, vec_rounds, device, threads) -> list[Row]:
     cfg, s, pure_s = online_run(overrides, device, threads, vec_rounds)
     envs_per_task = int(cfg["online"]["envs_per_task"])
     fns = [partial(make_env, "mt10", t) for t in s["tasks"] for _ in range(envs_per_task)]
-    venv = SyncVectorEnv(fns)
+    venv = SyncVectorEnv(fns, observation_mode="different")  # each MT10 task bounds its own goal entries
     try:
         venv.action_space.seed(0)
         steps = int(s["transitions"]) // len(fns)

@@ -106,7 +106,7 @@ def test_quick_run_reports_every_row(tmp_path):
     expected = [label for _, labels, _, _ in run_all.sections(torch.device("cpu"), run_all.QUICK)
                 for label in labels]
     roofline = len(run_all.ALGOS) * len(run_all.QUICK["roofline_hidden"]) * len(run_all.ROOFLINE_TASKS)
-    assert len(expected) == 14 + roofline + (len(run_all.PEER_LABELS) if run_all.bench_peers.available() else 0)
+    assert len(expected) == 15 + roofline + (len(run_all.PEER_LABELS) if run_all.bench_peers.available() else 0)
     if not run_all.bench_peers.available():
         assert "Stable-Baselines3 rows skipped: stable-baselines3 not installed" in text
     assert sorted(rows) == sorted(expected)
