@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 # the rules that declare gpu=1 (workflow/rules/*.smk): the profile sets their gpu resource
-GPU_RULES = ("experts", "train_offline", "train_online", "train_online_npf", "dapd_ablation")
+GPU_RULES = ("experts", "train_offline", "sample_complexity_train", "train_online", "train_online_npf", "dapd_ablation")
 NO_GPU_LINE = ("npf slurm profile: no node of this cluster has a GPU (sinfo lists no gpu gres), so jobs are "
                "submitted without --gpus as with NPF_SLURM_GPUS=0 (set NPF_SLURM_GPUS=N to request N GPUs)")
 

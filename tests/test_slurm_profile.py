@@ -97,7 +97,7 @@ def dry_run(tmp_path: Path, **env) -> dict[str, list[dict[str, str]]]:
     cfg.write_text(yaml.safe_dump({
         "results_dir": str(tmp_path / "results"),
         "tasks": {"cheetah": ["forward", "jump"]},
-        "offline": {"methods": ["npf", "mt"], "algos": ["iql"]},
+        "offline": {"methods": ["npf", "mt"], "algos": ["iql"], "dataset_sizes": [1]},  # + Fig. 5's rules
     }))
     proc = subprocess.run(
         [str(SNAKEMAKE), "--profile", "slurm", "--configfile", str(cfg), "-n", "--nolock"],
