@@ -200,11 +200,22 @@ def _check_semantics(cfg: dict) -> None:
         if seed not in experts["seeds"]:
             raise ConfigError(f"config: datasets.expert_seed {seed} is not in experts.seeds (suite {suite})")
     _check_online(cfg)
-    o = cfg["online"]
-    online_named = o["methods"] and o["suites"] and o["seeds"]
-    if not cfg["suites"] and not online_named and not o["dapd_ablation"]["variants"]:
+    if not cfg["suites"] and not online_runs(cfg) and not cfg["online"]["dapd_ablation"]["variants"]:
         raise ConfigError("config: suites is empty and online.methods / online.dapd_ablation.variants name no "
                           "online run: nothing to do")
+
+
+def online_runs(cfg: dict) -> list[tuple[str, str, int]]:
+    """``(suite, method, seed)`` of every online training run the config asks for (the no-pretrain
+    SAC+NPF run is added for Fig. 4 when ``grad_norm_ablation`` and ``pretrain_steps > 0``)."""
+    o = cfg["online"]
+    runs = []
+    for suite in o["suites"]:
+        for seed in o["seeds"]:
+            runs += [(suite, m, seed) for m in o["methods"]]
+            if "sac-npf" in o["methods"] and o["grad_norm_ablation"] and o["pretrain_steps"] > 0:
+                runs.append((suite, "sac-npf-nopretrain", seed))
+    return runs
 
 
 def _check_online(cfg: dict) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from npf.algos.sac import SACConfig
-from npf.config import deep_merge, suite_tasks
+from npf.config import deep_merge, online_runs, suite_tasks
 from npf.envs import is_success_suite
 
 METHODS = ("sac-npf", "sac-npf-nopretrain", "mt-sac", "mh-sac", "pcgrad")
@@ -118,19 +118,6 @@ def dapd_ablation_settings(cfg: Mapping, variant: str) -> tuple[str, OnlineSetti
 
 def online_tasks(cfg: Mapping, suite: str) -> list[str]:
     return suite_tasks(cfg, suite)
-
-
-def online_runs(cfg: Mapping) -> list[tuple[str, str, int]]:
-    """``(suite, method, seed)`` of every online training run the config asks for (the no-pretrain
-    SAC+NPF run is added for Fig. 4 when ``grad_norm_ablation`` and ``pretrain_steps > 0``)."""
-    o = cfg["online"]
-    runs = []
-    for suite in o["suites"]:
-        for seed in o["seeds"]:
-            runs += [(suite, m, seed) for m in o["methods"]]
-            if "sac-npf" in o["methods"] and o["grad_norm_ablation"] and o["pretrain_steps"] > 0:
-                runs.append((suite, "sac-npf-nopretrain", seed))
-    return runs
 
 
 def online_target_files(cfg: Mapping) -> list[str]:
