@@ -15,6 +15,7 @@ random data, a fake ``final.pt`` is written and task 0's policy exported. Report
 Run: ``python benchmarks/bench_export.py [--quick] [--out reports/benchmarks_export.md]``; also
 part of benchmarks/bench_multitask.py's report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import KEEP, SIZES, clock, make_algo, random_batches  # noqa: E402
+
 from npf import checkpoint as ckpt  # noqa: E402
 from npf.data import Normalizer  # noqa: E402
 from npf.export import PathwayPolicy, export_task_policy  # noqa: E402
 from npf.pathways import Pathways  # noqa: E402
-
 
 
 def latency(fns, calls, rounds=5):
@@ -60,8 +61,16 @@ def bench_one(name, N, calls, rounds):
     rng = np.random.default_rng(0)
     norms = [Normalizer(rng.normal(size=obs_dim), 0.5 + rng.random(obs_dim)) for _ in range(N)]
     tasks = [f"task{i}" for i in range(N)]
-    final = {"algo": algo.state_dict(), "method": "npf", "algo_name": name, "suite": "bench", "tasks": tasks,
-             "seed": 0, "normalizers": [n.state_dict() for n in norms], "pathways": pw.state_dict()}
+    final = {
+        "algo": algo.state_dict(),
+        "method": "npf",
+        "algo_name": name,
+        "suite": "bench",
+        "tasks": tasks,
+        "seed": 0,
+        "normalizers": [n.state_dict() for n in norms],
+        "pathways": pw.state_dict(),
+    }
     if name == "sac":  # the online stage's final.pt
         del final["algo_name"], final["normalizers"]
         final["sac"] = {"hidden": [400, 400, 400]}
@@ -84,6 +93,7 @@ def bench_one(name, N, calls, rounds):
         def run():
             algo.generator.manual_seed(0)
             return fn()
+
         return run
 
     view.attach(algo, backend="dense")
@@ -98,16 +108,19 @@ def bench_one(name, N, calls, rounds):
 def table(rounds: int = 100, quick: bool = False, tasks=(5, 10), algos=("iql", "bcq", "sac")) -> list[str]:
     calls = 20 if quick else max(20, rounds)
     reps = 2 if quick else 5
-    lines = ["## Exported per-task policy (task 0; npf.export)", "",
-             f"Latency: one deterministic action for one raw observation, µs per call, median (min) of "
-             f"{reps} blocks of {calls} calls, {torch.get_num_threads()} thread(s). `masked-dense`: the global "
-             "networks with task 0's pathway attached (backend dense); `dense`: the same networks unmasked. "
-             "nnz / dense: the actor's weight matrices; size: the whole exported file (BCQ: actor, VAE "
-             "decoder and Q1) ÷ the same networks saved densely. `max |Δa|`: exported vs masked-dense action.",
-             "",
-             "| algo | N | actor nnz / dense | exported bytes | dense bytes | size ÷ dense | exported µs "
-             "| masked-dense µs | dense µs | exported ÷ masked-dense | max \\|Δa\\| |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Exported per-task policy (task 0; npf.export)",
+        "",
+        f"Latency: one deterministic action for one raw observation, µs per call, median (min) of "
+        f"{reps} blocks of {calls} calls, {torch.get_num_threads()} thread(s). `masked-dense`: the global "
+        "networks with task 0's pathway attached (backend dense); `dense`: the same networks unmasked. "
+        "nnz / dense: the actor's weight matrices; size: the whole exported file (BCQ: actor, VAE "
+        "decoder and Q1) ÷ the same networks saved densely. `max |Δa|`: exported vs masked-dense action.",
+        "",
+        "| algo | N | actor nnz / dense | exported bytes | dense bytes | size ÷ dense | exported µs "
+        "| masked-dense µs | dense µs | exported ÷ masked-dense | max \\|Δa\\| |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in algos:
         for N in tasks:
             info, r, err = bench_one(name, N, calls, reps)
@@ -116,7 +129,8 @@ def table(rounds: int = 100, quick: bool = False, tasks=(5, 10), algos=("iql", "
                 f"| {name} | {N} | {info['nnz']} / {info['dense']} ({100 * info['nnz'] / info['dense']:.1f}%) "
                 f"| {info['bytes']} | {info['dense_bytes']} | {info['bytes'] / info['dense_bytes']:.3f} "
                 f"| {e[0]:.0f} ({e[1]:.0f}) | {md[0]:.0f} ({md[1]:.0f}) | {d[0]:.0f} ({d[1]:.0f}) "
-                f"| {e[0] / md[0]:.2f} ({e[1] / md[1]:.2f}) | {err:.1e} |")
+                f"| {e[0] / md[0]:.2f} ({e[1] / md[1]:.2f}) | {err:.1e} |"
+            )
     return lines
 
 

@@ -28,6 +28,7 @@ medians and (in parentheses) minima; ratios are NPF ÷ MT of the medians (minima
 Run: ``python benchmarks/bench_multitask.py [--quick] [--threads 1] [--out]`` (``--out`` writes
 reports/benchmarks_pathways.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import KEEP, SIZES, clock, interleaved, make_algo, random_batches  # noqa: E402,F401
+
 from npf.algos.base import Algorithm  # noqa: E402
 from npf.multitask import MultitaskLearner, obs_dim_for  # noqa: E402
 from npf.nets import mlp  # noqa: E402
@@ -90,8 +92,9 @@ def bench_algo(name, N, B, rounds, warmup):
     pw = Pathways.discover(probe, random_batches(N, B, obs_dim, act_dim, seed=2), keep_ratio=KEEP)
     learners = {"mt": mt}
     for backend in NPF_BACKENDS:
-        learners[f"npf-{backend}"] = MultitaskLearner(make_algo(name, obs_dim, act_dim, N), "npf", N, pw,
-                                                      reduce=reduce, backend=backend)
+        learners[f"npf-{backend}"] = MultitaskLearner(
+            make_algo(name, obs_dim, act_dim, N), "npf", N, pw, reduce=reduce, backend=backend
+        )
     fns = {k: (lambda lr=lr: lr.update(data)) for k, lr in learners.items()}
     res = interleaved(fns, rounds, warmup)
     auto = learners["npf-auto"].algo
@@ -110,6 +113,7 @@ NETS = {
 
 class Regression(Algorithm):
     """One network, MSE loss (the update being timed)."""
+
     roles = ("net",)
 
     def __init__(self, in_dim, hidden, out_dim):
@@ -165,11 +169,12 @@ def bench_layer(out_f, in_f, R, density, N, rounds, warmup):
     update)."""
     from npf.nets import MaskedLinear
     from npf.pathways import PathwayForward
+
     g = torch.Generator().manual_seed(0)
     masks = torch.rand(N, out_f, in_f, generator=g) < density
     x = torch.randn(N, in_f, R, generator=g).transpose(1, 2).requires_grad_(True)  # transposed layout
     fns = {}
-    for name, backend, bmm_max in (("bmm", "dense", 10 ** 12), ("loop", "dense", 0), ("csr", "sparse", 0)):
+    for name, backend, bmm_max in (("bmm", "dense", 10**12), ("loop", "dense", 0), ("csr", "sparse", 0)):
         layer = MaskedLinear(in_f, out_f)
         layer.set_masks(masks)
         layer.pathway_forward = hook = PathwayForward(layer, backend)
@@ -181,12 +186,14 @@ def bench_layer(out_f, in_f, R, density, N, rounds, warmup):
                 layer.weight.add_(0.0)  # a weight update: the sparse views are rebuilt (counted)
             y = hook(x, activation="relu")
             y.backward(torch.ones_like(y))
+
         fns[name] = run
     return interleaved(fns, rounds, warmup)
 
 
 def _plan_with(mask, backend, bmm_max):
     import npf.pathways.backends as P
+
     saved = P.CPU_BMM_MAX_ELEMENTS
     P.CPU_BMM_MAX_ELEMENTS = bmm_max
     try:
@@ -207,8 +214,13 @@ def main(argv=None):
     ap.add_argument("--layers", action="store_true", help="also the one-layer CSR vs masked-dense sweep")
     ap.add_argument("--no-export", action="store_true", help="skip the exported-policy table")
     ap.add_argument("--quick", action="store_true", help="few rounds (a smoke run)")
-    ap.add_argument("--out", nargs="?", const=str(ROOT / "reports" / "benchmarks_pathways.md"), default=None,
-                    help="also write the tables to this Markdown file (default reports/benchmarks_pathways.md)")
+    ap.add_argument(
+        "--out",
+        nargs="?",
+        const=str(ROOT / "reports" / "benchmarks_pathways.md"),
+        default=None,
+        help="also write the tables to this Markdown file (default reports/benchmarks_pathways.md)",
+    )
     args = ap.parse_args(argv)
     rounds, warmup = (2, 1) if args.quick else (args.rounds, 2)
     if args.threads:
@@ -221,54 +233,66 @@ def main(argv=None):
 
     out("# NPF update cost per pathway backend (CPU)")
     out()
-    out(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+    out(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} thread(s), batch {args.batch} per task, keep ratio {KEEP}, "
         f"{rounds} interleaved rounds after {warmup} warm-up. Times in ms: median (min), "
         f"{'process CPU time' if torch.get_num_threads() == 1 else 'wall time'}. "
         "Ratio = NPF update ÷ dense MT update on the same total batch, from medians (minima). "
         "`refresh` = rebuilding all sparse views once (already inside every NPF time). "
-        "`csr share` = share of pathway entries that `auto` runs on CSR kernels.")
+        "`csr share` = share of pathway entries that `auto` runs on CSR kernels."
+    )
     out()
     if args.algos:
         out("## Full update (Table 5 sizes) via MultitaskLearner")
         out()
-        out("| algo | N | mt (dense) | npf dense | npf sparse | npf auto | dense ÷ mt | sparse ÷ mt | auto ÷ mt "
-            "| refresh | csr share | N×keep |")
+        out(
+            "| algo | N | mt (dense) | npf dense | npf sparse | npf auto | dense ÷ mt | sparse ÷ mt | auto ÷ mt "
+            "| refresh | csr share | N×keep |"
+        )
         out("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name in args.algos:
             for N in args.tasks:
                 r, refresh, share, _ = bench_algo(name, N, args.batch, rounds, warmup)
-                out(f"| {name} | {N} | {fmt(r['mt'])} | {fmt(r['npf-dense'])} | {fmt(r['npf-sparse'])} "
+                out(
+                    f"| {name} | {N} | {fmt(r['mt'])} | {fmt(r['npf-dense'])} | {fmt(r['npf-sparse'])} "
                     f"| {fmt(r['npf-auto'])} | {ratio(r['npf-dense'], r['mt'])} | {ratio(r['npf-sparse'], r['mt'])} "
-                    f"| {ratio(r['npf-auto'], r['mt'])} | {fmt(refresh)} | {100 * share:.0f}% | {N * KEEP:.2f} |")
+                    f"| {ratio(r['npf-auto'], r['mt'])} | {fmt(refresh)} | {100 * share:.0f}% | {N * KEEP:.2f} |"
+                )
         out()
     if args.nets:
         out("## One network: forward + MSE + backward + Adam step")
         out()
-        out("| network | N | mt (dense) | npf dense | npf sparse | npf auto | npf autograd "
-            "| dense ÷ mt | sparse ÷ mt | auto ÷ mt | autograd ÷ mt |")
+        out(
+            "| network | N | mt (dense) | npf dense | npf sparse | npf auto | npf autograd "
+            "| dense ÷ mt | sparse ÷ mt | auto ÷ mt | autograd ÷ mt |"
+        )
         out("|---|---|---|---|---|---|---|---|---|---|---|")
         for name in NETS:
             for N in args.tasks:
                 r, _ = bench_net(name, N, args.batch, rounds, warmup)
-                out(f"| {name} | {N} | {fmt(r['mt'])} | {fmt(r['npf-dense'])} | {fmt(r['npf-sparse'])} "
+                out(
+                    f"| {name} | {N} | {fmt(r['mt'])} | {fmt(r['npf-dense'])} | {fmt(r['npf-sparse'])} "
                     f"| {fmt(r['npf-auto'])} | {fmt(r['npf-autograd'])} | {ratio(r['npf-dense'], r['mt'])} "
                     f"| {ratio(r['npf-sparse'], r['mt'])} | {ratio(r['npf-auto'], r['mt'])} "
-                    f"| {ratio(r['npf-autograd'], r['mt'])} |")
+                    f"| {ratio(r['npf-autograd'], r['mt'])} |"
+                )
         out()
     if args.layers:
         out("## One layer, N = 10 tasks, forward + ReLU + backward: CSR time ÷ best masked-dense time")
         out()
-        out("Cells: CSR ÷ min(bmm, loop) of the medians, and which masked-dense plan won (b = bmm, "
+        out(
+            "Cells: CSR ÷ min(bmm, loop) of the medians, and which masked-dense plan won (b = bmm, "
             "l = loop); < 1 means CSR is faster. `auto` uses CSR when N·out·in > CPU_BMM_MAX_ELEMENTS and "
-            "the density is ≤ 15 % (R ≤ 1024) or ≤ 10 % (R > 1024).")
+            "the density is ≤ 15 % (R ≤ 1024) or ≤ 10 % (R > 1024)."
+        )
         out()
         dens = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
         out("| layer out×in | rows/task R | " + " | ".join(f"{100 * d:g}%" for d in dens) + " |")
         out("|---|---|" + "---|" * len(dens))
         shapes = ((1024, 1024), (1024, 43), (750, 750), (400, 400), (400, 43), (1, 1024))
         for out_f, in_f in shapes:
-            for R in ((16, 256) if args.quick else (16, 256, 2560)):
+            for R in (16, 256) if args.quick else (16, 256, 2560):
                 cells = []
                 for d in dens:
                     r = bench_layer(out_f, in_f, R, d, 10, max(3, rounds // 2), 1)
@@ -278,6 +302,7 @@ def main(argv=None):
         out()
     if not args.no_export:
         import bench_export
+
         for line in bench_export.table(rounds=max(rounds, 5) * 20, quick=args.quick):
             out(line)
         out()

@@ -12,6 +12,7 @@ Stable-Baselines3 is the optional ``bench`` extra (``pip install -e ".[bench]"``
 
 Run: ``python benchmarks/bench_peers.py [--steps 300] [--rounds 5]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,16 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved  # noqa: E402
-from npf.algos.sac import SAC, SACConfig  # noqa: E402
-from npf.data import ReplayBuffer  # noqa: E402
+from common import interleaved
+
+from npf.algos.sac import SAC, SACConfig
+from npf.data import ReplayBuffer
 
 ENV_ID = "HalfCheetah-v5"
 HIDDEN = [256, 256]
 BATCH, LR, TAU, GAMMA = 256, 1e-3, 5e-3, 0.99
 LEARNING_STARTS = 1000
 BUFFER = 100_000
-MISSING = "stable-baselines3 not installed (the optional `bench` extra: pip install -e \".[bench]\")"
+MISSING = 'stable-baselines3 not installed (the optional `bench` extra: pip install -e ".[bench]")'
 
 
 def available() -> bool:
@@ -45,6 +47,7 @@ class NpfSAC:
 
     def __init__(self, policy_delay: int, seed: int = 0, compile: str = "off"):
         import gymnasium as gym
+
         self.env = gym.make(ENV_ID)
         obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         cfg = SACConfig(hidden=HIDDEN, lr=LR, batch_size=BATCH, gamma=GAMMA, tau=TAU, policy_delay=policy_delay)
@@ -75,10 +78,23 @@ class Sb3SAC:
     def __init__(self, seed: int = 0):
         import gymnasium as gym
         from stable_baselines3 import SAC as SB3SAC
-        self.model = SB3SAC("MlpPolicy", gym.make(ENV_ID), learning_rate=LR, buffer_size=BUFFER,
-                            learning_starts=LEARNING_STARTS, batch_size=BATCH, tau=TAU, gamma=GAMMA,
-                            train_freq=1, gradient_steps=1, policy_kwargs={"net_arch": HIDDEN},
-                            device="cpu", seed=seed, verbose=0)
+
+        self.model = SB3SAC(
+            "MlpPolicy",
+            gym.make(ENV_ID),
+            learning_rate=LR,
+            buffer_size=BUFFER,
+            learning_starts=LEARNING_STARTS,
+            batch_size=BATCH,
+            tau=TAU,
+            gamma=GAMMA,
+            train_freq=1,
+            gradient_steps=1,
+            policy_kwargs={"net_arch": HIDDEN},
+            device="cpu",
+            seed=seed,
+            verbose=0,
+        )
         self.model.learn(LEARNING_STARTS)
 
     def steps(self, n: int) -> None:
@@ -88,7 +104,7 @@ class Sb3SAC:
 def measure(steps: int, rounds: int, warmup: int = 1, policy_delays=(1, 2)) -> dict[str, tuple]:
     """{learner: (median env steps/s, best)}; learners ``npf`` (policy_delay 1), ``npf-delay2``, ``sb3``."""
     learners = {("npf" if d == 1 else f"npf-delay{d}"): NpfSAC(d) for d in policy_delays}
-    fns = {k: (lambda l=l: l.steps(steps)) for k, l in learners.items()}
+    fns = {k: (lambda lrn=lrn: lrn.steps(steps)) for k, lrn in learners.items()}
     if available():
         sb3 = Sb3SAC()
         fns["sb3"] = lambda: sb3.steps(steps)

@@ -9,6 +9,7 @@ rounds, medians, ratios to ``separate``.
 
 Run: ``python benchmarks/bench_stacked_critic.py [--hidden 256 1024] [--rounds 15]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ from torch.func import functional_call, stack_module_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SIZES, interleaved  # noqa: E402
-from npf.nets import TwinQ  # noqa: E402
+from common import SIZES, interleaved
+
+from npf.nets import TwinQ
 
 B = 256
 

@@ -1,6 +1,7 @@
 """What the benchmark scripts share: the clock, interleaved timing, the Table-5 algorithms at their
 benchmark sizes and random task batches. (bench_multitask.py, bench_export.py, roofline.py and
 run_all.py import from here, not from each other.)"""
+
 from __future__ import annotations
 
 import statistics
@@ -45,21 +46,38 @@ def make_algo(name, obs_dim, act_dim, N, seed=0):
     temperature per task): the Table-5 sizes."""
     if name == "iql":
         from npf.algos.iql import IQL, IQLConfig
-        return IQL(obs_dim, act_dim, IQLConfig(actor_hidden=[1024, 1024], critic_hidden=[1024, 1024],
-                                               value_hidden=[1024, 1024]), seed=seed)
+
+        return IQL(
+            obs_dim,
+            act_dim,
+            IQLConfig(actor_hidden=[1024, 1024], critic_hidden=[1024, 1024], value_hidden=[1024, 1024]),
+            seed=seed,
+        )
     if name == "bcq":
         from npf.algos.bcq import BCQ, BCQConfig
-        return BCQ(obs_dim, act_dim, BCQConfig(actor_hidden=[400, 300], critic_hidden=[400, 300],
-                                               vae_hidden=[750, 750]), seed=seed)
+
+        return BCQ(
+            obs_dim,
+            act_dim,
+            BCQConfig(actor_hidden=[400, 300], critic_hidden=[400, 300], vae_hidden=[750, 750]),
+            seed=seed,
+        )
     if name == "sac":
         from npf.algos.sac import SAC, SACConfig
-        return SAC(obs_dim, act_dim, SACConfig(hidden=[400, 400, 400], policy_delay=1), num_temperatures=N,
-                   seed=seed)
+
+        return SAC(obs_dim, act_dim, SACConfig(hidden=[400, 400, 400], policy_delay=1), num_temperatures=N, seed=seed)
     raise ValueError(name)
 
 
 def random_batches(N, B, obs_dim, act_dim, seed):
     g = torch.Generator().manual_seed(seed)
-    return [{"obs": torch.randn(B, obs_dim, generator=g), "act": torch.rand(B, act_dim, generator=g) * 2 - 1,
-             "rew": torch.randn(B, 1, generator=g), "next_obs": torch.randn(B, obs_dim, generator=g),
-             "done": (torch.rand(B, 1, generator=g) < 0.05).float()} for _ in range(N)]
+    return [
+        {
+            "obs": torch.randn(B, obs_dim, generator=g),
+            "act": torch.rand(B, act_dim, generator=g) * 2 - 1,
+            "rew": torch.randn(B, 1, generator=g),
+            "next_obs": torch.randn(B, obs_dim, generator=g),
+            "done": (torch.rand(B, 1, generator=g) < 0.05).float(),
+        }
+        for _ in range(N)
+    ]

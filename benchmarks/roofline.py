@@ -17,6 +17,7 @@ Run: ``python benchmarks/roofline.py [--hidden 256 1024] [--tasks 10] [--rounds 
 (``--profile NAME ...``: torch.profiler's shares and table of dense updates instead; ``--compile-gain``:
 eager ÷ compiled update time and the compile time, as ``compile: auto`` measures them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEEP, SIZES, interleaved, random_batches  # noqa: E402
-from npf.multitask import MultitaskLearner, stack_batches  # noqa: E402
-from npf.pathways import Pathways  # noqa: E402
+from common import KEEP, SIZES, interleaved, random_batches
+
+from npf.multitask import MultitaskLearner, stack_batches
+from npf.pathways import Pathways
 
 ALGOS = ("sac", "iql", "bcq")
 HIDDEN = (256, 1024)
@@ -45,16 +47,26 @@ def build(name: str, h: int, obs_dim: int, act_dim: int, N: int | None, seed: in
     hidden = [h, h]
     if name == "sac":
         from npf.algos.sac import SAC, SACConfig
-        return SAC(obs_dim, act_dim, SACConfig(hidden=hidden, policy_delay=1, **extra), num_temperatures=N,
-                   seed=seed)
+
+        return SAC(obs_dim, act_dim, SACConfig(hidden=hidden, policy_delay=1, **extra), num_temperatures=N, seed=seed)
     if name == "iql":
         from npf.algos.iql import IQL, IQLConfig
-        return IQL(obs_dim, act_dim, IQLConfig(actor_hidden=hidden, critic_hidden=hidden, value_hidden=hidden,
-                                               **extra), seed=seed)
+
+        return IQL(
+            obs_dim,
+            act_dim,
+            IQLConfig(actor_hidden=hidden, critic_hidden=hidden, value_hidden=hidden, **extra),
+            seed=seed,
+        )
     if name == "bcq":
         from npf.algos.bcq import BCQ, BCQConfig
-        return BCQ(obs_dim, act_dim, BCQConfig(actor_hidden=hidden, critic_hidden=hidden, vae_hidden=hidden,
-                                               **extra), seed=seed)
+
+        return BCQ(
+            obs_dim,
+            act_dim,
+            BCQConfig(actor_hidden=hidden, critic_hidden=hidden, vae_hidden=hidden, **extra),
+            seed=seed,
+        )
     raise ValueError(f"unknown algorithm {name!r} (choose {', '.join(ALGOS)})")
 
 
@@ -90,9 +102,9 @@ def count_flops(update, batch, algo) -> int:
 @dataclass
 class Roofline:
     label: str
-    flops: int          # of one update
-    update_ms: tuple    # (median, min)
-    gemm_ms: tuple      # of one GEMM at the layer shape
+    flops: int  # of one update
+    update_ms: tuple  # (median, min)
+    gemm_ms: tuple  # of one GEMM at the layer shape
     gemm_flops: int
 
     @property
@@ -114,8 +126,7 @@ def label(name: str, h: int, N: int | None) -> str:
     return f"roofline, {name.upper()} [{h}, {h}], {what}"
 
 
-def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile: str = "off",
-            **extra) -> Roofline:
+def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile: str = "off", **extra) -> Roofline:
     """``compile``: the algorithm's ``compile`` mode (``on``: the warm-up rounds compile)."""
     update, batch, gemm, algo = problem(name, h, N, **extra)
     flops = count_flops(update, batch, algo)
@@ -124,8 +135,9 @@ def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile:
     rows = B * (1 if N is None else N)
     gemm_flops = 2 * rows * h * h
     gemm_calls = max(2, round(flops / gemm_flops / 4))  # GEMM block ≈ a quarter of the update's work
-    r = interleaved({"gemm": lambda: [gemm() for _ in range(gemm_calls)], "update": lambda: update(batch)},
-                    rounds, warmup)
+    r = interleaved(
+        {"gemm": lambda: [gemm() for _ in range(gemm_calls)], "update": lambda: update(batch)}, rounds, warmup
+    )
     g = (r["gemm"][0] / gemm_calls, r["gemm"][1] / gemm_calls)
     return Roofline(label(name, h, N), flops, r["update"], g, gemm_flops)
 
@@ -134,6 +146,7 @@ def compile_gain(name: str, h: int, N: int | None, rounds: int = 7) -> dict:
     """``compile: auto``'s own measurement (npf.algos.compile.decide) on this problem: eager and
     compiled ms/update (interleaved medians) and the compile time."""
     from npf.algos import compile as compiling
+
     _, batch, _, algo = problem(name, h, N)
     return compiling.decide(algo, batch, rounds)
 
@@ -158,9 +171,11 @@ def profile(name: str, h: int, N: int | None, updates: int = 20, **extra) -> str
     gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
     other = sum(e.self_cpu_time_total for e in events if e.key not in GEMM_OPS)
     calls = sum(e.count for e in events) / updates
-    share = (f"GEMM {gemm / wall:.0%}, other kernels {other / wall:.0%}, outside kernels (Python, dispatch, "
-             f"autograd) {1 - (gemm + other) / wall:.0%} of {wall / updates / 1e3:.1f} ms/update (wall, profiled); "
-             f"{calls:.0f} aten calls per update")
+    share = (
+        f"GEMM {gemm / wall:.0%}, other kernels {other / wall:.0%}, outside kernels (Python, dispatch, "
+        f"autograd) {1 - (gemm + other) / wall:.0%} of {wall / updates / 1e3:.1f} ms/update (wall, profiled); "
+        f"{calls:.0f} aten calls per update"
+    )
     return share + "\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
@@ -173,9 +188,14 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", default="off", choices=["off", "on"], help="the algorithms' compile mode")
-    ap.add_argument("--compile-gain", action="store_true",
-                    help="instead: eager ÷ compiled update time and compile time of each dense update")
-    ap.add_argument("--profile", nargs="+", metavar="NAME", help="print the profiles of dense updates of NAME(s) instead")
+    ap.add_argument(
+        "--compile-gain",
+        action="store_true",
+        help="instead: eager ÷ compiled update time and compile time of each dense update",
+    )
+    ap.add_argument(
+        "--profile", nargs="+", metavar="NAME", help="print the profiles of dense updates of NAME(s) instead"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.compile_gain:
@@ -186,8 +206,11 @@ def main(argv=None) -> int:
                 if "error" in r:
                     print(f"| {label(name, h, None)} | compile failed: {r['error']} | | | |", flush=True)
                     continue
-                print(f"| {label(name, h, None)} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | "
-                      f"{r['eager_ms'] / r['compiled_ms']:.2f} | {r['compile_s']:.0f} |", flush=True)
+                print(
+                    f"| {label(name, h, None)} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | "
+                    f"{r['eager_ms'] / r['compiled_ms']:.2f} | {r['compile_s']:.0f} |",
+                    flush=True,
+                )
         return 0
     if args.profile:
         for name in args.profile:
@@ -199,8 +222,11 @@ def main(argv=None) -> int:
         for h in args.hidden:
             for N in (None, args.tasks or None) if args.tasks else (None,):
                 r = measure(name, h, N, args.rounds, args.warmup, args.compile)
-                print(f"| {r.label} | {r.flops / 1e9:.3f} | {r.update_ms[0]:.1f} ({r.update_ms[1]:.1f}) | "
-                      f"{r.achieved:.0f} | {r.gemm_rate:.0f} | {r.ratio:.2f} |", flush=True)
+                print(
+                    f"| {r.label} | {r.flops / 1e9:.3f} | {r.update_ms[0]:.1f} ({r.update_ms[1]:.1f}) | "
+                    f"{r.achieved:.0f} | {r.gemm_rate:.0f} | {r.ratio:.2f} |",
+                    flush=True,
+                )
     return 0
 
 

@@ -36,6 +36,7 @@ wall time. Ratios are of medians; the cells behind them give median (best).
 Run: ``python benchmarks/run_all.py [--quick] [--skip-dag] [--only SECTION ...] [--device auto|cpu|cuda]
 [--out reports/benchmarks.md]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,7 @@ import bench_export  # noqa: E402
 import bench_multitask as bm  # noqa: E402
 import bench_peers  # noqa: E402
 import roofline  # noqa: E402
+
 from npf.multitask import MultitaskLearner, obs_dim_for  # noqa: E402
 from npf.nets import resolve_device  # noqa: E402
 from npf.pathways import Pathways  # noqa: E402
@@ -82,12 +84,38 @@ EXPORT = (("sac", 10), ("iql", 10))
 GRAD_TOL = 1e-5
 #: quick / full settings: (rounds, warm-up) of the update timings, collection rounds and episodes,
 #: raw vector-env rounds, overrides of the default config's online block.
-QUICK = dict(rounds=2, warmup=1, collect_rounds=2, collect_episodes=10, vec_rounds=2,
-             online={"total_steps": 450, "learning_starts": 150, "pretrain_steps": 300, "eval_interval": 450,
-                     "checkpoint_every": 450, "log_every": 150, "grad_norm_every": 150},
-             peer_steps=50, peer_rounds=2, roofline_hidden=(256,), roofline_rounds=(2, 1))
-FULL = dict(rounds=9, warmup=2, collect_rounds=7, collect_episodes=20, vec_rounds=7, online={}, peer_steps=300,
-            peer_rounds=5, roofline_hidden=roofline.HIDDEN, roofline_rounds=(5, 1))
+QUICK = dict(
+    rounds=2,
+    warmup=1,
+    collect_rounds=2,
+    collect_episodes=10,
+    vec_rounds=2,
+    online={
+        "total_steps": 450,
+        "learning_starts": 150,
+        "pretrain_steps": 300,
+        "eval_interval": 450,
+        "checkpoint_every": 450,
+        "log_every": 150,
+        "grad_norm_every": 150,
+    },
+    peer_steps=50,
+    peer_rounds=2,
+    roofline_hidden=(256,),
+    roofline_rounds=(2, 1),
+)
+FULL = dict(
+    rounds=9,
+    warmup=2,
+    collect_rounds=7,
+    collect_episodes=20,
+    vec_rounds=7,
+    online={},
+    peer_steps=300,
+    peer_rounds=5,
+    roofline_hidden=roofline.HIDDEN,
+    roofline_rounds=(5, 1),
+)
 
 
 def log(msg: str) -> None:
@@ -104,7 +132,10 @@ class Row:
 
 
 # ------------------------------------------------------------------------------------ timing
-def timed(fns, rounds, warmup, device=torch.device("cpu"), wall=False):
+CPU = torch.device("cpu")
+
+
+def timed(fns, rounds, warmup, device=CPU, wall=False):
     """{name: (median ms, min ms)}: bench_multitask.interleaved; on CUDA every call is
     synchronized and timed by wall clock."""
     if device.type == "cuda":
@@ -146,16 +177,20 @@ def update_row(name, N, B, rounds, warmup, device) -> Row:
     obs_dim, act_dim = bm.SIZES[N]
     reduce = "mean" if name == "sac" else "sum"
     data = to_device(bm.random_batches(N, B, obs_dim, act_dim, seed=1), device)
-    mt = MultitaskLearner(make_algo_on(name, obs_dim_for("mt", obs_dim, N), act_dim, N, device), "mt", N,
-                          reduce=reduce)
+    mt = MultitaskLearner(make_algo_on(name, obs_dim_for("mt", obs_dim, N), act_dim, N, device), "mt", N, reduce=reduce)
     probe = make_algo_on(name, obs_dim, act_dim, N, device)
-    pw = Pathways.discover(probe, to_device(bm.random_batches(N, B, obs_dim, act_dim, seed=2), device),
-                           keep_ratio=bm.KEEP)
-    npf = MultitaskLearner(make_algo_on(name, obs_dim, act_dim, N, device), "npf", N, pw, reduce=reduce,
-                           backend="auto")
+    pw = Pathways.discover(
+        probe, to_device(bm.random_batches(N, B, obs_dim, act_dim, seed=2), device), keep_ratio=bm.KEEP
+    )
+    npf = MultitaskLearner(make_algo_on(name, obs_dim, act_dim, N, device), "npf", N, pw, reduce=reduce, backend="auto")
     r = timed({"mt": lambda: mt.update(data), "npf": lambda: npf.update(data)}, rounds, warmup, device)
-    return Row(update_label(name, N), r["npf"][0] / r["mt"][0], ms(r["npf"]), ms(r["mt"]),
-               f"batch {B}/task; num = NPF auto, den = MT")
+    return Row(
+        update_label(name, N),
+        r["npf"][0] / r["mt"][0],
+        ms(r["npf"]),
+        ms(r["mt"]),
+        f"batch {B}/task; num = NPF auto, den = MT",
+    )
 
 
 def update_label(name, N):
@@ -252,10 +287,16 @@ def loop_row(name, N, B, rounds, warmup, device) -> Row:
     if not gap <= GRAD_TOL:
         raise AssertionError(f"{name}: batched and per-task-loop gradients differ by {gap:.2e} (> {GRAD_TOL})")
     stacked, per_task = {"x": x, "y": y}, [{"x": x[n], "y": y[n]} for n in range(N)]
-    r = timed({"batched": lambda: learner.update(stacked), "loop": lambda: loop.update(per_task)},
-              rounds, warmup, device)
-    return Row(loop_label(name, N), r["batched"][0] / r["loop"][0], ms(r["batched"]), ms(r["loop"]),
-               f"forward+MSE+backward+Adam, batch {B}/task; gradients equal to {gap:.1e}")
+    r = timed(
+        {"batched": lambda: learner.update(stacked), "loop": lambda: loop.update(per_task)}, rounds, warmup, device
+    )
+    return Row(
+        loop_label(name, N),
+        r["batched"][0] / r["loop"][0],
+        ms(r["batched"]),
+        ms(r["loop"]),
+        f"forward+MSE+backward+Adam, batch {B}/task; gradients equal to {gap:.1e}",
+    )
 
 
 def loop_label(name, N):
@@ -267,6 +308,7 @@ def random_actor_policy(obs_dim, act_dim, hidden, device, seed=0):
     """A randomly initialised SAC actor's stochastic policy, built as collect_dataset builds the
     expert's: obs [E, obs_dim] (numpy) → actions [E, act_dim] (numpy)."""
     from npf.algos.sac import SAC, SACConfig
+
     actor = SAC(obs_dim, act_dim, SACConfig(hidden=list(hidden)), device=device, seed=seed).actor
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
@@ -274,6 +316,7 @@ def random_actor_policy(obs_dim, act_dim, hidden, device, seed=0):
     def stochastic(o):
         with torch.no_grad():
             return actor(torch.as_tensor(o, device=device), generator=gen, with_log_prob=False)[0].cpu().numpy()
+
     return stochastic
 
 
@@ -303,14 +346,26 @@ def collect_row(suite, task, n_envs, episodes, rounds, hidden, device) -> Row:
         policy = random_actor_policy(obs_dim, act_dim, hidden, device)
         transitions = len(collect_episodes(policy, envs, episodes, seed=0)["rewards"])  # also the warm-up
         steps = transitions // n_envs
-        r = timed({"collect": lambda: collect_episodes(policy, envs, episodes, seed=0),
-                   "raw": lambda: step_random(envs, steps, seed=1)}, rounds, 0, wall=True)
+        r = timed(
+            {
+                "collect": lambda: collect_episodes(policy, envs, episodes, seed=0),
+                "raw": lambda: step_random(envs, steps, seed=1),
+            },
+            rounds,
+            0,
+            wall=True,
+        )
     finally:
         for env in envs:
             env.close()
     col, raw = rate(transitions, r["collect"]), rate(steps * n_envs, r["raw"])
-    return Row(collect_label(suite, task), col[0] / raw[0], per_s(col, "transitions"), per_s(raw, "steps"),
-               f"{n_envs} envs, {episodes} episodes = {transitions} transitions; actor {list(hidden)} on {device.type}")
+    return Row(
+        collect_label(suite, task),
+        col[0] / raw[0],
+        per_s(col, "transitions"),
+        per_s(raw, "steps"),
+        f"{n_envs} envs, {episodes} episodes = {transitions} transitions; actor {list(hidden)} on {device.type}",
+    )
 
 
 def collect_label(suite, task):
@@ -339,9 +394,15 @@ def online_run(overrides: dict, device, threads: int, rounds: int) -> tuple[dict
     from npf.online.stages import train_online
 
     with tempfile.TemporaryDirectory(prefix="npf-bench-online-") as tmp:
-        cfg = load(ROOT / "config" / "config.yaml",
-                   {"results_dir": str(Path(tmp) / "results"), "device": str(device), "torch_threads": threads,
-                    "online": overrides})
+        cfg = load(
+            ROOT / "config" / "config.yaml",
+            {
+                "results_dir": str(Path(tmp) / "results"),
+                "device": str(device),
+                "torch_threads": threads,
+                "online": overrides,
+            },
+        )
         with _env_var("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tmp) / 'mlflow.db'}"):
             summary = train_online(cfg, "mt10", "sac-npf", 0, Path(tmp) / "run")
         pure = pure_update_seconds(cfg, Path(tmp) / "run" / "final.pt", summary, rounds)
@@ -365,8 +426,13 @@ def pure_update_seconds(cfg: dict, final_path: Path, summary: dict, rounds: int,
     gen = torch.Generator(device=device).manual_seed(0)
     replay = TaskReplay(n, 4 * settings.batch_size, obs_dim, act_dim, device)
     k = replay.capacity
-    replay.add(obs=torch.randn(n, k, obs_dim), act=torch.rand(n, k, act_dim) * 2 - 1, rew=torch.randn(n, k),
-               next_obs=torch.randn(n, k, obs_dim), done=torch.zeros(n, k))
+    replay.add(
+        obs=torch.randn(n, k, obs_dim),
+        act=torch.rand(n, k, act_dim) * 2 - 1,
+        rew=torch.randn(n, k),
+        next_obs=torch.randn(n, k, obs_dim),
+        done=torch.zeros(n, k),
+    )
     drawn = [replay.sample(settings.batch_size, gen) for _ in range(batches)]
 
     def updates(agent):
@@ -390,9 +456,11 @@ def vector_env_steps(venv, steps: int) -> None:
         venv.step(venv.action_space.sample())
 
 
-ONLINE_LABELS = ("online loop ÷ raw vector env, mt10 sac-npf",
-                 "online collection only ÷ raw vector env, mt10 sac-npf",
-                 "online loop ÷ its updates alone (same update-to-data ratio), mt10 sac-npf")
+ONLINE_LABELS = (
+    "online loop ÷ raw vector env, mt10 sac-npf",
+    "online collection only ÷ raw vector env, mt10 sac-npf",
+    "online loop ÷ its updates alone (same update-to-data ratio), mt10 sac-npf",
+)
 
 
 def online_rows(overrides, vec_rounds, device, threads) -> list[Row]:
@@ -412,19 +480,34 @@ def online_rows(overrides, vec_rounds, device, threads) -> list[Row]:
         venv.close()
     raw = rate(steps * len(fns), r)
     rates = s["rates"]
-    where = (f"{len(s['tasks'])} tasks × {envs_per_task} env(s), {s['transitions']} transitions, "
-             f"{s['updates']} updates ({rates['updates_per_s']:.0f} updates/s), "
-             f"loop's own env-step time alone {rates['raw_env_steps_per_s']:,.0f} steps/s")
+    where = (
+        f"{len(s['tasks'])} tasks × {envs_per_task} env(s), {s['transitions']} transitions, "
+        f"{s['updates']} updates ({rates['updates_per_s']:.0f} updates/s), "
+        f"loop's own env-step time alone {rates['raw_env_steps_per_s']:,.0f} steps/s"
+    )
     return [
-        Row(ONLINE_LABELS[0], rates["env_steps_per_s"] / raw[0], f"{rates['env_steps_per_s']:,.0f} steps/s",
-            per_s(raw, "steps"), "whole loop (acting, env, replay, updates, DAPD, evals, checkpoints); " + where),
-        Row(ONLINE_LABELS[1], rates["collect_env_steps_per_s"] / raw[0],
-            f"{rates['collect_env_steps_per_s']:,.0f} steps/s", per_s(raw, "steps"),
-            "acting + env steps + replay writes only"),
-        Row(ONLINE_LABELS[2], pure_s / rates["wall_s"], f"{rates['env_steps_per_s']:,.0f} steps/s",
+        Row(
+            ONLINE_LABELS[0],
+            rates["env_steps_per_s"] / raw[0],
+            f"{rates['env_steps_per_s']:,.0f} steps/s",
+            per_s(raw, "steps"),
+            "whole loop (acting, env, replay, updates, DAPD, evals, checkpoints); " + where,
+        ),
+        Row(
+            ONLINE_LABELS[1],
+            rates["collect_env_steps_per_s"] / raw[0],
+            f"{rates['collect_env_steps_per_s']:,.0f} steps/s",
+            per_s(raw, "steps"),
+            "acting + env steps + replay writes only",
+        ),
+        Row(
+            ONLINE_LABELS[2],
+            pure_s / rates["wall_s"],
+            f"{rates['env_steps_per_s']:,.0f} steps/s",
             f"{s['transitions'] / pure_s:,.0f} steps/s",
             f"the run's {s['updates']} updates alone take {pure_s:.1f} s of its {rates['wall_s']:.1f} s wall "
-            f"(goal ≥ 0.8); time by part (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s["timing_s"].items())),
+            f"(goal ≥ 0.8); time by part (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s["timing_s"].items()),
+        ),
     ]
 
 
@@ -432,8 +515,13 @@ def online_rows(overrides, vec_rounds, device, threads) -> list[Row]:
 def export_row(name, N) -> Row:
     info, _, _ = bench_export.bench_one(name, N, calls=2, rounds=1)  # the sizes; latency not reported here
     share = f"{info['nnz']:,} / {info['dense']:,} ({100 * info['nnz'] / info['dense']:.1f}%)"
-    return Row(export_label(name, N), info["bytes"] / info["dense_bytes"], f"{info['bytes']:,} B",
-               f"{info['dense_bytes']:,} B", f"task 0 of {N}; actor weights kept {share}")
+    return Row(
+        export_label(name, N),
+        info["bytes"] / info["dense_bytes"],
+        f"{info['bytes']:,} B",
+        f"{info['dense_bytes']:,} B",
+        f"task 0 of {N}; actor weights kept {share}",
+    )
 
 
 def export_label(name, N):
@@ -446,30 +534,48 @@ ROOFLINE_TASKS = (None, 5)  # dense single-task, NPF 5-task
 
 def roofline_row(name, h, N, rounds, warmup) -> Row:
     r = roofline.measure(name, h, N, rounds, warmup)
-    return Row(r.label, r.ratio, f"{r.achieved:.0f} GFLOP/s ({r.update_ms[0]:.1f} ms × {r.flops / 1e9:.2f} GFLOP)",
-               f"{r.gemm_rate:.0f} GFLOP/s GEMM", "update FLOPs ÷ (update time × GEMM rate at the layer shape) ²")
+    return Row(
+        r.label,
+        r.ratio,
+        f"{r.achieved:.0f} GFLOP/s ({r.update_ms[0]:.1f} ms × {r.flops / 1e9:.2f} GFLOP)",
+        f"{r.gemm_rate:.0f} GFLOP/s GEMM",
+        "update FLOPs ÷ (update time × GEMM rate at the layer shape) ²",
+    )
 
 
-PEER_LABELS = ("SAC env steps/s, npf ÷ Stable-Baselines3, HalfCheetah-v5 (actor every update)",
-               "SAC env steps/s, npf (policy_delay 2) ÷ Stable-Baselines3, HalfCheetah-v5")
+PEER_LABELS = (
+    "SAC env steps/s, npf ÷ Stable-Baselines3, HalfCheetah-v5 (actor every update)",
+    "SAC env steps/s, npf (policy_delay 2) ÷ Stable-Baselines3, HalfCheetah-v5",
+)
 
 
 def peer_rows(steps, rounds) -> list[Row]:
     r = bench_peers.measure(steps, rounds)
     note = f"[256, 256], batch 256, 1 update/step, {steps} steps/round ³"
-    return [Row(PEER_LABELS[0], r["npf"][0] / r["sb3"][0], per_s(r["npf"], "steps"), per_s(r["sb3"], "steps"), note),
-            Row(PEER_LABELS[1], r["npf-delay2"][0] / r["sb3"][0], per_s(r["npf-delay2"], "steps"),
-                per_s(r["sb3"], "steps"), note)]
+    return [
+        Row(PEER_LABELS[0], r["npf"][0] / r["sb3"][0], per_s(r["npf"], "steps"), per_s(r["sb3"], "steps"), note),
+        Row(
+            PEER_LABELS[1],
+            r["npf-delay2"][0] / r["sb3"][0],
+            per_s(r["npf-delay2"], "steps"),
+            per_s(r["sb3"], "steps"),
+            note,
+        ),
+    ]
 
 
-ROOFLINE_NOTE = ("² Roofline (benchmarks/roofline.py): FLOPs of one update counted by "
-                 "torch.utils.flop_counter.FlopCounterMode ÷ (update time × the GEMM rate measured interleaved "
-                 "with it, same thread count, at the update's hidden-layer shape [B, h] @ [h, h] or the NPF "
-                 "[N, B, h] @ [N, h, h] bmm). All hidden layers h wide, batch 256 per task, SAC actor every update, "
-                 "NPF: N = 5 tasks, masked-dense backend, SNIP masks keeping 5 %. `compile: off`.")
-PEER_NOTE = ("³ Peers (benchmarks/bench_peers.py): npf SAC and Stable-Baselines3 SAC on HalfCheetah-v5, equal settings "
-             "(one env, lr 1e-3, τ 0.005, learned temperature, target every step), env steps ÷ process CPU time of "
-             "interleaved rounds.")
+ROOFLINE_NOTE = (
+    "² Roofline (benchmarks/roofline.py): FLOPs of one update counted by "
+    "torch.utils.flop_counter.FlopCounterMode ÷ (update time × the GEMM rate measured interleaved "
+    "with it, same thread count, at the update's hidden-layer shape [B, h] @ [h, h] or the NPF "
+    "[N, B, h] @ [N, h, h] bmm). All hidden layers h wide, batch 256 per task, SAC actor every update, "
+    "NPF: N = 5 tasks, masked-dense backend, SNIP masks keeping 5 %. `compile: off`."
+)
+PEER_NOTE = (
+    "³ Peers (benchmarks/bench_peers.py): npf SAC and Stable-Baselines3 SAC on HalfCheetah-v5, equal settings "
+    "(one env, lr 1e-3, τ 0.005, learned temperature, target every step), env steps ÷ process CPU time of "
+    "interleaved rounds."
+)
 
 
 # ------------------------------------------------------------------ 6. default DAG
@@ -535,10 +641,12 @@ def cpu_model() -> str:
 
 def git_commit() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -550,10 +658,14 @@ def shown(arg: str) -> str:
 
 
 def header(args, argv, device, settings) -> list[str]:
-    dev = (f"CUDA {torch.cuda.get_device_name(device)} (host CPU {cpu_model()})" if device.type == "cuda"
-           else f"CPU {cpu_model()}")
+    dev = (
+        f"CUDA {torch.cuda.get_device_name(device)} (host CPU {cpu_model()})"
+        if device.type == "cuda"
+        else f"CPU {cpu_model()}"
+    )
     return [
-        "# NPF benchmarks (issue #8)", "",
+        "# NPF benchmarks (issue #8)",
+        "",
         f"- device: {dev}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch thread(s)",
         f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- git commit: {git_commit()}; torch {torch.__version__}; Python {platform.python_version()}",
@@ -564,8 +676,13 @@ def header(args, argv, device, settings) -> list[str]:
         "",
         "Ratio = numerator ÷ denominator of the medians (so < 1: the first is faster / smaller for times and "
         "sizes, slower for rates). Cells: median (best). Update times (rows 1-2): "
-        + ("wall time, CUDA-synchronized" if device.type == "cuda" else
-           "process CPU time" if torch.get_num_threads() == 1 else "wall time")
+        + (
+            "wall time, CUDA-synchronized"
+            if device.type == "cuda"
+            else "process CPU time"
+            if torch.get_num_threads() == 1
+            else "wall time"
+        )
         + "; env rates (rows 3-4): wall time; env stepping runs on the CPU whatever the device.",
         "",
     ]
@@ -585,19 +702,44 @@ def sections(device, settings):
 
     B, rounds, warmup = 256, settings["rounds"], settings["warmup"]
     hidden = load(ROOT / "config" / "config.yaml")["experts"]["sac"]["hidden"]  # the default experts' actor
-    out = [(f"update {name} N={N}", [update_label(name, N)], update_row, (name, N, B, rounds, warmup, device))
-           for name in ALGOS for N in TASKS]
-    out += [(f"loop {name}", [loop_label(name, LOOP_TASKS)], loop_row, (name, LOOP_TASKS, B, rounds, warmup, device))
-            for name in LOOP_NETS]
-    out += [(f"collect {suite}/{task}", [collect_label(suite, task)], collect_row,
-             (suite, task, COLLECT_ENVS, settings["collect_episodes"], settings["collect_rounds"], hidden, device))
-            for suite, task in COLLECT]
-    out.append(("online mt10 sac-npf", list(ONLINE_LABELS), online_rows,
-                (settings["online"], settings["vec_rounds"], device, torch.get_num_threads())))
+    out = [
+        (f"update {name} N={N}", [update_label(name, N)], update_row, (name, N, B, rounds, warmup, device))
+        for name in ALGOS
+        for N in TASKS
+    ]
+    out += [
+        (f"loop {name}", [loop_label(name, LOOP_TASKS)], loop_row, (name, LOOP_TASKS, B, rounds, warmup, device))
+        for name in LOOP_NETS
+    ]
+    out += [
+        (
+            f"collect {suite}/{task}",
+            [collect_label(suite, task)],
+            collect_row,
+            (suite, task, COLLECT_ENVS, settings["collect_episodes"], settings["collect_rounds"], hidden, device),
+        )
+        for suite, task in COLLECT
+    ]
+    out.append(
+        (
+            "online mt10 sac-npf",
+            list(ONLINE_LABELS),
+            online_rows,
+            (settings["online"], settings["vec_rounds"], device, torch.get_num_threads()),
+        )
+    )
     out += [(f"export {name} N={N}", [export_label(name, N)], export_row, (name, N)) for name, N in EXPORT]
-    out += [(f"roofline {name} h={h} N={N}", [roofline.label(name, h, N)], roofline_row,
-             (name, h, N, *settings["roofline_rounds"]))
-            for name in ALGOS for h in settings["roofline_hidden"] for N in ROOFLINE_TASKS]
+    out += [
+        (
+            f"roofline {name} h={h} N={N}",
+            [roofline.label(name, h, N)],
+            roofline_row,
+            (name, h, N, *settings["roofline_rounds"]),
+        )
+        for name in ALGOS
+        for h in settings["roofline_hidden"]
+        for N in ROOFLINE_TASKS
+    ]
     if bench_peers.available():
         out.append(("peers sac", list(PEER_LABELS), peer_rows, (settings["peer_steps"], settings["peer_rounds"])))
     return out
@@ -607,17 +749,20 @@ def run_section(labels, fn, fn_args) -> list[Row]:
     got = fn(*fn_args)
     got = [got] if isinstance(got, Row) else list(got)
     if [r.label for r in got] != labels or not all(math.isfinite(r.ratio) and r.ratio > 0 for r in got):
-        raise RuntimeError(f"produced {[(r.label, r.ratio) for r in got]}, expected rows {labels} "
-                           "with positive finite ratios")
+        raise RuntimeError(
+            f"produced {[(r.label, r.ratio) for r in got]}, expected rows {labels} with positive finite ratios"
+        )
     return got
 
 
 def dag_rows(args) -> tuple[list[Row], list[str]]:
     """The DAG row (measured, or read from ``--dag-log`` files) and the lines under the table."""
-    stub = ("¹ Default DAG: `snakemake --cores {c}` (config/config.yaml) in a fresh `git clone` of HEAD, "
-            "PYTHONPATH = the clone, then the same command again (a no-op: \"Nothing to be done\"). "
-            "`scontrol` was replaced by a stub that exits 1 (the Slurm plugin otherwise waits ~10 s "
-            "probing slurmctld).")
+    stub = (
+        "¹ Default DAG: `snakemake --cores {c}` (config/config.yaml) in a fresh `git clone` of HEAD, "
+        'PYTHONPATH = the clone, then the same command again (a no-op: "Nothing to be done"). '
+        "`scontrol` was replaced by a stub that exits 1 (the Slurm plugin otherwise waits ~10 s "
+        "probing slurmctld)."
+    )
     if args.dag_log:
         full = parse_time_log(args.dag_log[0])
         note = f"from log {shown(args.dag_log[0])}, not measured in this run"
@@ -625,27 +770,50 @@ def dag_rows(args) -> tuple[list[Row], list[str]]:
         if len(args.dag_log) == 1:
             return [], lines
         rerun = parse_time_log(args.dag_log[1])
-        return [Row(DAG_LABEL, rerun / full, f"{rerun:.1f} s", f"{full:.1f} s ({hms(full)})",
-                    f"from logs {shown(args.dag_log[0])} (full), {shown(args.dag_log[1])} (rerun); NOT measured in this run")], lines
+        return [
+            Row(
+                DAG_LABEL,
+                rerun / full,
+                f"{rerun:.1f} s",
+                f"{full:.1f} s ({hms(full)})",
+                f"from logs {shown(args.dag_log[0])} (full), {shown(args.dag_log[1])} (rerun); "
+                "NOT measured in this run",
+            )
+        ], lines
     if args.skip_dag:
         return [], ["Default DAG: skipped (--skip-dag)."]
     full, rerun = dag_times(args.dag_cores)
-    return [Row(DAG_LABEL, rerun / full, f"{rerun:.1f} s", f"{full:.1f} s ({hms(full)})",
-                f"measured in this run, --cores {args.dag_cores} ¹")], [stub.format(c=args.dag_cores)]
+    return [
+        Row(
+            DAG_LABEL,
+            rerun / full,
+            f"{rerun:.1f} s",
+            f"{full:.1f} s ({hms(full)})",
+            f"measured in this run, --cores {args.dag_cores} ¹",
+        )
+    ], [stub.format(c=args.dag_cores)]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="few rounds, short runs (~2 min without the DAG)")
     ap.add_argument("--skip-dag", action="store_true", help="do not run the default DAG (tens of minutes)")
-    ap.add_argument("--dag-log", nargs="+", metavar="PATH",
-                    help="instead of running the DAG: /usr/bin/time -v log of a full run [and of the no-op rerun]")
+    ap.add_argument(
+        "--dag-log",
+        nargs="+",
+        metavar="PATH",
+        help="instead of running the DAG: /usr/bin/time -v log of a full run [and of the no-op rerun]",
+    )
     ap.add_argument("--dag-cores", type=int, default=2)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (npf.nets.resolve_device)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
-    ap.add_argument("--only", nargs="+", metavar="SECTION",
-                    help="run only the sections whose names start with these words (update, loop, collect, "
-                         "online, export, roofline, peers); implies --skip-dag")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SECTION",
+        help="run only the sections whose names start with these words (update, loop, collect, "
+        "online, export, roofline, peers); implies --skip-dag",
+    )
     ap.add_argument("--out", default=str(ROOT / "reports" / "benchmarks.md"))
     args = ap.parse_args(argv)
     if args.dag_log and len(args.dag_log) > 2:
@@ -662,7 +830,7 @@ def main(argv=None) -> int:
         """thunk() or None; a failure is printed as one line naming the section and remembered."""
         try:
             return thunk()
-        except Exception as e:  # noqa: BLE001 — reported, and the run fails
+        except Exception as e:
             failed.append(name)
             msg = (str(e).strip().splitlines() or [""])[0][:300]
             print(f"run_all: section {name!r} FAILED: {type(e).__name__}: {msg}", file=sys.stderr, flush=True)
@@ -679,7 +847,7 @@ def main(argv=None) -> int:
     for i, (name, labels, fn, fn_args) in enumerate(plan, 1):
         log(f"({i}/{len(plan)}) {name} ...")
         t0 = time.perf_counter()
-        got = attempt(name, lambda: run_section(labels, fn, fn_args))
+        got = attempt(name, lambda: run_section(labels, fn, fn_args))  # noqa: B023 (called at once)
         if got is not None:
             rows += got
             log(f"    ratio {', '.join(f'{r.ratio:.3g}' for r in got)}  ({time.perf_counter() - t0:.0f} s)")
@@ -693,8 +861,10 @@ def main(argv=None) -> int:
             rows += got[0]
             notes = got[1]
     if failed:
-        print(f"run_all: {len(failed)} section(s) failed ({', '.join(failed)}); nothing written to {args.out}",
-              file=sys.stderr)
+        print(
+            f"run_all: {len(failed)} section(s) failed ({', '.join(failed)}); nothing written to {args.out}",
+            file=sys.stderr,
+        )
         return 1
     labels = {r.label for r in rows}
     notes += [ROOFLINE_NOTE] if any(lab.startswith("roofline") for lab in labels) else []

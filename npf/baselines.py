@@ -12,10 +12,11 @@ host–device synchronisation per pair.
 steps use the PCGrad combination of the per-task losses (each the mean over that task's batch).
 The temperatures are per task, so their gradients never conflict and are stepped as in SAC.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -25,16 +26,16 @@ from npf.algos.sac import SAC
 from npf.nets import soft_update
 
 
-def pcgrad_orders(num_tasks: int, generator: torch.Generator | None = None,
-                  device: torch.device | str = "cpu") -> Tensor:
+def pcgrad_orders(
+    num_tasks: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> Tensor:
     """[N, N−1]: row i is a uniformly random order of the tasks other than i."""
     r = torch.rand(num_tasks, num_tasks, generator=generator, device=device)
     r.fill_diagonal_(2.0)  # task i itself sorts last, then is dropped
     return r.argsort(dim=1)[:, : num_tasks - 1]
 
 
-def pcgrad_projected(grads: Tensor, generator: torch.Generator | None = None,
-                     orders: Tensor | None = None) -> Tensor:
+def pcgrad_projected(grads: Tensor, generator: torch.Generator | None = None, orders: Tensor | None = None) -> Tensor:
     """Project each task's gradient ``grads[i]`` ([N, P]) away from the tasks it conflicts with;
     returns the projected gradients ``[N, P]``. ``orders`` ([N, N−1], row i a permutation of the
     other tasks) defaults to :func:`pcgrad_orders`."""
@@ -76,7 +77,7 @@ def _assign_flat_grad(params: Sequence[torch.nn.Parameter], flat: Tensor) -> Non
     i = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[i:i + n].view_as(p).clone()
+        p.grad = flat[i : i + n].view_as(p).clone()
         i += n
 
 
@@ -121,9 +122,11 @@ class PCGradSAC(SAC):
         self.critic_opt.zero_grad(set_to_none=True)
         _assign_flat_grad(cparams, pcgrad(G, self.pc_generator))
         self.critic_opt.step()
-        metrics = {"loss/critic": float(torch.stack([e[0] for e in extra]).mean()),
-                   "q/mean": float(torch.stack([e[1].mean() for e in extra]).mean()),
-                   "pcgrad/critic_conflicts": conflict_fraction(G)}
+        metrics = {
+            "loss/critic": float(torch.stack([e[0] for e in extra]).mean()),
+            "q/mean": float(torch.stack([e[1].mean() for e in extra]).mean()),
+            "pcgrad/critic_conflicts": conflict_fraction(G),
+        }
 
         if self.num_updates % self.cfg.policy_delay == 0:
             self.critic.requires_grad_(False)
@@ -138,9 +141,15 @@ class PCGradSAC(SAC):
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_opt.step()
-            metrics.update({"loss/actor": float(torch.stack([e[0] for e in extra_a]).mean()),
-                            "loss/alpha": alpha_loss.item(), "alpha": self.alpha.mean().item(),
-                            "entropy": -logp.mean().item(), "pcgrad/actor_conflicts": conflict_fraction(Ga)})
+            metrics.update(
+                {
+                    "loss/actor": float(torch.stack([e[0] for e in extra_a]).mean()),
+                    "loss/alpha": alpha_loss.item(),
+                    "alpha": self.alpha.mean().item(),
+                    "entropy": -logp.mean().item(),
+                    "pcgrad/actor_conflicts": conflict_fraction(Ga),
+                }
+            )
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         self.num_updates += 1
         return metrics

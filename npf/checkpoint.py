@@ -1,11 +1,12 @@
 """Atomic checkpoints with RNG state, loaded with ``weights_only=True`` (no arbitrary pickle)."""
+
 from __future__ import annotations
 
 import math
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -66,7 +67,9 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as e:  # truncated zip, foreign pickle, …
-        raise CheckpointError(f"{path}: not a readable npf checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable npf checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     bad = _non_finite_weight(state)
     if bad is not None:
         raise CheckpointError(f"{path}: non-finite values in {bad}")
@@ -79,8 +82,12 @@ def rng_state() -> dict:
     return {
         "python": list(random.getstate()[1]),
         "python_version": random.getstate()[0],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }

@@ -11,6 +11,7 @@ Config files are merged in order over config/config.yaml, as ``snakemake --confi
 does. Errors are one line on stderr with a non-zero exit; ``--verbose`` shows the traceback.
 Guides: docs/index.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,10 @@ def cmd_validate(args) -> int:
     from npf.config import suite_tasks
 
     cfg = _merged_config(args.configs)
-    plan = ", ".join(f"{s} ({len(suite_tasks(cfg, s))} tasks{', custom' if s in cfg['custom_suites'] else ''})"
-                     for s in cfg["suites"])
+    plan = ", ".join(
+        f"{s} ({len(suite_tasks(cfg, s))} tasks{', custom' if s in cfg['custom_suites'] else ''})"
+        for s in cfg["suites"]
+    )
     if not cfg["suites"]:
         plan = f"none (online only: {', '.join(cfg['online']['suites'])})"
     print(f"config: valid; suites: {plan}; results in {cfg['results_dir']}/")
@@ -111,14 +114,18 @@ def cmd_results(args) -> int:
     if args.suite:
         df = df[df["suite"] == args.suite]
     if df.empty:
-        print(f"no evaluation results under {args.results_dir}/eval" + (f"/{args.suite}" if args.suite else ""),
-              file=sys.stderr)
+        print(
+            f"no evaluation results under {args.results_dir}/eval" + (f"/{args.suite}" if args.suite else ""),
+            file=sys.stderr,
+        )
         return 1
     by = ["suite", "metric", "method", "algo"] + (["task"] if args.tasks else [])
     summary = summarize(df, by).rename(columns={"n": "seeds"})
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print("metric: normalized = normalized score (0 random, 100 expert), success = success %; "
-          "mean and std over seeds of the mean over tasks" + (" (per task: over seeds)" if args.tasks else ""))
+    print(
+        "metric: normalized = normalized score (0 random, 100 expert), success = success %; "
+        "mean and std over seeds of the mean over tasks" + (" (per task: over seeds)" if args.tasks else "")
+    )
     return 0
 
 
@@ -141,8 +148,11 @@ def cmd_export(args) -> int:
     from npf.export import export_task_policy
 
     info = export_task_policy(args.final, args.task, args.out)
-    print(f"wrote {args.out}: {info['nnz']} pathway weights of {info['dense']} ({100 * info['nnz'] / info['dense']:.2f}%), "
-          f"{info['bytes']} bytes")
+    print(
+        f"wrote {args.out}: {info['nnz']} pathway weights of {info['dense']} "
+        f"({100 * info['nnz'] / info['dense']:.2f}%), "
+        f"{info['bytes']} bytes"
+    )
     return 0
 
 
@@ -159,8 +169,18 @@ def cmd_ui(args) -> int:
         raise FileNotFoundError(f"{db}: no MLflow store there (run the pipeline first, or name its results_dir)")
     print(f"MLflow UI of {db}\nopen http://{args.host}:{args.port}/{ML_VIEW}  (Ctrl-C stops it)", flush=True)
     exe = Path(sys.executable).with_name("mlflow")
-    cmd = [str(exe) if exe.exists() else "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
-           "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    cmd = [
+        str(exe) if exe.exists() else "mlflow",
+        "ui",
+        "--backend-store-uri",
+        f"sqlite:///{db}",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
     os.execvp(cmd[0], cmd)
     return 1  # not reached
 
@@ -170,8 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("suites", help="list suites and tasks (built-in, and the custom suites of --config files)")
-    s.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="config file(s) whose custom_suites to list too (repeatable; merged in order)")
+    s.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="config file(s) whose custom_suites to list too (repeatable; merged in order)",
+    )
     s.set_defaults(fn=cmd_suites)
     v = sub.add_parser("validate", help="validate config files and print the planned jobs")
     v.add_argument("configs", nargs="*", help="config files, merged in order over the defaults")
@@ -182,13 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--suite", help="only this suite")
     r.set_defaults(fn=cmd_results)
     pb = sub.add_parser("publish", help="rebuild the results page from results directories (generated regions only)")
-    pb.add_argument("results_dirs", nargs="*", metavar="RESULTS_DIR",
-                    help="one per config run, e.g. results/small (none: every table says 'not measured yet')")
+    pb.add_argument(
+        "results_dirs",
+        nargs="*",
+        metavar="RESULTS_DIR",
+        help="one per config run, e.g. results/small (none: every table says 'not measured yet')",
+    )
     pb.add_argument("--out", default="docs/results.md", help="the page (default: docs/results.md)")
     pb.add_argument("--readme", help="also fill this README's table2-readme region (e.g. README.md)")
     pb.add_argument("--figures-dir", help="where the PNGs go (default: the page's path without .md)")
-    pb.add_argument("--wall-time", action="append", default=[], metavar="DIR=DURATION",
-                    help="a results dir's measured end-to-end wall time, e.g. results/small=2h50m (repeatable)")
+    pb.add_argument(
+        "--wall-time",
+        action="append",
+        default=[],
+        metavar="DIR=DURATION",
+        help="a results dir's measured end-to-end wall time, e.g. results/small=2h50m (repeatable)",
+    )
     pb.set_defaults(fn=cmd_publish)
     e = sub.add_parser("export", help="export one task's pathway policy (sparse, no optimizer state)")
     e.add_argument("final", help="a trained NPF run's final.pt")

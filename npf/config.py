@@ -1,4 +1,5 @@
 """Pipeline configuration: load YAML, fill schema defaults, validate with one-line errors."""
+
 from __future__ import annotations
 
 import copy
@@ -37,9 +38,13 @@ def _algorithm_blocks() -> dict[tuple[str, ...], tuple[type, bool]]:
     from npf.algos.iql import IQLConfig
     from npf.algos.sac import SACConfig
 
-    return {("experts", "sac"): (SACConfig, True), ("offline", "iql"): (IQLConfig, False),
-            ("offline", "bcq"): (BCQConfig, False), ("online", "sac"): (SACConfig, False),
-            ("online", "dapd_ablation", "sac"): (SACConfig, False)}
+    return {
+        ("experts", "sac"): (SACConfig, True),
+        ("offline", "iql"): (IQLConfig, False),
+        ("offline", "bcq"): (BCQConfig, False),
+        ("online", "sac"): (SACConfig, False),
+        ("online", "dapd_ablation", "sac"): (SACConfig, False),
+    }
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:
@@ -134,8 +139,9 @@ def _check_suite_names(cfg: dict) -> None:
     from npf.envs import BUILTIN_SUITES
 
     custom = list(cfg.get("custom_suites") or {})
-    known = f"known: {', '.join(BUILTIN_SUITES)}" + (f"; custom: {', '.join(custom)}" if custom else
-                                                      "; or declare it under custom_suites")
+    known = f"known: {', '.join(BUILTIN_SUITES)}" + (
+        f"; custom: {', '.join(custom)}" if custom else "; or declare it under custom_suites"
+    )
     ok = set(BUILTIN_SUITES) | set(custom)
     named = [("suites", s) for s in cfg["suites"]]
     named += [(f"{b}.per_suite.{s}", s) for b in PER_SUITE_BLOCKS for s in cfg[b].get("per_suite", {})]
@@ -186,23 +192,29 @@ def _check_semantics(cfg: dict) -> None:
         episodes = section(cfg, "datasets", suite)["episodes"]
         too_big = [k for k in off["dataset_sizes"] if k > episodes]
         if too_big:
-            raise ConfigError(f"config: offline.dataset_sizes: {too_big[0]} trajectories per task, but datasets.episodes "
-                              f"is {episodes} (suite {suite})")
+            raise ConfigError(
+                f"config: offline.dataset_sizes: {too_big[0]} trajectories per task, but datasets.episodes "
+                f"is {episodes} (suite {suite})"
+            )
         experts = section(cfg, "experts", suite)
         if experts["source"] == "scripted":
             from npf.envs.scripted import SCRIPTED_SUITES
 
             if suite not in SCRIPTED_SUITES:
-                raise ConfigError(f"config: experts.source scripted: suite {suite} has no scripted policies "
-                                  f"(only {', '.join(SCRIPTED_SUITES)}); use source sac for it (per_suite)")
+                raise ConfigError(
+                    f"config: experts.source scripted: suite {suite} has no scripted policies "
+                    f"(only {', '.join(SCRIPTED_SUITES)}); use source sac for it (per_suite)"
+                )
             continue  # no SAC experts to pick a seed from
         seed = section(cfg, "datasets", suite)["expert_seed"]
         if seed not in experts["seeds"]:
             raise ConfigError(f"config: datasets.expert_seed {seed} is not in experts.seeds (suite {suite})")
     _check_online(cfg)
     if not cfg["suites"] and not online_runs(cfg) and not cfg["online"]["dapd_ablation"]["variants"]:
-        raise ConfigError("config: suites is empty and online.methods / online.dapd_ablation.variants name no "
-                          "online run: nothing to do")
+        raise ConfigError(
+            "config: suites is empty and online.methods / online.dapd_ablation.variants name no "
+            "online run: nothing to do"
+        )
 
 
 def online_runs(cfg: dict) -> list[tuple[str, str, int]]:
@@ -224,23 +236,28 @@ def _check_online(cfg: dict) -> None:
 
     o, a = cfg["online"], cfg["online"]["dapd_ablation"]
     if o["learning_starts"] >= o["total_steps"]:
-        raise ConfigError(f"config: online.learning_starts ({o['learning_starts']}) must be below online.total_steps "
-                          f"({o['total_steps']})")
+        raise ConfigError(
+            f"config: online.learning_starts ({o['learning_starts']}) must be below online.total_steps "
+            f"({o['total_steps']})"
+        )
     _check_sac_batch_size(o["sac"], o["batch_size"], "online.sac")
     if a["suite"] not in SUITES:
         raise ConfigError(f"config: online.dapd_ablation.suite: unknown suite {a['suite']!r}")
     for t in a["tasks"]:
         if t not in SUITES[a["suite"]]:
-            raise ConfigError(f"config: online.dapd_ablation.tasks: unknown task {t!r} for suite {a['suite']!r} "
-                              f"(known: {', '.join(SUITES[a['suite']])})")
+            raise ConfigError(
+                f"config: online.dapd_ablation.tasks: unknown task {t!r} for suite {a['suite']!r} "
+                f"(known: {', '.join(SUITES[a['suite']])})"
+            )
     if a["variants"]:
         batch = o["batch_size"] if a["batch_size"] is None else a["batch_size"]
         _check_sac_batch_size({**o["sac"], **a["sac"]}, batch, "online.dapd_ablation.sac")
         starts = o["learning_starts"] if a["learning_starts"] is None else a["learning_starts"]
         total = o["total_steps"] if a["total_steps"] is None else a["total_steps"]
         if starts >= total:
-            raise ConfigError(f"config: online.dapd_ablation: learning_starts ({starts}) must be below "
-                              f"total_steps ({total})")
+            raise ConfigError(
+                f"config: online.dapd_ablation: learning_starts ({starts}) must be below total_steps ({total})"
+            )
 
 
 def _check_sac_batch_size(sac: dict, batch_size: int, where: str) -> None:

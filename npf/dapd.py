@@ -24,11 +24,12 @@ Merge (:func:`merge_copies`)
     copies; in exactly one → that task's copy; in none → its initial value. Parameters that no
     mask covers (biases, unless ``mask_bias``) are used by every task: the mean of all copies.
 """
+
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -97,7 +98,7 @@ class ScoreAverager:
 
         def build(tree, path):
             if isinstance(tree, Mapping):
-                return {k: build(v, path + (k,)) for k, v in tree.items()}
+                return {k: build(v, (*path, k)) for k, v in tree.items()}
             return avg(path)
 
         return build(hist[0], ())
@@ -122,8 +123,13 @@ class ScoreAverager:
         return self._frozen[task]
 
     def state_dict(self) -> dict:
-        return {"num_tasks": self.num_tasks, "window": self.window, "keep_ratio": self.keep_ratio,
-                "frozen": list(self._frozen), "history": [list(h) for h in self._history]}
+        return {
+            "num_tasks": self.num_tasks,
+            "window": self.window,
+            "keep_ratio": self.keep_ratio,
+            "frozen": list(self._frozen),
+            "history": [list(h) for h in self._history],
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         if int(state["num_tasks"]) != self.num_tasks or int(state["window"]) != self.window:
@@ -148,8 +154,16 @@ class DAPDController:
     in {0, 1} for success suites); it is tested only once ``stop_window`` episodes are in.
     """
 
-    def __init__(self, num_tasks: int, mode: str = "dapd", window: int = 10, interval: int = 1,
-                 keep_ratio: float = 0.05, threshold: float | None = None, stop_window: int = 1):
+    def __init__(
+        self,
+        num_tasks: int,
+        mode: str = "dapd",
+        window: int = 10,
+        interval: int = 1,
+        keep_ratio: float = 0.05,
+        threshold: float | None = None,
+        stop_window: int = 1,
+    ):
         if mode not in DAPD_MODES:
             raise ValueError(f"DAPD mode must be one of {DAPD_MODES}, got {mode!r}")
         if interval < 1 or stop_window < 1:
@@ -189,8 +203,12 @@ class DAPDController:
         rule and returns the task's frozen flag."""
         self.recent[task].append(float(value))
         self.since[task] += 1
-        if (self.threshold is not None and self.discovered and not self.frozen[task]
-                and len(self.recent[task]) >= self.stop_window):
+        if (
+            self.threshold is not None
+            and self.discovered
+            and not self.frozen[task]
+            and len(self.recent[task]) >= self.stop_window
+        ):
             stat = sum(self.recent[task]) / len(self.recent[task])
             if self.averager.maybe_freeze(task, stat, self.threshold):
                 self.frozen_at[task], self.frozen_by[task] = step, "threshold"
@@ -223,10 +241,15 @@ class DAPDController:
         out (they are the bulk of it: M × N × every maskable weight)."""
         av = self.averager.state_dict()
         av["history"] = [[] if f else h for f, h in zip(self.frozen, av["history"])]
-        return {"averager": av, "discovered": self.discovered, "since": list(self.since),
-                "recent": [list(r) for r in self.recent], "rescores": list(self.rescores),
-                "frozen_at": [-1 if f is None else int(f) for f in self.frozen_at],
-                "frozen_by": ["" if f is None else f for f in self.frozen_by]}
+        return {
+            "averager": av,
+            "discovered": self.discovered,
+            "since": list(self.since),
+            "recent": [list(r) for r in self.recent],
+            "rescores": list(self.rescores),
+            "frozen_at": [-1 if f is None else int(f) for f in self.frozen_at],
+            "frozen_by": ["" if f is None else f for f in self.frozen_by],
+        }
 
     def load_state_dict(self, s: Mapping) -> None:
         self.averager.load_state_dict(s["averager"])
@@ -239,8 +262,10 @@ class DAPDController:
             self.frozen_by = [f or None for f in s["frozen_by"]]
         else:  # a checkpoint from before frozen_by: the stop rule set frozen_at, freeze_all did the rest
             other = "single_shot" if self.mode == "single_shot" else "merge"
-            self.frozen_by = [None if not fr else "threshold" if at is not None else other
-                              for fr, at in zip(self.frozen, self.frozen_at)]
+            self.frozen_by = [
+                None if not fr else "threshold" if at is not None else other
+                for fr, at in zip(self.frozen, self.frozen_at)
+            ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,8 +286,9 @@ def task_temperature(algo: Algorithm, task: int) -> Iterator[None]:
         algo.log_alpha = la
 
 
-def shared_snip_scores(algo: Algorithm, batch: Batch, task: int,
-                       mask_bias: bool = False) -> dict[str, dict[str, Tensor]]:
+def shared_snip_scores(
+    algo: Algorithm, batch: Batch, task: int, mask_bias: bool = False
+) -> dict[str, dict[str, Tensor]]:
     """SNIP scores of every role on task ``task``'s batch ``[B, ...]`` at the current shared
     weights (dense forward, the task's own temperature)."""
     with task_temperature(algo, task):
@@ -342,10 +368,11 @@ def copies_snip_scores(algo: Algorithm, batch: Batch, mask_bias: bool = False) -
         for i, role in enumerate(algo.roles):
             names = list(params[role])
             tensors = [params[role][k] for k in names]
-            grads = torch.autograd.grad(losses[role], tensors, retain_graph=i < len(algo.roles) - 1,
-                                        allow_unused=True)
-            per_role[role] = {k: torch.zeros_like(p) if g is None else (p.detach() * g).abs()
-                              for k, p, g in zip(names, tensors, grads)}
+            grads = torch.autograd.grad(losses[role], tensors, retain_graph=i < len(algo.roles) - 1, allow_unused=True)
+            per_role[role] = {
+                k: torch.zeros_like(p) if g is None else (p.detach() * g).abs()
+                for k, p, g in zip(names, tensors, grads)
+            }
     n = next(iter(per_role.values()))
     num = next(iter(n.values())).shape[0]
     return [{role: {k: v[t] for k, v in d.items()} for role, d in per_role.items()} for t in range(num)]
@@ -368,8 +395,9 @@ def copies_group_grad_norms(net: nn.Module, masks: Mapping[str, Tensor]) -> Tens
 # --------------------------------------------------------------------------------------------
 # Merge
 # --------------------------------------------------------------------------------------------
-def merge_copies(copies: Mapping[str, Tensor], init: Mapping[str, Tensor],
-                 masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def merge_copies(
+    copies: Mapping[str, Tensor], init: Mapping[str, Tensor], masks: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
     """Merge N copies ``{name: [N, *shape]}`` into one state ``{name: [*shape]}``.
 
     For a parameter with masks ``[N, *shape]``: an entry in several tasks' pathways gets the mean
@@ -393,8 +421,8 @@ def merge_copies(copies: Mapping[str, Tensor], init: Mapping[str, Tensor],
     return out
 
 
-def merged_network_state(copies_net: nn.Module, init_state: Mapping[str, Tensor],
-                         masks: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+def merged_network_state(
+    copies_net: nn.Module, init_state: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None
+) -> dict[str, Tensor]:
     """State dict of the merged shared network from one stacked network (see :func:`merge_copies`)."""
     return merge_copies(copies_net.state_dict(), init_state, masks or {})
-

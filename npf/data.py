@@ -11,6 +11,7 @@ Dataset format (schema version 1), one pair of files per task:
     scores (random, expert) used for normalized scores, sha256 of the .npz.
 The manifest is written last: a dataset without one is incomplete.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,12 @@ def save_dataset(npz_path: str | os.PathLike, arrays: dict[str, np.ndarray], man
     manifest.update(
         schema_version=SCHEMA_VERSION,
         sha256=sha256_file(npz_path),
-        counts={**manifest.get("counts", {}), "transitions": int(len(arrays["rewards"])),
-                "obs_dim": int(arrays["observations"].shape[1]), "act_dim": int(arrays["actions"].shape[1])},
+        counts={
+            **manifest.get("counts", {}),
+            "transitions": len(arrays["rewards"]),
+            "obs_dim": int(arrays["observations"].shape[1]),
+            "act_dim": int(arrays["actions"].shape[1]),
+        },
     )
     write_json(manifest_path(npz_path), manifest)
     return manifest
@@ -107,8 +112,9 @@ def check_array_layout(arrays: dict[str, np.ndarray], where: str) -> None:
     for key, (dim, dtype, ndim) in ARRAYS.items():
         a = arrays[key]
         if a.ndim != ndim or a.shape[0] != n or (dim and a.shape[-1] != dims[dim]):
-            raise DatasetError(f"{where}: array {key!r} has shape {tuple(a.shape)}, expected "
-                               f"{(n, dims[dim]) if dim else (n,)}")
+            raise DatasetError(
+                f"{where}: array {key!r} has shape {tuple(a.shape)}, expected {(n, dims[dim]) if dim else (n,)}"
+            )
         if np.dtype(a.dtype) != np.dtype(dtype):
             raise DatasetError(f"{where}: array {key!r} has dtype {a.dtype}, expected {np.dtype(dtype)}")
 
@@ -119,20 +125,27 @@ def check_array_values(arrays: dict[str, np.ndarray], where: str) -> None:
             raise DatasetError(f"{where}: array {key!r} holds non-finite values (NaN or inf)")
     act = arrays["actions"]
     if (np.abs(act) > 1).any():
-        raise DatasetError(f"{where}: array 'actions' holds values outside [-1, 1] "
-                           f"(min {act.min():.4g}, max {act.max():.4g}; actions are stored normalized)")
+        raise DatasetError(
+            f"{where}: array 'actions' holds values outside [-1, 1] "
+            f"(min {act.min():.4g}, max {act.max():.4g}; actions are stored normalized)"
+        )
 
 
 def check_manifest_counts(arrays: dict[str, np.ndarray], counts, where: str, mpath: Path) -> None:
     """The manifest's transitions / obs_dim / act_dim (when given) are integers equal to the arrays'."""
     if not isinstance(counts, dict):
         raise DatasetError(f"{mpath}: manifest 'counts' is {counts!r}, expected an object")
-    actual = {"transitions": len(arrays["rewards"]), "obs_dim": arrays["observations"].shape[1],
-              "act_dim": arrays["actions"].shape[1]}
+    actual = {
+        "transitions": len(arrays["rewards"]),
+        "obs_dim": arrays["observations"].shape[1],
+        "act_dim": arrays["actions"].shape[1],
+    }
     for key in actual:
         said = counts.get(key)
         if said is not None and (isinstance(said, bool) or not isinstance(said, int)):
-            raise DatasetError(f"{mpath}: manifest counts.{key} is {said!r} ({type(said).__name__}), expected an integer")
+            raise DatasetError(
+                f"{mpath}: manifest counts.{key} is {said!r} ({type(said).__name__}), expected an integer"
+            )
     if counts.get("transitions", actual["transitions"]) != actual["transitions"]:
         raise DatasetError(f"{where}: holds {actual['transitions']} transitions, manifest says {counts['transitions']}")
     sizes = (actual["obs_dim"], actual["act_dim"])
@@ -201,8 +214,10 @@ def first_episodes(ds: Dataset, k: int) -> Dataset:
     (reference scores) is kept. A dataset with fewer than ``k`` episodes is a DatasetError."""
     ends = np.flatnonzero(ds.arrays["terminals"] | ds.arrays["timeouts"])
     if k < 1 or len(ends) < k:
-        raise DatasetError(f"{ds.path}: holds {len(ends)} whole episodes, {k} requested (offline.dataset_sizes "
-                           f"may not exceed datasets.episodes)")
+        raise DatasetError(
+            f"{ds.path}: holds {len(ends)} whole episodes, {k} requested (offline.dataset_sizes "
+            f"may not exceed datasets.episodes)"
+        )
     stop = int(ends[k - 1]) + 1
     return Dataset({key: a[:stop] for key, a in ds.arrays.items()}, ds.manifest, ds.path)
 
@@ -215,7 +230,7 @@ class Normalizer:
         self.std = np.maximum(np.asarray(std, np.float32), 1e-3)
 
     @classmethod
-    def fit(cls, obs: np.ndarray) -> "Normalizer":
+    def fit(cls, obs: np.ndarray) -> Normalizer:
         return cls(obs.mean(0), obs.std(0))
 
     def __call__(self, obs):
@@ -227,7 +242,7 @@ class Normalizer:
         return {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
 
     @classmethod
-    def from_state_dict(cls, s: dict) -> "Normalizer":
+    def from_state_dict(cls, s: dict) -> Normalizer:
         return cls(s["mean"].numpy(), s["std"].numpy())
 
 
@@ -251,12 +266,17 @@ class ReplayBuffer:
         self.size = min(self.size + k, self.capacity)
 
     @classmethod
-    def from_dataset(cls, ds: Dataset, device="cpu", normalizer: Normalizer | None = None) -> "ReplayBuffer":
+    def from_dataset(cls, ds: Dataset, device="cpu", normalizer: Normalizer | None = None) -> ReplayBuffer:
         a = ds.arrays
         buf = cls(len(ds), ds.obs_dim, ds.act_dim, device)
         norm = normalizer or (lambda x: x)
-        buf.add(obs=norm(a["observations"]), act=a["actions"], rew=a["rewards"],
-                next_obs=norm(a["next_observations"]), done=a["terminals"].astype(np.float32))
+        buf.add(
+            obs=norm(a["observations"]),
+            act=a["actions"],
+            rew=a["rewards"],
+            next_obs=norm(a["next_observations"]),
+            done=a["terminals"].astype(np.float32),
+        )
         return buf
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
@@ -264,8 +284,12 @@ class ReplayBuffer:
         return {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
-        return {"data": {k: v[: self.size].clone() for k, v in self.data.items()},
-                "ptr": self.ptr, "size": self.size, "capacity": self.capacity}
+        return {
+            "data": {k: v[: self.size].clone() for k, v in self.data.items()},
+            "ptr": self.ptr,
+            "size": self.size,
+            "capacity": self.capacity,
+        }
 
     def load_state_dict(self, s: dict) -> None:
         if s["capacity"] != self.capacity:

@@ -3,9 +3,10 @@
 Normalized score = (score − random) / (expert − random) · 100, with the random and expert scores
 measured by the datasets stage (manifest ``scores``). Success suites (MT10) report success %.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -30,9 +31,11 @@ def weak_expert(scores: dict) -> str | None:
             continue
         gap, spread = scores["expert"] - scores[name], scores.get(f"{name}_std", 0.0)
         if gap <= max(spread, 1e-6):
-            return (f"the expert ({scores['expert']:.1f}) is not clearly better than {label} ({scores[name]:.1f} ± "
-                    f"{spread:.1f}): normalized scores of this task are not meaningful; train the expert longer "
-                    "(experts.total_steps)")
+            return (
+                f"the expert ({scores['expert']:.1f}) is not clearly better than {label} ({scores[name]:.1f} ± "
+                f"{spread:.1f}): normalized scores of this task are not meaningful; train the expert longer "
+                "(experts.total_steps)"
+            )
     return None
 
 
@@ -60,9 +63,15 @@ def final_metrics(ev: dict) -> dict[str, float]:
     return em
 
 
-def evaluate_tasks(policy: Callable[[np.ndarray], np.ndarray], suite: str, tasks: Sequence[str],
-                   episodes: int, seed: int, ref_scores: Sequence[dict] | None = None,
-                   envs_per_task: int | None = None) -> dict:
+def evaluate_tasks(
+    policy: Callable[[np.ndarray], np.ndarray],
+    suite: str,
+    tasks: Sequence[str],
+    episodes: int,
+    seed: int,
+    ref_scores: Sequence[dict] | None = None,
+    envs_per_task: int | None = None,
+) -> dict:
     """``policy`` maps observations [N, E, obs_dim] (task-major) to actions [N, E, act_dim].
 
     Returns per-task mean/std of return, normalized score (when ``ref_scores`` are given: one
@@ -81,8 +90,12 @@ def evaluate_tasks(policy: Callable[[np.ndarray], np.ndarray], suite: str, tasks
     for i, task in enumerate(tasks):
         sel = (ev["env"] // e) == i
         rets, succ = ev["returns"][sel], ev["success"][sel]
-        row = {"return_mean": float(rets.mean()), "return_std": float(rets.std()), "episodes": int(sel.sum()),
-               "success": float(succ.mean() * 100.0)}
+        row = {
+            "return_mean": float(rets.mean()),
+            "return_std": float(rets.std()),
+            "episodes": int(sel.sum()),
+            "success": float(succ.mean() * 100.0),
+        }
         if ref_scores is not None:
             ns = normalized_score(rets, ref_scores[i]["random"], ref_scores[i]["expert"])
             row["normalized_mean"], row["normalized_std"] = float(ns.mean()), float(ns.std())

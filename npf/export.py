@@ -28,15 +28,17 @@ normalized observation; tests/test_export.py):
 pathway's entries and all entries); ``nnz_all`` / ``dense_all`` count every exported network,
 ``bytes`` is the file size and ``dense_bytes`` the size of the same networks saved densely.
 """
+
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import warnings
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -113,19 +115,26 @@ def _layer_indices(layer: Mapping, i: int) -> tuple[Tensor, Tensor]:
     return crow, cols
 
 
-def _net_spec(state: Mapping[str, Tensor], prefix: str, masks: Mapping[str, Tensor], task: int,
-              activation: str, output_activation: str | None, mask_prefix: str) -> dict:
+def _net_spec(
+    state: Mapping[str, Tensor],
+    prefix: str,
+    masks: Mapping[str, Tensor],
+    task: int,
+    activation: str,
+    output_activation: str | None,
+    mask_prefix: str,
+) -> dict:
     layers = []
     for key in _layer_keys(state, prefix):
-        local = key[len(prefix):]
+        local = key[len(prefix) :]
         mkey = mask_prefix + local
         if mkey not in masks:
             raise ValueError(f"no pathway mask for {mkey!r}")
-        bkey = key[:-len("weight")] + "bias"
-        bmask_key = mkey[:-len("weight")] + "bias"
+        bkey = key[: -len("weight")] + "bias"
+        bmask_key = mkey[: -len("weight")] + "bias"
         bm = masks[bmask_key][task] if bmask_key in masks else None
         layers.append(_csr_layer(state[key], state.get(bkey), masks[mkey][task], bm))
-    for a, b in zip(layers[:-1], layers[1:]):
+    for a, b in itertools.pairwise(layers):
         if a["shape"][0] != b["shape"][1]:
             raise ValueError(f"layers under {prefix!r} do not chain: {a['shape']} → {b['shape']}")
     return {"activation": activation, "output_activation": output_activation, "layers": layers}
@@ -168,16 +177,26 @@ def build_export(saved: Mapping, task, seed: int = 0) -> dict:
     params: dict = {}
     if algo == "iql":
         nets = {"actor": _net_spec(state["actor"], "net.", pw.masks["actor"], n, act_fn, "tanh", "net.")}
-        params["log_std"] = state["actor"]["log_std"].detach().cpu().clamp(
-            float(cfg.get("log_std_min", -5.0)), float(cfg.get("log_std_max", 2.0)))
+        params["log_std"] = (
+            state["actor"]["log_std"]
+            .detach()
+            .cpu()
+            .clamp(float(cfg.get("log_std_min", -5.0)), float(cfg.get("log_std_max", 2.0)))
+        )
     elif algo == "sac":
         nets = {"actor": _net_spec(state["actor"], "net.", pw.masks["actor"], n, act_fn, None, "net.")}
     else:  # bcq
-        nets = {"actor": _net_spec(state["actor"], "net.", pw.masks["actor"], n, act_fn, "tanh", "net."),
-                "decoder": _net_spec(state["vae"], "decoder.", pw.masks["vae"], n, act_fn, "tanh", "decoder."),
-                "q1": _net_spec(state["critic"], "q1.", pw.masks["critic"], n, act_fn, None, "q1.")}
-        params.update(phi=float(cfg.get("phi", 0.05)), num_samples=int(cfg.get("num_samples", 10)),
-                      latent_clip=float(cfg.get("latent_clip", 0.5)), seed=int(seed))
+        nets = {
+            "actor": _net_spec(state["actor"], "net.", pw.masks["actor"], n, act_fn, "tanh", "net."),
+            "decoder": _net_spec(state["vae"], "decoder.", pw.masks["vae"], n, act_fn, "tanh", "decoder."),
+            "q1": _net_spec(state["critic"], "q1.", pw.masks["critic"], n, act_fn, None, "q1."),
+        }
+        params.update(
+            phi=float(cfg.get("phi", 0.05)),
+            num_samples=int(cfg.get("num_samples", 10)),
+            latent_clip=float(cfg.get("latent_clip", 0.5)),
+            seed=int(seed),
+        )
     act_dim = nets["actor"]["layers"][-1]["shape"][0] // (2 if algo == "sac" else 1)
     obs_dim = nets["actor"]["layers"][0]["shape"][1] - (act_dim if algo == "bcq" else 0)  # BCQ actor: (s, a)
     if algo == "bcq":
@@ -191,10 +210,22 @@ def build_export(saved: Mapping, task, seed: int = 0) -> dict:
     if mean.numel() != obs_dim:
         raise ValueError(f"normalizer has {mean.numel()} features, the policy takes {obs_dim}")
     tasks = list(saved.get("tasks") or [])
-    return {"format": EXPORT_FORMAT, "algo": algo, "method": str(saved.get("method", "npf")),
-            "suite": saved.get("suite"), "task": tasks[n], "task_index": n, "seed_run": saved.get("seed"),
-            "obs_dim": int(obs_dim), "act_dim": int(act_dim), "obs_mean": mean, "obs_std": std,
-            "nets": nets, "params": params, "keep_ratio": pw.keep_ratio}
+    return {
+        "format": EXPORT_FORMAT,
+        "algo": algo,
+        "method": str(saved.get("method", "npf")),
+        "suite": saved.get("suite"),
+        "task": tasks[n],
+        "task_index": n,
+        "seed_run": saved.get("seed"),
+        "obs_dim": int(obs_dim),
+        "act_dim": int(act_dim),
+        "obs_mean": mean,
+        "obs_std": std,
+        "nets": nets,
+        "params": params,
+        "keep_ratio": pw.keep_ratio,
+    }
 
 
 def _counts(net: Mapping) -> tuple[int, int]:
@@ -229,9 +260,16 @@ def export_task_policy(final_path: str | os.PathLike, task, out_path: str | os.P
     atomic_write_bytes(out_path, lambda tmp: torch.save(export, tmp))
     nnz, dense = _counts(export["nets"]["actor"])
     tot = [_counts(net) for net in export["nets"].values()]
-    return {"nnz": nnz, "dense": dense, "bytes": out_path.stat().st_size,
-            "nnz_all": sum(t[0] for t in tot), "dense_all": sum(t[1] for t in tot),
-            "dense_bytes": _dense_bytes(export), "algo": export["algo"], "task": export["task"]}
+    return {
+        "nnz": nnz,
+        "dense": dense,
+        "bytes": out_path.stat().st_size,
+        "nnz_all": sum(t[0] for t in tot),
+        "dense_all": sum(t[1] for t in tot),
+        "dense_bytes": _dense_bytes(export),
+        "algo": export["algo"],
+        "task": export["task"],
+    }
 
 
 # ------------------------------------------------------------------------------------- policy
@@ -253,12 +291,15 @@ class SparseMLP(nn.Module):
             values, bias = layer["values"], layer["bias"]
             for part, t in (("weights", values), ("bias", bias)):
                 if t is not None and not bool(torch.isfinite(t).all()):
-                    raise ValueError(f"exported policy: non-finite {part} in layer {i} of {spec.get('name', 'a network')}")
+                    raise ValueError(
+                        f"exported policy: non-finite {part} in layer {i} of {spec.get('name', 'a network')}"
+                    )
             crow, col = _layer_indices(layer, i)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-                csr = torch.sparse_csr_tensor(crow.to(torch.int32), col.to(torch.int32), values, (out_f, in_f),
-                                              check_invariants=True)
+                csr = torch.sparse_csr_tensor(
+                    crow.to(torch.int32), col.to(torch.int32), values, (out_f, in_f), check_invariants=True
+                )
             dense = values.numel() > DENSE_AT_LOAD * out_f * in_f
             self.sparse.append(not dense)
             self.register_buffer(f"w{i}", csr.to_dense() if dense else csr)
@@ -289,8 +330,9 @@ class PathwayPolicy(nn.Module):
     def __init__(self, export: Mapping):
         super().__init__()
         if export.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"not an exported npf policy (format {export.get('format')!r}, "
-                             f"expected {EXPORT_FORMAT!r})")
+            raise ValueError(
+                f"not an exported npf policy (format {export.get('format')!r}, expected {EXPORT_FORMAT!r})"
+            )
         self.algo = export["algo"]
         if self.algo not in ALGOS:
             raise ValueError(f"exported policy: unknown algorithm {self.algo!r}")
@@ -308,7 +350,7 @@ class PathwayPolicy(nn.Module):
             raise ValueError(f"exported {self.algo} policy lacks networks {sorted(need - set(self.nets))}")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location="cpu") -> "PathwayPolicy":
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> PathwayPolicy:
         export = torch.load(path, map_location=map_location, weights_only=True)
         try:
             return cls(export)
@@ -328,22 +370,22 @@ class PathwayPolicy(nn.Module):
         if self.algo == "iql":
             return self.nets["actor"](s).clamp(-1.0, 1.0)
         if self.algo == "sac":
-            return torch.tanh(self.nets["actor"](s)[..., :self.act_dim])
+            return torch.tanh(self.nets["actor"](s)[..., : self.act_dim])
         return self._bcq(s)
 
     def _bcq(self, s: Tensor) -> Tensor:
         p = self.params
         k, latent, c = int(p["num_samples"]), int(p["latent_dim"]), float(p["latent_clip"])
-        rep = s.unsqueeze(-2).expand(*s.shape[:-1], k, s.shape[-1])                     # [..., S, d]
+        rep = s.unsqueeze(-2).expand(*s.shape[:-1], k, s.shape[-1])  # [..., S, d]
         g = torch.Generator(device=s.device).manual_seed(int(p.get("seed", 0)))
         z = torch.randn((*rep.shape[:-1], latent), generator=g, device=s.device, dtype=s.dtype).clamp(-c, c)
-        a = self.nets["decoder"](torch.cat([rep, z], -1))                                  # G(s)
+        a = self.nets["decoder"](torch.cat([rep, z], -1))  # G(s)
         a = (a + float(p["phi"]) * self.nets["actor"](torch.cat([rep, a], -1))).clamp(-1.0, 1.0)
-        q1 = self.nets["q1"](torch.cat([rep, a], -1))                                      # [..., S, 1]
+        q1 = self.nets["q1"](torch.cat([rep, a], -1))  # [..., S, 1]
         idx = q1.argmax(dim=-2, keepdim=True).expand(*a.shape[:-2], 1, a.shape[-1])
         return a.gather(-2, idx).squeeze(-2)
 
-    def act(self, obs) -> "Tensor":
+    def act(self, obs) -> Tensor:
         """Alias of ``forward`` accepting NumPy arrays."""
         return self(torch.as_tensor(obs))
 

@@ -32,14 +32,15 @@ figure                      data                                         file
 A tidy-CSV input may also be a directory of that name (without ``.csv``) holding several CSVs
 with the same columns; they are concatenated.
 """
+
 from __future__ import annotations
 
 import contextvars
 import json
 import math
 import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -50,23 +51,45 @@ from matplotlib.text import Text
 
 from npf.tables import METHOD_LABELS, SUITE_ORDER, run_label, suite_label
 
-BANDS = {"std": "shaded: mean ± 1 std over seeds", "ci95": "shaded: mean ± 95% CI over seeds",
-         "iqr": "line: median; shaded: IQR over seeds", "minmax": "shaded: min–max over seeds"}
-CURVE_FIGURES = {"cheetah": "fig10_curves_cheetah", "cheetah_velocity": "fig11_curves_cheetah_velocity",
-                 "quadruped": "fig12_curves_quadruped"}
-ONLINE_INPUTS = {"dapd": "online/dapd_curves.csv", "grad_norms": "online/grad_norms.csv",
-                 "pretrain_curves": "online/pretrain_curves.csv",
-                 "sample_complexity": "sample_complexity/scores.csv"}
-VARIANT_LABELS = {"single-shot": "Single-shot", "dapd": "DAPD", "dapd-M1": "DAPD (M=1)", "dapd-M5": "DAPD (M=5)",
-                  "dapd-M10": "DAPD (M=10)", "dapd-nothreshold": "DAPD, no threshold stop",
-                  "dense": "dense SAC", "sac": "dense SAC", "pretrain": "pathways pre-configured separately",
-                  "no-pretrain": "pathways configured jointly"}
+BANDS = {
+    "std": "shaded: mean ± 1 std over seeds",
+    "ci95": "shaded: mean ± 95% CI over seeds",
+    "iqr": "line: median; shaded: IQR over seeds",
+    "minmax": "shaded: min–max over seeds",
+}
+CURVE_FIGURES = {
+    "cheetah": "fig10_curves_cheetah",
+    "cheetah_velocity": "fig11_curves_cheetah_velocity",
+    "quadruped": "fig12_curves_quadruped",
+}
+ONLINE_INPUTS = {
+    "dapd": "online/dapd_curves.csv",
+    "grad_norms": "online/grad_norms.csv",
+    "pretrain_curves": "online/pretrain_curves.csv",
+    "sample_complexity": "sample_complexity/scores.csv",
+}
+VARIANT_LABELS = {
+    "single-shot": "Single-shot",
+    "dapd": "DAPD",
+    "dapd-M1": "DAPD (M=1)",
+    "dapd-M5": "DAPD (M=5)",
+    "dapd-M10": "DAPD (M=10)",
+    "dapd-nothreshold": "DAPD, no threshold stop",
+    "dense": "dense SAC",
+    "sac": "dense SAC",
+    "pretrain": "pathways pre-configured separately",
+    "no-pretrain": "pathways configured jointly",
+}
 SINGLE_SHOT_VARIANTS = ("single-shot", "dapd", "dapd-M10", "dapd-nothreshold", "dense", "sac")
 M_VARIANTS = ("dapd-M1", "dapd-M5", "dapd-M10")
 STEP_LABEL = "gradient updates"
 DPI = 150
-VALUE_LABELS = {"return": "episodic return", "success": "success rate (%)",
-                "score": "normalized score (100 = expert)", "grad_norm": "‖∂L/∂w‖₂ over the task's pathway"}
+VALUE_LABELS = {
+    "return": "episodic return",
+    "success": "success rate (%)",
+    "score": "normalized score (100 = expert)",
+    "grad_norm": "‖∂L/∂w‖₂ over the task's pathway",
+}
 
 
 # the config's scale_caption while write_figures builds the figures: a last line of every suptitle
@@ -177,20 +200,30 @@ def curve_stats(df: pd.DataFrame, x: str, y: str, keys: Sequence[str] = (), band
     keys = list(keys)
     d = df.dropna(subset=[y])
     if "seed" in d.columns:
-        d = d.groupby(keys + [x, "seed"], as_index=False, sort=False)[y].mean()
+        d = d.groupby([*keys, x, "seed"], as_index=False, sort=False)[y].mean()
     rows = []
-    for k, g in d.groupby(keys + [x], sort=False):
+    for k, g in d.groupby([*keys, x], sort=False):
         k = k if isinstance(k, tuple) else (k,)
         c, lo, hi = _center_band(g[y].to_numpy(), band)
-        rows.append(dict(zip(keys + [x], k)) | {"center": c, "lo": lo, "hi": hi, "n": len(g)})
-    out = pd.DataFrame(rows, columns=keys + [x, "center", "lo", "hi", "n"])
-    return out.sort_values(keys + [x], kind="stable").reset_index(drop=True)
+        rows.append(dict(zip([*keys, x], k)) | {"center": c, "lo": lo, "hi": hi, "n": len(g)})
+    out = pd.DataFrame(rows, columns=[*keys, x, "center", "lo", "hi", "n"])
+    return out.sort_values([*keys, x], kind="stable").reset_index(drop=True)
 
 
-def _plot_curves(ax, df: pd.DataFrame, x: str, y: str, hue: str, order: Sequence, labels: Mapping,
-                 band: str, colors: Mapping | None = None, **line_kw) -> None:
+def _plot_curves(
+    ax,
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    hue: str,
+    order: Sequence,
+    labels: Mapping,
+    band: str,
+    colors: Mapping | None = None,
+    **line_kw,
+) -> None:
     st = curve_stats(df, x, y, [hue], band)
-    for i, h in enumerate(order):
+    for _i, h in enumerate(order):
         s = st[st[hue] == h]
         if s.empty:
             continue
@@ -229,8 +262,15 @@ def _legend(ax, band: str, **kw) -> None:
 def _fig_legend(fig: Figure, ax, band: str) -> None:
     """One legend for a grid of subplots, below them (outside the data)."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), title=BANDS[band],
-               fontsize="small", title_fontsize="small")
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(len(labels), 4),
+        title=BANDS[band],
+        fontsize="small",
+        title_fontsize="small",
+    )
 
 
 def _palette(keys: Sequence) -> dict:
@@ -247,8 +287,9 @@ def _pick_task(curves: pd.DataFrame, task: str | None) -> pd.DataFrame:
     return curves[curves["task"] == task]
 
 
-def figure3(curves: pd.DataFrame, stem: str | Path, band: str = "std", task: str | None = None,
-            dense_final: float | None = None) -> Figure:
+def figure3(
+    curves: pd.DataFrame, stem: str | Path, band: str = "std", task: str | None = None, dense_final: float | None = None
+) -> Figure:
     """Fig. 3: (a) single-shot vs DAPD (with / without the threshold stop), (b) DAPD with M = 1, 5,
     10. ``curves``: ``step, variant, return|success[, seed, task]``; with a ``task`` column, one
     task is plotted (``task``, else ``forward``, else the first). ``dense_final``: the dense SAC
@@ -258,8 +299,11 @@ def figure3(curves: pd.DataFrame, stem: str | Path, band: str = "std", task: str
     variants = list(dict.fromkeys(d["variant"]))
     pa = _ordered([v for v in variants if v not in ("dapd-M1", "dapd-M5")], SINGLE_SHOT_VARIANTS)
     pb = [v for v in M_VARIANTS if v in variants]
-    panels = [(t, vs) for t, vs in (("(a) single-shot vs DAPD", pa), ("(b) DAPD moving average M", pb))
-              if vs and not (t.startswith("(b)") and len(vs) < 2)]
+    panels = [
+        (t, vs)
+        for t, vs in (("(a) single-shot vs DAPD", pa), ("(b) DAPD moving average M", pb))
+        if vs and not (t.startswith("(b)") and len(vs) < 2)
+    ]
     fig, axes = _grid(len(panels), 2, (4.8, 3.4))
     colors = _palette(_ordered(variants, SINGLE_SHOT_VARIANTS + M_VARIANTS))
     name = d["task"].iloc[0] if "task" in d.columns and len(d) else None
@@ -294,8 +338,9 @@ def _dapd_tasks(curves: pd.DataFrame, stem, variants: Sequence[str], band: str, 
 def figure13(curves: pd.DataFrame, stem: str | Path, band: str = "std") -> Figure:
     """Fig. 13: single-shot vs DAPD (with / without threshold stop) on single tasks; one subplot
     per ``task``. ``curves``: ``task, step, variant, return|success[, seed]``."""
-    return _dapd_tasks(curves, stem, [v for v in SINGLE_SHOT_VARIANTS], band,
-                       "Single-shot vs data-adaptive pathway discovery (DAPD)")
+    return _dapd_tasks(
+        curves, stem, [v for v in SINGLE_SHOT_VARIANTS], band, "Single-shot vs data-adaptive pathway discovery (DAPD)"
+    )
 
 
 def figure14(curves: pd.DataFrame, stem: str | Path, band: str = "std") -> Figure:
@@ -304,8 +349,13 @@ def figure14(curves: pd.DataFrame, stem: str | Path, band: str = "std") -> Figur
 
 
 # ------------------------------------------------------------------------------------ Fig. 4
-def figure4(grad_norms: pd.DataFrame, stem: str | Path, performance: pd.DataFrame | None = None,
-            band: str = "std", log_y: bool = True) -> Figure:
+def figure4(
+    grad_norms: pd.DataFrame,
+    stem: str | Path,
+    performance: pd.DataFrame | None = None,
+    band: str = "std",
+    log_y: bool = True,
+) -> Figure:
     """Fig. 4: gradient norm restricted to each task's pathway ("task group"), pathways
     pre-configured separately (``pretrain``) vs configured jointly (``no-pretrain``); one subplot
     per task. ``grad_norms``: ``step, task, grad_norm, variant[, seed]``. ``performance`` (optional,
@@ -326,7 +376,7 @@ def figure4(grad_norms: pd.DataFrame, stem: str | Path, performance: pd.DataFram
             ax.set(title=t, xlabel=STEP_LABEL, ylabel=VALUE_LABELS[y])
             if y == "grad_norm" and log_y:
                 ax.set_yscale("log")
-        for ax in axes[bi * per_block + len(tasks):(bi + 1) * per_block]:
+        for ax in axes[bi * per_block + len(tasks) : (bi + 1) * per_block]:
             fig.delaxes(ax)
     _fig_legend(fig, axes[0], band)
     fig.suptitle("Gradient norm per task group" + (" (top) and performance (bottom)" if len(blocks) > 1 else ""))
@@ -339,10 +389,16 @@ def figure5(scores: pd.DataFrame, stem: str | Path, band: str = "std", log_x: bo
     """Fig. 5: sample complexity — final normalized score vs dataset size for NPF, MT and MHMT.
     ``scores``: ``dataset_size, method, score[, algo, seed, task]`` (tasks averaged per seed)."""
     d = scores.copy()
-    d["label"] = ([run_label(m, a) for m, a in zip(d["method"], d["algo"])] if "algo" in d.columns
-                  else [METHOD_LABELS.get(m, m) for m in d["method"]])
-    order = _ordered(d["label"], [run_label(m, a) for m in ("npf", "mt", "mhmt") for a in ("bcq", "iql")]
-                     + [METHOD_LABELS[m] for m in ("npf", "mt", "mhmt")])
+    d["label"] = (
+        [run_label(m, a) for m, a in zip(d["method"], d["algo"])]
+        if "algo" in d.columns
+        else [METHOD_LABELS.get(m, m) for m in d["method"]]
+    )
+    order = _ordered(
+        d["label"],
+        [run_label(m, a) for m in ("npf", "mt", "mhmt") for a in ("bcq", "iql")]
+        + [METHOD_LABELS[m] for m in ("npf", "mt", "mhmt")],
+    )
     fig = Figure(figsize=(5.2, 3.6), layout="constrained")
     ax = fig.subplots()
     _plot_curves(ax, d, "dataset_size", "score", "label", order, {}, band, marker="o")
@@ -369,8 +425,15 @@ def draw_overlap(ax, overlap: pd.DataFrame, title: str | None = None, digits: in
     for i in range(n):
         for j in range(m.shape[1]):
             if not np.isnan(m[i, j]):
-                ax.text(j, i, f"{m[i, j]:.{digits}f}", ha="center", va="center", fontsize=fs,
-                        color="black" if m[i, j] > 60 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{m[i, j]:.{digits}f}",
+                    ha="center",
+                    va="center",
+                    fontsize=fs,
+                    color="black" if m[i, j] > 60 else "white",
+                )
     ax.set(xlabel="task j", ylabel="task i (pathway)")
     if title:
         ax.set_title(title)
@@ -413,8 +476,14 @@ def _scored_by_success(suite: str) -> bool:
         return False
 
 
-def figure_learning_curves(curves: pd.DataFrame, stem: str | Path, title: str | None = None,
-                           band: str = "std", ylabel: str | None = None, ncols: int = 3) -> Figure:
+def figure_learning_curves(
+    curves: pd.DataFrame,
+    stem: str | Path,
+    title: str | None = None,
+    band: str = "std",
+    ylabel: str | None = None,
+    ncols: int = 3,
+) -> Figure:
     """Figs. 10–12: score vs gradient updates, one subplot per task, one line per run type
     (``NPF-BCQ``, ``NPF-IQL``, ``MT-BCQ``, …). ``curves``: ``method, algo, seed, step, task, score``
     (as from :func:`load_learning_curves`, one suite)."""
@@ -450,7 +519,7 @@ def load_learning_curves(results_dir: str | Path) -> pd.DataFrame:
     step, task, score`` (one row per evaluation × task); empty when there are none."""
     frames = []
     for p in sorted(Path(results_dir).glob("runs/*/*/seed*/metrics.csv")):
-        seed = p.parent.name[len("seed"):]
+        seed = p.parent.name[len("seed") :]
         if not seed.isdigit():
             continue
         raw = pd.read_csv(p)
@@ -494,7 +563,13 @@ def read_tidy(path: str | Path) -> pd.DataFrame | None:
     """``path`` (a CSV), or every ``*.csv`` under ``path`` without its suffix, concatenated;
     None when neither exists or all are empty."""
     path = Path(path)
-    files = [path] if path.is_file() else sorted(path.with_suffix("").rglob("*.csv")) if path.with_suffix("").is_dir() else []
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(path.with_suffix("").rglob("*.csv"))
+        if path.with_suffix("").is_dir()
+        else []
+    )
     frames = [f for f in (pd.read_csv(p) for p in files) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -504,8 +579,14 @@ def _seeds(n: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ driver
-def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std", dpi: int = DPI,
-                  formats: Sequence[str] = FORMATS, scale: str = "") -> list[Path]:
+def write_figures(
+    results_dir: str | Path,
+    out_dir: str | Path,
+    band: str = "std",
+    dpi: int = DPI,
+    formats: Sequence[str] = FORMATS,
+    scale: str = "",
+) -> list[Path]:
     """Build every figure whose inputs exist under ``results_dir``; returns the written files
     (``formats``, PNG and PDF by default; raster at ``dpi``). Nothing is written — not even
     ``out_dir`` — when there are no inputs. ``scale`` (the config's ``scale_caption``) is added as
@@ -517,18 +598,30 @@ def write_figures(results_dir: str | Path, out_dir: str | Path, band: str = "std
     for suite in _ordered(curves["suite"], SUITE_ORDER):
         name = CURVE_FIGURES.get(suite, f"curves_{suite}")
         title = f"{suite_label(suite, curves.loc[curves['suite'] == suite, 'task'])}: evaluation during training"
-        jobs.append((name, lambda s, c=curves[curves["suite"] == suite], t=title:
-                     figure_learning_curves(c, s, title=t, band=band)))
+        jobs.append(
+            (
+                name,
+                lambda s, c=curves[curves["suite"] == suite], t=title: figure_learning_curves(c, s, title=t, band=band),
+            )
+        )
 
     overlaps = load_overlaps(results_dir)
     if ("mt10", "iql") in overlaps:
         ov = overlaps[("mt10", "iql")]
-        jobs.append(("fig06_overlap_mt10_iql", lambda s: figure6(
-            ov, s, f"MT10, IQL policy: shared pathway weights (%), mean over {ov.attrs['n_seeds']} seed(s)")))
+        jobs.append(
+            (
+                "fig06_overlap_mt10_iql",
+                lambda s: figure6(
+                    ov, s, f"MT10, IQL policy: shared pathway weights (%), mean over {ov.attrs['n_seeds']} seed(s)"
+                ),
+            )
+        )
     if overlaps:
         keys = sorted(overlaps, key=lambda k: (SUITE_ORDER.index(k[0]) if k[0] in SUITE_ORDER else 99, k))
-        panels = {f"{suite_label(su, overlaps[(su, al)].index)}, {al.upper()} ({_seeds(overlaps[(su, al)].attrs['n_seeds'])})":
-                  overlaps[(su, al)] for su, al in keys}
+        panels = {}
+        for su, al in keys:
+            seeds = _seeds(overlaps[(su, al)].attrs["n_seeds"])
+            panels[f"{suite_label(su, overlaps[(su, al)].index)}, {al.upper()} ({seeds})"] = overlaps[(su, al)]
         jobs.append(("fig15_overlap", lambda s: figure15(panels, s)))
 
     dapd = read_tidy(results_dir / ONLINE_INPUTS["dapd"])

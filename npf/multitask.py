@@ -24,9 +24,10 @@ still decays its moments and moves it by momentum. Weights outside the union of 
 have zero moments and never move — unless the optimizer applies weight decay (AdamW), which
 shrinks every weight; those weights are unused by every task, so results are unaffected.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -99,8 +100,15 @@ class MultitaskLearner:
     expect ``[N, ...]`` inputs.
     """
 
-    def __init__(self, algo: Algorithm, method: str, num_tasks: int, pathways: Pathways | None = None,
-                 reduce: str = "sum", backend: str = DEFAULT_BACKEND):
+    def __init__(
+        self,
+        algo: Algorithm,
+        method: str,
+        num_tasks: int,
+        pathways: Pathways | None = None,
+        reduce: str = "sum",
+        backend: str = DEFAULT_BACKEND,
+    ):
         _check_method(method)
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
@@ -171,5 +179,9 @@ class MultitaskLearner:
         return self.algo.act(full, deterministic=deterministic)[task]
 
     def state_dict(self) -> dict:
-        return {"method": self.method, "num_tasks": self.num_tasks, "reduce": self.reduce,
-                "pathways": None if self.pathways is None else self.pathways.state_dict()}
+        return {
+            "method": self.method,
+            "num_tasks": self.num_tasks,
+            "reduce": self.reduce,
+            "pathways": None if self.pathways is None else self.pathways.state_dict(),
+        }

@@ -9,10 +9,12 @@ views; element-wise ops, ``reshape`` and ``cat`` handle them, ``view`` may not. 
 see masks: they build networks with :func:`mlp` (or a factory passed in by a multitask
 conditioning) and call them like any module.
 """
+
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -133,7 +135,7 @@ class MLP(nn.Sequential):
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden]
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             layers += [MaskedLinear(a, b), ACTIVATIONS[activation]()]
         if heads is None:
             layers.append(MaskedLinear(dims[-1], out_dim))
@@ -151,8 +153,12 @@ class MLP(nn.Sequential):
             if type(m) is MaskedLinear and i + 1 < count and m.weight_mask is not None:
                 hook = m.pathway_forward
                 act = _FUSABLE.get(type(mods[i + 1]))
-                if act is not None and getattr(hook, "fuses_activation", False) \
-                        and not _hooked(m) and not _hooked(mods[i + 1]):
+                if (
+                    act is not None
+                    and getattr(hook, "fuses_activation", False)
+                    and not _hooked(m)
+                    and not _hooked(mods[i + 1])
+                ):
                     x = _run_pathway(hook, x, activation=act)
                     i += 2
                     continue
@@ -164,8 +170,9 @@ class MLP(nn.Sequential):
 MLPFactory = Callable[..., nn.Module]
 
 
-def mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str = "relu",
-        output_activation: str | None = None) -> nn.Module:
+def mlp(
+    in_dim: int, out_dim: int, hidden: Sequence[int], activation: str = "relu", output_activation: str | None = None
+) -> nn.Module:
     """Default network factory (single-task, one-hot and pathway methods)."""
     return MLP(in_dim, out_dim, hidden, activation, output_activation)
 
@@ -182,8 +189,9 @@ def multihead_factory(num_tasks: int) -> MLPFactory:
 class TwinQ(nn.Module):
     """Two Q networks Q(s, a); returns both as ``[..., 1]`` tensors."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu",
-                 factory: MLPFactory = mlp):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu", factory: MLPFactory = mlp
+    ):
         super().__init__()
         self.q1 = factory(obs_dim + act_dim, 1, hidden, activation)
         self.q2 = factory(obs_dim + act_dim, 1, hidden, activation)
@@ -199,14 +207,20 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 class TanhGaussianPolicy(nn.Module):
     """SAC policy: a = tanh(u), u ~ N(μ(s), σ(s)); log-prob with the tanh change of variables."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu",
-                 factory: MLPFactory = mlp):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu", factory: MLPFactory = mlp
+    ):
         super().__init__()
         self.net = factory(obs_dim, 2 * act_dim, hidden, activation)
 
-    def forward(self, obs: Tensor, deterministic: bool = False, with_log_prob: bool = True,
-                generator: torch.Generator | None = None, eps: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        obs: Tensor,
+        deterministic: bool = False,
+        with_log_prob: bool = True,
+        generator: torch.Generator | None = None,
+        eps: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         """``eps``: the standard normal noise ``[..., act_dim]`` (drawn from ``generator`` when None;
         passing it keeps the forward free of RNG state, e.g. for ``torch.compile``)."""
         mu, log_std = self.net(obs).chunk(2, dim=-1)
@@ -242,7 +256,6 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-
 # N copies of a network as one stacked network (DAPD pretraining, npf.dapd)
 class StackedMaskedLinear(nn.Module):
     """N independent linear layers (one per copy/task) with optional per-copy masks:
@@ -271,11 +284,18 @@ class StackedMaskedLinear(nn.Module):
 class StackedMLP(nn.Sequential):
     """:class:`npf.nets.MLP`'s layout (same parameter names) with N stacked copies per layer."""
 
-    def __init__(self, num_tasks: int, in_dim: int, out_dim: int, hidden: Sequence[int], activation: str = "relu",
-                 output_activation: str | None = None):
+    def __init__(
+        self,
+        num_tasks: int,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int],
+        activation: str = "relu",
+        output_activation: str | None = None,
+    ):
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden]
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             layers += [StackedMaskedLinear(num_tasks, a, b), ACTIVATIONS[activation]()]
         layers.append(StackedMaskedLinear(num_tasks, dims[-1], out_dim))
         if output_activation is not None:

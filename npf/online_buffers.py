@@ -15,12 +15,13 @@ rebuilds the ring buffer bit for bit. Chunks whose rows have all been overwritte
 rewrite capacity × N rows each time (paper scale: 1M × 10 × 84 floats ≈ 3.4 GB); a chunk costs
 only the new rows.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -38,14 +39,12 @@ class TaskReplay:
     row goes to slot ``total mod capacity``.
     """
 
-    def __init__(self, num_tasks: int, capacity: int, obs_dim: int, act_dim: int,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, num_tasks: int, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
         if capacity < 1:
             raise ValueError(f"TaskReplay: capacity must be ≥ 1, got {capacity}")
         self.num_tasks, self.capacity, self.device = int(num_tasks), int(capacity), torch.device(device)
         self.dims = {"obs": obs_dim, "act": act_dim, "rew": 1, "next_obs": obs_dim, "done": 1}
-        self.data = {k: torch.zeros(self.num_tasks, self.capacity, d, device=self.device)
-                     for k, d in self.dims.items()}
+        self.data = {k: torch.zeros(self.num_tasks, self.capacity, d, device=self.device) for k, d in self.dims.items()}
         self.total = 0
 
     @property
@@ -56,11 +55,11 @@ class TaskReplay:
         return self.size
 
     def _as_rows(self, key: str, v) -> Tensor:
-        t = torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v, dtype=torch.float32,
-                            device=self.device)
+        t = torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v, dtype=torch.float32, device=self.device)
         if t.shape[0] != self.num_tasks:
-            raise ValueError(f"TaskReplay.add: {key!r} has {t.shape[0]} tasks on its first axis, "
-                             f"expected {self.num_tasks}")
+            raise ValueError(
+                f"TaskReplay.add: {key!r} has {t.shape[0]} tasks on its first axis, expected {self.num_tasks}"
+            )
         return t.reshape(self.num_tasks, t.shape[1], self.dims[key])
 
     def add(self, **rows) -> None:
@@ -74,7 +73,7 @@ class TaskReplay:
         first = self.total
         if k > self.capacity:  # only the last `capacity` rows survive
             first = self.total + k - self.capacity
-            vals = {key: v[:, k - self.capacity:] for key, v in vals.items()}
+            vals = {key: v[:, k - self.capacity :] for key, v in vals.items()}
         n = vals["obs"].shape[1]
         idx = (torch.arange(n, device=self.device) + first) % self.capacity
         for key, v in vals.items():
@@ -116,13 +115,20 @@ class TaskReplay:
     # whole-buffer persistence (small buffers: the DAPD temporary buffers)
     def state_dict(self) -> dict:
         first, rows = self.rows_since(0)
-        return {"capacity": self.capacity, "num_tasks": self.num_tasks, "total": self.total, "first": first,
-                "rows": {k: v.detach().cpu().clone() for k, v in rows.items()}}
+        return {
+            "capacity": self.capacity,
+            "num_tasks": self.num_tasks,
+            "total": self.total,
+            "first": first,
+            "rows": {k: v.detach().cpu().clone() for k, v in rows.items()},
+        }
 
     def load_state_dict(self, s: Mapping) -> None:
         if int(s["capacity"]) != self.capacity or int(s["num_tasks"]) != self.num_tasks:
-            raise ValueError(f"TaskReplay: checkpoint holds {s['num_tasks']} tasks × {s['capacity']} rows, "
-                             f"configured {self.num_tasks} × {self.capacity}")
+            raise ValueError(
+                f"TaskReplay: checkpoint holds {s['num_tasks']} tasks × {s['capacity']} rows, "
+                f"configured {self.num_tasks} × {self.capacity}"
+            )
         self.total = 0
         for v in self.data.values():
             v.zero_()
@@ -154,8 +160,7 @@ class ChunkStore:
             first, rows = buf.rows_since(self.saved_until)
             name = f"chunk_{first:012d}_{buf.total:012d}.pt"
             self.dir.mkdir(parents=True, exist_ok=True)
-            ckpt.save({"first": first, "rows": {k: v.detach().cpu().clone() for k, v in rows.items()}},
-                      self.dir / name)
+            ckpt.save({"first": first, "rows": {k: v.detach().cpu().clone() for k, v in rows.items()}}, self.dir / name)
             self.names.append(name)
             self.saved_until = buf.total
         # chunks entirely overwritten in the ring are no longer needed

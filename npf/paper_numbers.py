@@ -23,6 +23,7 @@ Transcription notes (where the paper's text is ambiguous):
 - The quadruped rows (the paper's forward, backward, hopturn, sidestep) are keyed by the
   pipeline's task names (pace-forward, pace-backward, hop-turn, sidestep).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 class PaperNumber:
     mean: float
     std: float | None = None
-    reported: bool = False     # a baseline taken as published (cited work or the paper's baseline runs)
+    reported: bool = False  # a baseline taken as published (cited work or the paper's baseline runs)
     source: str = "this paper"
     params: int | None = None  # parameter count printed next to it (Table 4)
 
@@ -78,8 +79,13 @@ TABLE4: dict[str, dict[str, PaperNumber]] = {
 }
 
 #: Display names of Table 4's cited baselines (our own online methods are named in npf.tables).
-TABLE4_LABELS = {"sac-npf": "SAC+NPF", "pcgrad": "PCGrad", "soft-mod": "Soft-Modularization",
-                 "care": "CARE", "sac-me": "SAC+ME"}
+TABLE4_LABELS = {
+    "sac-npf": "SAC+NPF",
+    "pcgrad": "PCGrad",
+    "soft-mod": "Soft-Modularization",
+    "care": "CARE",
+    "sac-me": "SAC+ME",
+}
 
 #: Table 6 — per-task normalized score, NPF.
 TABLE6: dict[str, dict[str, dict[str, PaperNumber]]] = {
@@ -106,16 +112,30 @@ TABLE6: dict[str, dict[str, dict[str, PaperNumber]]] = {
     },
 }
 
-_MT10_ORDER = ("reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close",
-               "button-press-topdown", "peg-insert-side", "window-open", "window-close")
+_MT10_ORDER = (
+    "reach",
+    "push",
+    "pick-place",
+    "door-open",
+    "drawer-open",
+    "drawer-close",
+    "button-press-topdown",
+    "peg-insert-side",
+    "window-open",
+    "window-close",
+)
 _T7_IQL = {"reach": (93.0, 22.14), "pick-place": (95.0, 15.81), "drawer-open": (85.0, 33.75)}
-_T7_CDS = {"door-open": (58.4, 9.3), "drawer-open": (57.9, 16.2), "drawer-close": (98.8, 0.7),
-           "door-close": (57.2, 16.2)}
+_T7_CDS = {
+    "door-open": (58.4, 9.3),
+    "drawer-open": (57.9, 16.2),
+    "drawer-close": (98.8, 0.7),
+    "door-close": (57.2, 16.2),
+}
 
 
 def _table7() -> dict[str, dict[str, PaperNumber]]:
     out: dict[str, dict[str, PaperNumber]] = {}
-    for t in _MT10_ORDER + ("door-close",):
+    for t in (*_MT10_ORDER, "door-close"):
         row: dict[str, PaperNumber] = {}
         if t != "door-close":  # not an MT10 task: only CDS reports it
             row["npf-bcq"] = P(100.0, 0.0)
@@ -123,8 +143,11 @@ def _table7() -> dict[str, dict[str, PaperNumber]]:
         if t in _T7_CDS:
             row["cds"] = P(*_T7_CDS[t], reported=True, source=YU_CDS)
         out[t] = row
-    out["overall"] = {"npf-bcq": P(100.0, 0.0), "npf-iql": P(97.3, 7.17),
-                      "cds": P(72.0, 26.2, reported=True, source=YU_CDS)}
+    out["overall"] = {
+        "npf-bcq": P(100.0, 0.0),
+        "npf-iql": P(97.3, 7.17),
+        "cds": P(72.0, 26.2, reported=True, source=YU_CDS),
+    }
     return out
 
 
@@ -138,15 +161,14 @@ TABLE8: dict[str, dict] = {
         "n_tasks": 10,
         "keep_ratio": 0.05,
         "dense_per_task": 1_092_608,
-        "separate_dense": P(10_926_080),       # (A) 10 separate networks, no pruning
-        "separate_pruned": P(546_304),         # (B) 10 separate networks, 95% pruned
-        "npf_union": P(198_956, 7_636),        # (C) NPF: union of the 10 pathways
+        "separate_dense": P(10_926_080),  # (A) 10 separate networks, no pruning
+        "separate_pruned": P(546_304),  # (B) 10 separate networks, 95% pruned
+        "npf_union": P(198_956, 7_636),  # (C) NPF: union of the 10 pathways
         "npf_union_percent_of_A": P(1.82, 0.07),
     },
 }
 
-TABLES = {"table2": TABLE2, "table3": TABLE3, "table4": TABLE4, "table6": TABLE6,
-          "table7": TABLE7, "table8": TABLE8}
+TABLES = {"table2": TABLE2, "table3": TABLE3, "table4": TABLE4, "table6": TABLE6, "table7": TABLE7, "table8": TABLE8}
 
 
 def paper_number(table: str, *keys: str) -> PaperNumber | None:

@@ -11,16 +11,16 @@ retried job resumes from the checkpoint. See docs/fault-tolerance.md.
 Repeated signals are ignored (Slurm escalates with SIGKILL after ``KillWait``; a killed job
 loses at most one checkpoint interval and resumes from the previous checkpoint).
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
-
 
 from npf.checkpoint import first_non_finite
 
@@ -35,8 +35,10 @@ class Preempted(Exception):
 
     def __init__(self, step: int, checkpoint: str | os.PathLike, signame: str = "SIGTERM"):
         self.step, self.checkpoint, self.signame = int(step), Path(checkpoint), signame
-        super().__init__(f"{signame} received: stopped at step {self.step}, checkpoint {self.checkpoint} written; "
-                         f"exit {EX_TEMPFAIL} (run the job again to resume)")
+        super().__init__(
+            f"{signame} received: stopped at step {self.step}, checkpoint {self.checkpoint} written; "
+            f"exit {EX_TEMPFAIL} (run the job again to resume)"
+        )
 
 
 class PreemptionGuard:
@@ -57,7 +59,7 @@ class PreemptionGuard:
             self.requested = True
             self.signame = signal.Signals(signum).name  # no I/O here: the handler may interrupt a print
 
-    def install(self) -> "PreemptionGuard":
+    def install(self) -> PreemptionGuard:
         if threading.current_thread() is threading.main_thread():
             for s in self.signals:
                 self._previous.setdefault(s, signal.signal(s, self._handler))
@@ -69,7 +71,7 @@ class PreemptionGuard:
             signal.signal(s, h)
         self._previous = {}
 
-    def __enter__(self) -> "PreemptionGuard":
+    def __enter__(self) -> PreemptionGuard:
         return self.install()
 
     def __exit__(self, *exc) -> None:
@@ -131,8 +133,17 @@ class ResumableRun:
             run.status = "FINISHED"
     """
 
-    def __init__(self, name: str, checkpoint: str | os.PathLike, every: int, total: int, *,
-                 stop_after: int | None = None, unit: str = "step", position: str | None = "env step"):
+    def __init__(
+        self,
+        name: str,
+        checkpoint: str | os.PathLike,
+        every: int,
+        total: int,
+        *,
+        stop_after: int | None = None,
+        unit: str = "step",
+        position: str | None = "env step",
+    ):
         self.name, self.checkpoint, self.every, self.total = name, Path(checkpoint), int(every), int(total)
         self.stop_after, self.unit, self.position = stop_after, unit, position
         self.guard = preemption_guard()
@@ -179,12 +190,15 @@ class ResumableRun:
     def fault_line(self, error: BaseException, step: int) -> str:
         msg = one_line(error)
         where = f" ({self.position} {step})" if self.position else ""
-        kept = (f"{self.checkpoint} ({self.unit} {self.last_good}) kept" if self.last_good is not None
-                else "no checkpoint yet")
+        kept = (
+            f"{self.checkpoint} ({self.unit} {self.last_good}) kept"
+            if self.last_good is not None
+            else "no checkpoint yet"
+        )
         return f"{self.name}: {msg}{where}; last good checkpoint: {kept}"
 
     @contextmanager
-    def running(self, tracker, step: Callable[[], int], closing: Iterable = ()) -> Iterator["ResumableRun"]:
+    def running(self, tracker, step: Callable[[], int], closing: Iterable = ()) -> Iterator[ResumableRun]:
         """Guard installed inside; a FloatingPointError becomes one line naming the run, the step and
         the kept checkpoint; on the way out ``closing`` objects are closed and the tracker's run
         ends with :attr:`status` (the error, if any, as its tag)."""

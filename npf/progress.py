@@ -1,4 +1,5 @@
 """Progress for long jobs: a tqdm bar on a terminal, periodic plain lines in a batch log."""
+
 from __future__ import annotations
 
 import sys
@@ -36,8 +37,12 @@ class Progress:
     def log_line(self) -> None:
         self.last_log = time.monotonic()
         extra = " ".join(f"{a}={b:.4g}" for a, b in self.postfix.items())
-        print(f"[{self.desc}] {self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.1f}%) "
-              f"{self.rate:.1f} {self.unit}s/s {extra}", file=sys.stderr, flush=True)
+        print(
+            f"[{self.desc}] {self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.1f}%) "
+            f"{self.rate:.1f} {self.unit}s/s {extra}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -12,12 +12,13 @@ Every stage job (``workflow/scripts/_stage.py``) records, when it ends, one atte
 :func:`load_attempts` and :func:`load_config` read them back (``npf publish`` shows each run's
 budget and wall time from them).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -25,8 +26,19 @@ import yaml
 
 ATTEMPTS_SUFFIX = ".attempts.jsonl"
 CONFIG_DIR = "configs"
-ATTEMPT_COLUMNS = ["rule", "suite", "method", "algo", "seed", "task", "config_hash", "start", "wall_s", "status",
-                   "file"]
+ATTEMPT_COLUMNS = [
+    "rule",
+    "suite",
+    "method",
+    "algo",
+    "seed",
+    "task",
+    "config_hash",
+    "start",
+    "wall_s",
+    "status",
+    "file",
+]
 
 
 def attempts_path(log: str | os.PathLike) -> Path:
@@ -52,13 +64,17 @@ def save_config(cfg: dict) -> str:
     return h
 
 
-def record_attempt(log: str | os.PathLike, rule: str, wildcards: dict, cfg: dict, start: float,
-                   status: str) -> Path:
+def record_attempt(log: str | os.PathLike, rule: str, wildcards: dict, cfg: dict, start: float, status: str) -> Path:
     """Append one attempt of a job (``start``: ``time.time()`` when it began) beside its log."""
     h = save_config(cfg)
-    rec = {"rule": rule, **{k: str(v) for k, v in wildcards.items()}, "config_hash": h,
-           "start": datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds"),
-           "wall_s": round(time.time() - start, 3), "status": status}
+    rec = {
+        "rule": rule,
+        **{k: str(v) for k, v in wildcards.items()},
+        "config_hash": h,
+        "start": datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - start, 3),
+        "status": status,
+    }
     path = attempts_path(log)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
@@ -123,7 +139,7 @@ def mlflow_attempts(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[
     of the local store (``results_dir/mlflow.db``), ``wall_s`` = its end − start time (an upper
     bound when it was resumed: column ``resumed``), and the configs rebuilt from its params."""
     db = Path(results_dir) / "mlflow.db"
-    empty = pd.DataFrame(columns=ATTEMPT_COLUMNS + ["resumed"])
+    empty = pd.DataFrame(columns=[*ATTEMPT_COLUMNS, "resumed"])
     if not db.exists():
         return empty, {}
     from mlflow.tracking import MlflowClient
@@ -138,8 +154,16 @@ def mlflow_attempts(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[
             h = tags.get("npf.config_hash", "")
             if h and h not in configs:
                 configs[h] = unflatten(run.data.params)
-            rows.append({"rule": tags["npf.stage"], **{k: tags.get(f"npf.{k}") for k in ("suite", "method", "algo",
-                                                                                          "seed", "task")},
-                         "config_hash": h or None, "start": None, "wall_s": (info.end_time - info.start_time) / 1000,
-                         "status": "finished", "file": str(db), "resumed": int(tags.get("npf.resumes", "0")) > 0})
+            rows.append(
+                {
+                    "rule": tags["npf.stage"],
+                    **{k: tags.get(f"npf.{k}") for k in ("suite", "method", "algo", "seed", "task")},
+                    "config_hash": h or None,
+                    "start": None,
+                    "wall_s": (info.end_time - info.start_time) / 1000,
+                    "status": "finished",
+                    "file": str(db),
+                    "resumed": int(tags.get("npf.resumes", "0")) > 0,
+                }
+            )
     return (pd.DataFrame(rows, columns=empty.columns) if rows else empty), configs

@@ -19,6 +19,7 @@ For every run (suite, method, algo) the tables give, from its evaluation JSONs
 Nothing is made up: a run without evaluation JSONs is "not measured yet", a budget or wall time
 without records is "not recorded".
 """
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,31 @@ from npf import paper_numbers as paper
 from npf import stats
 from npf.config import offline_section, section
 from npf.provenance import load_attempts, load_config, mlflow_attempts
-from npf.tables import (EVAL_COLUMNS, MISSING, OFFLINE_ALGOS, OFFLINE_METHODS, ONLINE_METHODS, SUITE_ORDER,
-                        STD_DDOF, load_eval_results, load_param_counts, run_label, suite_label, table6, table7,
-                        table8)
+from npf.tables import (
+    EVAL_COLUMNS,
+    MISSING,
+    OFFLINE_ALGOS,
+    OFFLINE_METHODS,
+    ONLINE_METHODS,
+    STD_DDOF,
+    SUITE_ORDER,
+    load_eval_results,
+    load_param_counts,
+    run_label,
+    suite_label,
+    table6,
+    table7,
+    table8,
+)
 
 NOT_MEASURED = "not measured yet"
 # the paper's names of its table rows (each for the suite's full task set)
-PAPER_ROWS = {"cheetah": "HalfCheetah 5-task", "cheetah_velocity": "HalfCheetah constrained velocity",
-              "quadruped": "Quadruped 4-task", "mt10": "Meta-World MT10"}
+PAPER_ROWS = {
+    "cheetah": "HalfCheetah 5-task",
+    "cheetah_velocity": "HalfCheetah constrained velocity",
+    "quadruped": "Quadruped 4-task",
+    "mt10": "Meta-World MT10",
+}
 NOT_RECORDED = "not recorded"
 MAX_PNG_BYTES = 300_000
 PAGE_DPI = 100
@@ -53,7 +71,8 @@ VERDICT_RULE = (
     "(|ours − paper| ≤ std_ours + std_paper), else **not reproduced** (Δ = ours − paper). Verdict of a row "
     "(suite): **reproduced** when every measured run with a paper number is; else **same ordering as the "
     "paper** when at least two such runs are measured and our means rank them as the paper's do; else "
-    "**not reproduced**.")
+    "**not reproduced**."
+)
 
 #: (table, suites shown even when nothing is measured, runs shown per suite).
 OFFLINE_RUNS = [(m, a) for m in OFFLINE_METHODS for a in ("bcq", "iql")]
@@ -62,9 +81,11 @@ TABLE_ROWS = {
     "table3": (("mt10",), OFFLINE_RUNS),
     "table4": (("mt10",), [(m, "sac") for m in ONLINE_METHODS]),
 }
-TABLE_TITLES = {"table2": "Offline multitask normalized score (0 = random, 100 = the dataset's expert)",
-                "table3": "Meta-World MT10 offline success rate (%)",
-                "table4": "Meta-World MT10 online success rate (%)"}
+TABLE_TITLES = {
+    "table2": "Offline multitask normalized score (0 = random, 100 = the dataset's expert)",
+    "table3": "Meta-World MT10 offline success rate (%)",
+    "table4": "Meta-World MT10 online success rate (%)",
+}
 FIGURES = [  # (file-name prefix, caption)
     ("fig03", "Figure 3: DAPD ablation on HalfCheetah"),
     ("fig04", "Figure 4: gradient norm per task group, with and without pretraining"),
@@ -138,8 +159,10 @@ def check_markers(text: str, where: str) -> None:
     matched = [m.group("name") for m in REGION_RE.finditer(text)]
     for name in dict.fromkeys(begins + ends):
         if not (begins.count(name) == ends.count(name) == matched.count(name) == 1):
-            raise ValueError(f"{where}: region {name!r} needs exactly one '{BEGIN.format(name)}' line followed by "
-                             f"one '{END.format(name)}' line")
+            raise ValueError(
+                f"{where}: region {name!r} needs exactly one '{BEGIN.format(name)}' line followed by "
+                f"one '{END.format(name)}' line"
+            )
 
 
 def fill_regions(text: str, regions: dict[str, str], where: str = "page") -> str:
@@ -165,13 +188,14 @@ def fill_regions(text: str, regions: dict[str, str], where: str = "page") -> str
 @dataclass
 class Source:
     """One results directory: its evaluations and its jobs' records."""
+
     path: Path
-    label: str                       # how the page names it (and its figures' folder)
+    label: str  # how the page names it (and its figures' folder)
     evals: pd.DataFrame
     attempts: pd.DataFrame
     end_to_end_s: float | None = None
     configs: dict = field(default_factory=dict)
-    from_mlflow: bool = False        # no attempt records: budgets and times from the MLflow runs
+    from_mlflow: bool = False  # no attempt records: budgets and times from the MLflow runs
 
     def config(self, h: str) -> dict | None:
         if h not in self.configs:
@@ -196,16 +220,27 @@ def load_sources(dirs: list[str], wall_times: dict[str, float] | None = None) ->
         if not any((p / sub).exists() for sub in ("eval", "runs", "pathways", "online", "sample_complexity")):
             raise ValueError(f"{d}: not a results directory (no eval/, runs/, pathways/ or online/ in it)")
         if p.name in names:
-            raise ValueError(f"{d} and {names[p.name]}: two results directories named {p.name!r} "
-                             f"(their figures would share one folder {p.name}/)")
+            raise ValueError(
+                f"{d} and {names[p.name]}: two results directories named {p.name!r} "
+                f"(their figures would share one folder {p.name}/)"
+            )
         names[p.name] = d
         evals = load_eval_results(p)
         evals["source"] = display_path(d)
         attempts, configs = load_attempts(p), {}
         if attempts.empty:
             attempts, configs = mlflow_attempts(p)
-        sources.append(Source(p, display_path(d), evals, attempts, wall_times.get(p), configs,
-                              from_mlflow="resumed" in attempts.columns))
+        sources.append(
+            Source(
+                p,
+                display_path(d),
+                evals,
+                attempts,
+                wall_times.get(p),
+                configs,
+                from_mlflow="resumed" in attempts.columns,
+            )
+        )
     unknown = set(wall_times) - {Path(d) for d in dirs}
     if unknown:
         raise ValueError(f"--wall-time {sorted(unknown)[0]}: not one of the results directories given")
@@ -248,8 +283,10 @@ def withhold_weak_experts(df: pd.DataFrame, sources: list[Source]) -> tuple[pd.D
             if not weak:
                 continue
             sel = (df["source"] == src.label) & (df["suite"] == suite) & (df["metric"] == "normalized")
-            why = (f"withheld: the expert of {', '.join(weak)} is not clearly better than random, "
-                   "so normalized scores mean nothing")
+            why = (
+                f"withheld: the expert of {', '.join(weak)} is not clearly better than random, "
+                "so normalized scores mean nothing"
+            )
             for key in set(zip(df.loc[sel, "suite"], df.loc[sel, "method"], df.loc[sel, "algo"])):
                 withheld[key] = (src.label, suite, why)
             drop |= sel
@@ -320,8 +357,11 @@ def row_verdict(measured: dict[str, tuple[stats.Summary, paper.PaperNumber]]) ->
         return "reproduced"
     if len(measured) >= 2:
         keys = list(measured)
-        same = all((measured[a][0].mean - measured[b][0].mean) * (measured[a][1].mean - measured[b][1].mean) > 0
-                   for i, a in enumerate(keys) for b in keys[i + 1:])
+        same = all(
+            (measured[a][0].mean - measured[b][0].mean) * (measured[a][1].mean - measured[b][1].mean) > 0
+            for i, a in enumerate(keys)
+            for b in keys[i + 1 :]
+        )
         if same:
             return "same ordering as the paper"
     return "not reproduced"
@@ -344,8 +384,10 @@ def _budget_of(cfg: dict, suite: str, method: str, algo: str) -> str:
         return f"{o['total_steps']:,} env steps/task, batch {o['batch_size']}/task{pre}"
     off = offline_section(cfg, suite, algo)
     ex, ds = section(cfg, "experts", suite), section(cfg, "datasets", suite)
-    return (f"{off['updates']:,} updates × batch {off['batch_size']}/task; {ds['episodes']} trajectories/task "
-            f"from {ex['total_steps']:,}-step experts")
+    return (
+        f"{off['updates']:,} updates × batch {off['batch_size']}/task; {ds['episodes']} trajectories/task "
+        f"from {ex['total_steps']:,}-step experts"
+    )
 
 
 TRAIN_RULES = ("train_offline", "train_online", "train_online_npf")
@@ -359,8 +401,13 @@ def run_provenance(src: Source | None, suite: str, method: str, algo: str, seeds
         return NOT_RECORDED, NOT_RECORDED
     a = src.attempts
     online = algo == "sac" or method in ONLINE_METHODS
-    sel = a[a["rule"].isin(TRAIN_RULES) & (a["suite"] == suite) & (a["method"] == method)
-            & (online | (a["algo"] == algo)) & a["status"].isin(USEFUL)]
+    sel = a[
+        a["rule"].isin(TRAIN_RULES)
+        & (a["suite"] == suite)
+        & (a["method"] == method)
+        & (online | (a["algo"] == algo))
+        & a["status"].isin(USEFUL)
+    ]
     if sel.empty:
         return NOT_RECORDED, NOT_RECORDED
     budgets = []
@@ -399,8 +446,10 @@ def score_matrix(d: pd.DataFrame) -> pd.DataFrame:
     m = d.pivot_table(index="seed", columns="task", values="score", aggfunc="mean")
     if m.isna().any().any():
         seed = m.index[m.isna().any(axis=1)][0]
-        raise ValueError(f"{d['suite'].iloc[0]}/{d['method'].iloc[0]}-{d['algo'].iloc[0]} seed {seed}: "
-                         f"no score for task {m.columns[m.loc[seed].isna()][0]}")
+        raise ValueError(
+            f"{d['suite'].iloc[0]}/{d['method'].iloc[0]}-{d['algo'].iloc[0]} seed {seed}: "
+            f"no score for task {m.columns[m.loc[seed].isna()][0]}"
+        )
     return m
 
 
@@ -411,8 +460,9 @@ class RowResult:
     verdict: str
 
 
-def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int = STD_DDOF,
-                withheld: dict | None = None) -> list[RowResult]:
+def build_table(
+    df: pd.DataFrame, table: str, sources: list[Source], ddof: int = STD_DDOF, withheld: dict | None = None
+) -> list[RowResult]:
     withheld = withheld or {}
     d = _table_frame(df, table)
     base_suites, runs = TABLE_ROWS[table]
@@ -433,22 +483,36 @@ def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int =
             budget, wall = run_provenance(src, suite, m, a, sm.seeds) if sm is not None else ("", "")
             held = withheld[(suite, m, a)][2] if table == "table2" and (suite, m, a) in withheld else None
             if held:
-                lines.append({"Run": run_label(m, a), "Ours: mean ± std": held, "Ours: IQM [95 % CI]": "",
-                              "Paper": MISSING if p is None else p.fmt(2), "Verdict": "withheld", "Budget": "",
-                              "Wall time (training)": "", "Results": ""})
+                lines.append(
+                    {
+                        "Run": run_label(m, a),
+                        "Ours: mean ± std": held,
+                        "Ours: IQM [95 % CI]": "",
+                        "Paper": MISSING if p is None else p.fmt(2),
+                        "Verdict": "withheld",
+                        "Budget": "",
+                        "Wall time (training)": "",
+                        "Results": "",
+                    }
+                )
                 held_why = held
                 continue
             if sm is not None and p is not None:
                 measured[run_label(m, a)] = (sm, p)
             elif p is not None:
                 unmeasured.append(run_label(m, a))
-            lines.append({"Run": run_label(m, a),
-                          "Ours: mean ± std": NOT_MEASURED if sm is None else summary_cell(sm),
-                          "Ours: IQM [95 % CI]": "" if sm is None else iqm_cell(sm),
-                          "Paper": MISSING if p is None else p.fmt(2) + (" (baseline run)" if p.reported else ""),
-                          "Verdict": run_verdict(sm, p),
-                          "Budget": budget, "Wall time (training)": wall,
-                          "Results": "" if src is None else f"`{src.label}`"})
+            lines.append(
+                {
+                    "Run": run_label(m, a),
+                    "Ours: mean ± std": NOT_MEASURED if sm is None else summary_cell(sm),
+                    "Ours: IQM [95 % CI]": "" if sm is None else iqm_cell(sm),
+                    "Paper": MISSING if p is None else p.fmt(2) + (" (baseline run)" if p.reported else ""),
+                    "Verdict": run_verdict(sm, p),
+                    "Budget": budget,
+                    "Wall time (training)": wall,
+                    "Results": "" if src is None else f"`{src.label}`",
+                }
+            )
         verdict = row_verdict_line(measured, unmeasured)
         if held_why:
             verdict = held_why if not measured else f"{verdict}; some runs {held_why}"
@@ -458,7 +522,10 @@ def build_table(df: pd.DataFrame, table: str, sources: list[Source], ddof: int =
 
 def markdown_table(rows: list[dict]) -> str:
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(":---" if i == 0 else "---" for i in range(len(cols))) + "|"]
+    lines = [
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join(":---" if i == 0 else "---" for i in range(len(cols))) + "|",
+    ]
     lines += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -468,10 +535,16 @@ def table_region(rows: list[RowResult], table: str) -> str:
     for r in rows:
         parts.append(f"**{PAPER_ROWS.get(r.suite, suite_label(r.suite))}**: {r.verdict}.\n\n{markdown_table(r.lines)}")
     if table == "table4":
-        rep = [{"Reported baseline (cited by the paper, not run here)": f"{paper.TABLE4_LABELS.get(k, k)} "
-                f"({p.source})", "Success % (paper, reported)": p.fmt(1),
-                "Params (paper)": MISSING if p.params is None else f"{p.params:,}"}
-               for suite in paper.TABLE4 for k, p in paper.TABLE4[suite].items() if p.reported]
+        rep = [
+            {
+                "Reported baseline (cited by the paper, not run here)": f"{paper.TABLE4_LABELS.get(k, k)} ({p.source})",
+                "Success % (paper, reported)": p.fmt(1),
+                "Params (paper)": MISSING if p.params is None else f"{p.params:,}",
+            }
+            for suite in paper.TABLE4
+            for k, p in paper.TABLE4[suite].items()
+            if p.reported
+        ]
         parts.append(markdown_table(rep))
     return "\n\n".join(parts)
 
@@ -488,13 +561,16 @@ def readme_region(rows: list[RowResult], page_link: str) -> str:
             row[f"{run} (paper)"] = ln["Paper"]
         row["Verdict"] = r.verdict
         out.append(row)
-    return (markdown_table(out) + f"\n\nOurs: mean ± std over seeds of the normalized score, at laptop budgets; "
-            f"budgets, wall times, IQM, confidence intervals and every other table: [results page]({page_link}).")
+    return (
+        markdown_table(out) + f"\n\nOurs: mean ± std over seeds of the normalized score, at laptop budgets; "
+        f"budgets, wall times, IQM, confidence intervals and every other table: [results page]({page_link})."
+    )
 
 
 # ------------------------------------------------------------------------------------ figures
-def write_page_figures(sources: list[Source], fig_dir: Path, withheld_suites: set[tuple[str, str]] = frozenset()
-                       ) -> dict[str, list[Path]]:
+def write_page_figures(
+    sources: list[Source], fig_dir: Path, withheld_suites: set[tuple[str, str]] = frozenset()
+) -> dict[str, list[Path]]:
     """Every figure each results directory supports, PNG only, under ``fig_dir/<dir name>/``,
     at a resolution that keeps each under :data:`MAX_PNG_BYTES`; stale PNGs there are removed, and
     so are the learning curves (normalized scores) of ``withheld_suites`` ((label, suite) pairs)."""
@@ -511,7 +587,9 @@ def write_page_figures(sources: list[Source], fig_dir: Path, withheld_suites: se
             if not big:
                 break
             if dpi <= 50:
-                raise ValueError(f"{big[0]}: {big[0].stat().st_size:,} bytes even at {dpi} dpi (limit {MAX_PNG_BYTES:,})")
+                raise ValueError(
+                    f"{big[0]}: {big[0].stat().st_size:,} bytes even at {dpi} dpi (limit {MAX_PNG_BYTES:,})"
+                )
             dpi = int(dpi * 0.75)
         held = {f"{CURVE_FIGURES.get(su, f'curves_{su}')}.png" for lab, su in withheld_suites if lab == s.label}
         written = [p for p in written if p.name not in held]
@@ -541,23 +619,25 @@ def figures_region(figs: dict[str, list[Path]], page_dir: Path, held_suites: set
 
 # ------------------------------------------------------------------------------------ other regions
 def statistics_region() -> str:
-    return (f"- **mean ± std (n seeds)**: per seed the mean over tasks, then the mean and the population std "
-            f"(ddof = {STD_DDOF}) over seeds; one seed shows its value alone.\n"
-            "- **IQM [95 % CI]**: the interquartile mean of all seed × task scores (the mean of the middle "
-            "50 %) and its 95 % percentile bootstrap interval, stratified over tasks (each bootstrap sample "
-            f"redraws every task's seeds with replacement; {stats.RESAMPLES:,} samples, fixed seed), as the "
-            "`rliable` package computes them (Agarwal et al. 2021). Computed with `scipy.stats.bootstrap` "
-            "(one sample per task), not with rliable itself: see `npf/stats.py`. With 2–3 seeds the interval "
-            "is wide and coarse; with one seed it is the point.\n"
-            "- **Paper**: the published numbers (`npf/paper_numbers.py`), never mixed into our columns.\n"
-            f"- {VERDICT_RULE}\n"
-            "- **Budget** and **wall time**: from the records each job leaves in its results directory "
-            "(`configs/<hash>.yaml`, `logs/**/*.attempts.jsonl`; `npf/provenance.py`); the wall time is the sum "
-            "of the run's training attempts over its seeds (jobs may have run in parallel). A results directory "
-            "from before these records takes both from its MLflow runs (config params; run start to end, marked "
-            "≤ when a run was resumed, since the pause counts too).\n"
-            "- **withheld**: a suite whose dataset expert is not clearly better than random "
-            "(`npf.evaluate.weak_expert`) shows no normalized score and no learning curve.")
+    return (
+        f"- **mean ± std (n seeds)**: per seed the mean over tasks, then the mean and the population std "
+        f"(ddof = {STD_DDOF}) over seeds; one seed shows its value alone.\n"
+        "- **IQM [95 % CI]**: the interquartile mean of all seed × task scores (the mean of the middle "
+        "50 %) and its 95 % percentile bootstrap interval, stratified over tasks (each bootstrap sample "
+        f"redraws every task's seeds with replacement; {stats.RESAMPLES:,} samples, fixed seed), as the "
+        "`rliable` package computes them (Agarwal et al. 2021). Computed with `scipy.stats.bootstrap` "
+        "(one sample per task), not with rliable itself: see `npf/stats.py`. With 2–3 seeds the interval "
+        "is wide and coarse; with one seed it is the point.\n"
+        "- **Paper**: the published numbers (`npf/paper_numbers.py`), never mixed into our columns.\n"
+        f"- {VERDICT_RULE}\n"
+        "- **Budget** and **wall time**: from the records each job leaves in its results directory "
+        "(`configs/<hash>.yaml`, `logs/**/*.attempts.jsonl`; `npf/provenance.py`); the wall time is the sum "
+        "of the run's training attempts over its seeds (jobs may have run in parallel). A results directory "
+        "from before these records takes both from its MLflow runs (config params; run start to end, marked "
+        "≤ when a run was resumed, since the pause counts too).\n"
+        "- **withheld**: a suite whose dataset expert is not clearly better than random "
+        "(`npf.evaluate.weak_expert`) shows no normalized score and no learning curve."
+    )
 
 
 def budgets_region(sources: list[Source]) -> str:
@@ -566,16 +646,23 @@ def budgets_region(sources: list[Source]) -> str:
         a = s.attempts[s.attempts["status"].isin(USEFUL)] if not s.attempts.empty else s.attempts
         hashes = list(dict.fromkeys(a["config_hash"].dropna())) if not a.empty else []
         suites = sorted(set(s.evals["suite"])) if not s.evals.empty else []
-        rows.append({"Results": f"`{s.label}`", "Suites evaluated": ", ".join(suites) or NOT_MEASURED,
-                     "Configs (hash)": ", ".join(f"`{h}`" for h in hashes) or NOT_RECORDED,
-                     "Jobs recorded": f"{len(a)}" + (" (MLflow runs)" if s.from_mlflow else ""),
-                     "Sum of job wall times": fmt_duration(a["wall_s"].sum()) if not a.empty else NOT_RECORDED,
-                     "End to end (measured)": fmt_duration(s.end_to_end_s)})
+        rows.append(
+            {
+                "Results": f"`{s.label}`",
+                "Suites evaluated": ", ".join(suites) or NOT_MEASURED,
+                "Configs (hash)": ", ".join(f"`{h}`" for h in hashes) or NOT_RECORDED,
+                "Jobs recorded": f"{len(a)}" + (" (MLflow runs)" if s.from_mlflow else ""),
+                "Sum of job wall times": fmt_duration(a["wall_s"].sum()) if not a.empty else NOT_RECORDED,
+                "End to end (measured)": fmt_duration(s.end_to_end_s),
+            }
+        )
     if not rows:
         return f"{NOT_MEASURED}."
-    return (markdown_table(rows) + "\n\nSum of job wall times: every recorded attempt that finished or was "
-            "preempted (resumed later); with `--cores 2` two jobs run at once, so the end-to-end time "
-            "(`/usr/bin/time` around `snakemake`, given with `--wall-time`) is shorter.")
+    return (
+        markdown_table(rows) + "\n\nSum of job wall times: every recorded attempt that finished or was "
+        "preempted (resumed later); with `--cores 2` two jobs run at once, so the end-to-end time "
+        "(`/usr/bin/time` around `snakemake`, given with `--wall-time`) is shorter."
+    )
 
 
 def per_task_region(df: pd.DataFrame) -> str:
@@ -595,14 +682,22 @@ def command_region(out: str, readme: str | None, dirs: list[str], wall_times: di
         args += ["--wall-time", f"{display_path(d)}={fmt_hms(s)}"]
     args += [display_path(d) for d in dirs]
     cmd = " ".join(a if a.startswith("$RESULTS/") else shlex.quote(a) for a in args)
-    note = ("\n\n`$RESULTS`: the folder outside the work tree where the long runs keep their results."
-            if any(a.startswith("$RESULTS/") for a in args) else "")
+    note = (
+        "\n\n`$RESULTS`: the folder outside the work tree where the long runs keep their results."
+        if any(a.startswith("$RESULTS/") for a in args)
+        else ""
+    )
     return f"```bash\n{cmd}\n```{note}"
 
 
 # ------------------------------------------------------------------------------------ driver
-def publish(dirs: list[str], out: str | Path, readme: str | Path | None = None,
-            wall_times: dict[str, float] | None = None, fig_dir: str | Path | None = None) -> list[Path]:
+def publish(
+    dirs: list[str],
+    out: str | Path,
+    readme: str | Path | None = None,
+    wall_times: dict[str, float] | None = None,
+    fig_dir: str | Path | None = None,
+) -> list[Path]:
     """Rebuild the page's regions (and the README's) from ``dirs``; returns the files written."""
     wall_times = wall_times or {}
     out = Path(out)
@@ -616,18 +711,23 @@ def publish(dirs: list[str], out: str | Path, readme: str | Path | None = None,
         rtext = readme.read_text()
         check_markers(rtext, str(readme))
         if BEGIN.format("table2-readme") not in rtext:
-            raise ValueError(f"{readme}: no '{BEGIN.format('table2-readme')}' region (add it and its end "
-                             "comment where Table 2's rows should go)")
+            raise ValueError(
+                f"{readme}: no '{BEGIN.format('table2-readme')}' region (add it and its end "
+                "comment where Table 2's rows should go)"
+            )
     sources = load_sources(dirs, wall_times)
     df, withheld = withhold_weak_experts(combined_evals(sources), sources)
     t2 = build_table(df, "table2", sources, withheld=withheld)
-    regions = {"command": command_region(out.as_posix(), None if readme is None else readme.as_posix(),
-                                         dirs, wall_times),
-               "statistics": statistics_region(), "budgets": budgets_region(sources),
-               "table2": table_region(t2, "table2"),
-               "table3": table_region(build_table(df, "table3", sources), "table3"),
-               "table4": table_region(build_table(df, "table4", sources), "table4"),
-               "per-task": per_task_region(df), "table8": table8_region(sources)}
+    regions = {
+        "command": command_region(out.as_posix(), None if readme is None else readme.as_posix(), dirs, wall_times),
+        "statistics": statistics_region(),
+        "budgets": budgets_region(sources),
+        "table2": table_region(t2, "table2"),
+        "table3": table_region(build_table(df, "table3", sources), "table3"),
+        "table4": table_region(build_table(df, "table4", sources), "table4"),
+        "per-task": per_task_region(df),
+        "table8": table8_region(sources),
+    }
     figs = write_page_figures(sources, fig_dir, {(lab, su) for lab, su, _ in withheld.values()})
     regions["figures"] = figures_region(figs, out.parent, {su for _, su, _ in withheld.values()})
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ and an unusable backend costs a warning, never the training job.
 
     python -m npf.render results/experts/quadruped/hop-turn/seed0/policy.pt quadruped hop-turn OUT_DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,17 @@ def _resize(frame: np.ndarray, size: int):
     return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
 
 
-def render_rollout(policy_path: str | Path, suite: str, task: str, out_dir: str | Path, steps: int = 300,
-                   every: int = 5, strip: int = 8, size: int = 240, seed: int = 0) -> dict:
+def render_rollout(
+    policy_path: str | Path,
+    suite: str,
+    task: str,
+    out_dir: str | Path,
+    steps: int = 300,
+    every: int = 5,
+    strip: int = 8,
+    size: int = 240,
+    seed: int = 0,
+) -> dict:
     """Run the policy's deterministic action for up to ``steps`` env steps (or until the episode
     ends), keep every ``every``-th frame; write ``rollout.gif`` (all kept frames, real time) and
     ``rollout_strip.png`` (``strip`` frames evenly spaced, left to right). Needs ``MUJOCO_GL``
@@ -95,8 +105,16 @@ def render_rollout(policy_path: str | Path, suite: str, task: str, out_dir: str 
     return {"frames": len(frames), "steps": t, "return": ret, "gif": str(gif), "strip": str(png)}
 
 
-def render_in_subprocess(policy_path: str | Path, suite: str, task: str, out_dir: str | Path, steps: int,
-                         timeout: float = 600, custom_suite: dict | None = None, **kw) -> list[Path]:
+def render_in_subprocess(
+    policy_path: str | Path,
+    suite: str,
+    task: str,
+    out_dir: str | Path,
+    steps: int,
+    timeout: float = 600,
+    custom_suite: dict | None = None,
+    **kw,
+) -> list[Path]:
     """:func:`render_rollout` in a child process with a headless backend; returns the written
     files, or ``[]`` with one ``warning:`` line on stderr when no backend works (or the env
     cannot render). ``custom_suite``: the config's declaration of ``suite`` when it is declared

@@ -7,19 +7,29 @@ moments, target copies and one float mask per task, and one batch's activations 
 candidate actions per next state). On top of that, a Python process with torch, MuJoCo and
 MLflow imported takes ~1.5 GB. The other rules keep fixed requests.
 """
+
 from __future__ import annotations
 
+import itertools
 import math
 
 BASE_MB = 1500  # python + torch + mujoco + mlflow, measured ~1.1-1.3 GB resident
 END_WIDTH = 128  # a bound on the networks' input / output sizes (observation + action, task id)
-FIXED_MB = {"experts": 8000, "datasets": 4000, "pathways": 8000, "evaluate": 4000, "train_online": 32000,
-            "train_online_npf": 32000, "online_evaluate": 4000, "dapd_ablation": 16000}
+FIXED_MB = {
+    "experts": 8000,
+    "datasets": 4000,
+    "pathways": 8000,
+    "evaluate": 4000,
+    "train_online": 32000,
+    "train_online_npf": 32000,
+    "online_evaluate": 4000,
+    "dapd_ablation": 16000,
+}
 
 
 def _params(hidden: list[int]) -> int:
     widths = [END_WIDTH, *hidden, END_WIDTH]
-    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
 def offline_mem_mb(cfg: dict, suite: str, algo: str, dataset_mb: float) -> int:

@@ -4,10 +4,11 @@ Each env i starts its k-th episode with ``reset(seed=episode_seed(base, i, k))``
 resumed at any episode boundary and continue exactly, and evaluation episodes are reproducible.
 Observations of all envs are stacked so a policy runs once per step for all of them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -87,8 +88,9 @@ class EnvPool:
             env.close()
 
 
-def evaluate_policy(policy: Callable[[np.ndarray], np.ndarray], envs: Sequence[gym.Env], episodes: int,
-                    seed: int) -> dict[str, np.ndarray]:
+def evaluate_policy(
+    policy: Callable[[np.ndarray], np.ndarray], envs: Sequence[gym.Env], episodes: int, seed: int
+) -> dict[str, np.ndarray]:
     """Run ``episodes`` episodes spread over ``envs`` (each env runs ⌈episodes/len⌉ at most).
 
     ``policy`` maps stacked observations [E, obs_dim] to actions [E, act_dim]. Returns per-episode
@@ -102,7 +104,7 @@ def evaluate_policy(policy: Callable[[np.ndarray], np.ndarray], envs: Sequence[g
     active = np.array([t > 0 for t in target])
     while active.any():
         res = pool.step(policy(obs))
-        for (i, ret, length, succ) in res.finished:
+        for i, ret, length, succ in res.finished:
             if active[i]:
                 done.append((i, ret, length, succ))
                 if pool.episodes[i] >= target[i]:

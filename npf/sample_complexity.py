@@ -8,11 +8,12 @@ to ``datasets.episodes``, become
 ``score`` is the task's mean normalized score (gym suites) or its success rate in % (MT10),
 as in :func:`npf.tables.load_eval_results`.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -36,15 +37,25 @@ def tidy_scores(eval_paths: Sequence[str | Path], sizes: Sequence[int] | None = 
         metric = ev.get("metric", "normalized")
         key = "normalized_mean" if metric == "normalized" else "success"
         for task, r in ev["tasks"].items():
-            rows.append({"dataset_size": int(size), "method": ev["method"], "algo": ev["algo"],
-                         "seed": int(ev["seed"]), "task": task, "score": float(r[key]), "suite": ev["suite"],
-                         "metric": metric})
+            rows.append(
+                {
+                    "dataset_size": int(size),
+                    "method": ev["method"],
+                    "algo": ev["algo"],
+                    "seed": int(ev["seed"]),
+                    "task": task,
+                    "score": float(r[key]),
+                    "suite": ev["suite"],
+                    "metric": metric,
+                }
+            )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.sort_values(["suite", "dataset_size", "method", "algo", "seed"], kind="stable").reset_index(drop=True)
 
 
-def write_scores(eval_paths: Sequence[str | Path], out_csv: str | Path,
-                 sizes: Sequence[int] | None = None) -> pd.DataFrame:
+def write_scores(
+    eval_paths: Sequence[str | Path], out_csv: str | Path, sizes: Sequence[int] | None = None
+) -> pd.DataFrame:
     """:func:`tidy_scores` written atomically to ``out_csv``; returns the frame."""
     from npf.data import atomic_write_bytes
 

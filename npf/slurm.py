@@ -5,6 +5,7 @@ specification"), and Snakemake would retry each job and fail. So unless ``NPF_SL
 set, the profile asks ``sinfo`` whether any node has a GPU and, when none has, submits the
 training rules without ``--gpus`` and says so in one line.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,8 +16,10 @@ import sys
 
 # the rules that declare gpu=1 (workflow/rules/*.smk): the profile sets their gpu resource
 GPU_RULES = ("experts", "train_offline", "sample_complexity_train", "train_online", "train_online_npf", "dapd_ablation")
-NO_GPU_LINE = ("npf slurm profile: no node of this cluster has a GPU (sinfo lists no gpu gres), so jobs are "
-               "submitted without --gpus as with NPF_SLURM_GPUS=0 (set NPF_SLURM_GPUS=N to request N GPUs)")
+NO_GPU_LINE = (
+    "npf slurm profile: no node of this cluster has a GPU (sinfo lists no gpu gres), so jobs are "
+    "submitted without --gpus as with NPF_SLURM_GPUS=0 (set NPF_SLURM_GPUS=N to request N GPUs)"
+)
 
 
 def cluster_has_gpus(timeout: float = 15) -> bool | None:

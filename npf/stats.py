@@ -19,11 +19,12 @@ rliable.library`` fails: arch 7.2.0 calls pandas' ``deprecate_kwarg`` with the s
 removed (``TypeError: deprecate_kwarg() missing 1 required positional argument``). The tests
 check the interval against a direct loop over rliable's resampling scheme instead.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import stats as sps
@@ -61,8 +62,9 @@ def _flat_mean(*task_columns: np.ndarray, axis: int = -1):
 STATISTICS: dict[str, Callable] = {"iqm": _flat_iqm, "mean": _flat_mean}
 
 
-def stratified_bootstrap_ci(scores, statistic: str = "iqm", level: float = CI_LEVEL,
-                            n_resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+def stratified_bootstrap_ci(
+    scores, statistic: str = "iqm", level: float = CI_LEVEL, n_resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, float]:
     """``level`` percentile-bootstrap interval of ``statistic`` (``iqm`` or ``mean`` of all
     scores), runs resampled with replacement within each task. One run per task has nothing to
     resample: the interval is the point itself."""
@@ -71,14 +73,23 @@ def stratified_bootstrap_ci(scores, statistic: str = "iqm", level: float = CI_LE
     if m.shape[0] == 1:
         point = float(fn(*m.T))
         return point, point
-    res = sps.bootstrap(tuple(m.T), fn, n_resamples=n_resamples, confidence_level=level, method="percentile",
-                        vectorized=True, paired=False, rng=np.random.default_rng(seed))
+    res = sps.bootstrap(
+        tuple(m.T),
+        fn,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        paired=False,
+        rng=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 @dataclass(frozen=True)
 class Summary:
     """What a results table shows for one run group (one score matrix)."""
+
     mean: float
     std: float
     seeds: int
@@ -98,8 +109,9 @@ def mean_std(scores, ddof: int = 0) -> tuple[float, float, int]:
     return float(per_seed.mean()), std, len(per_seed)
 
 
-def summarize_matrix(scores, ddof: int = 0, level: float = CI_LEVEL, n_resamples: int = RESAMPLES,
-                     seed: int = SEED) -> Summary:
+def summarize_matrix(
+    scores, ddof: int = 0, level: float = CI_LEVEL, n_resamples: int = RESAMPLES, seed: int = SEED
+) -> Summary:
     m = _matrix(scores)
     mean, std, n = mean_std(m, ddof)
     lo, hi = stratified_bootstrap_ci(m, "iqm", level, n_resamples, seed)

@@ -22,15 +22,15 @@ Every table has our columns and separate "paper" columns from :mod:`npf.paper_nu
 the paper only reports (``reported=True``) sit in rows or columns whose label says "reported" and
 never in our columns. A table whose inputs are missing is not produced (its builder returns None).
 """
+
 from __future__ import annotations
 
 import html
-
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -42,10 +42,21 @@ STD_DDOF = 0
 OFFLINE_ALGOS = ("bcq", "iql")
 OFFLINE_METHODS = ("npf", "mt", "mhmt")
 ONLINE_METHODS = ("sac-npf", "mt-sac", "mh-sac", "pcgrad")
-METHOD_LABELS = {"npf": "NPF", "mt": "MT", "mhmt": "MHMT", "sac-npf": "SAC+NPF", "mt-sac": "MT-SAC",
-                 "mh-sac": "MH-SAC", "pcgrad": "PCGrad"}
-SUITE_NAMES = {"cheetah": "HalfCheetah", "cheetah_velocity": "HalfCheetah constrained velocity",
-               "quadruped": "Quadruped", "mt10": "Meta-World MT10"}
+METHOD_LABELS = {
+    "npf": "NPF",
+    "mt": "MT",
+    "mhmt": "MHMT",
+    "sac-npf": "SAC+NPF",
+    "mt-sac": "MT-SAC",
+    "mh-sac": "MH-SAC",
+    "pcgrad": "PCGrad",
+}
+SUITE_NAMES = {
+    "cheetah": "HalfCheetah",
+    "cheetah_velocity": "HalfCheetah constrained velocity",
+    "quadruped": "Quadruped",
+    "mt10": "Meta-World MT10",
+}
 PAPER = "paper, full task set"  # the published numbers are for each suite's full task set
 SUITE_ORDER = ("cheetah", "cheetah_velocity", "quadruped", "mt10")
 MISSING = "—"
@@ -88,15 +99,24 @@ def load_eval_results(results_dir: str | Path) -> pd.DataFrame:
         metric = ev.get("metric", "normalized")
         key = "normalized_mean" if metric == "normalized" else "success"
         for task, r in ev["tasks"].items():
-            rows.append({"suite": ev["suite"], "method": ev["method"], "algo": ev["algo"],
-                         "seed": int(ev["seed"]), "task": task, "score": float(r[key]), "metric": metric})
+            rows.append(
+                {
+                    "suite": ev["suite"],
+                    "method": ev["method"],
+                    "algo": ev["algo"],
+                    "seed": int(ev["seed"]),
+                    "task": task,
+                    "score": float(r[key]),
+                    "metric": metric,
+                }
+            )
     return pd.DataFrame(rows, columns=EVAL_COLUMNS)
 
 
 def per_seed_means(df: pd.DataFrame, by: Iterable[str] = ("suite", "method", "algo")) -> pd.DataFrame:
     """Mean over tasks for each run: columns ``*by, seed, score``."""
     by = list(by)
-    return df.groupby(by + ["seed"], sort=False, as_index=False)["score"].mean()
+    return df.groupby([*by, "seed"], sort=False, as_index=False)["score"].mean()
 
 
 def _mean_std(values: pd.Series, ddof: int) -> pd.Series:
@@ -105,8 +125,7 @@ def _mean_std(values: pd.Series, ddof: int) -> pd.Series:
     return pd.Series({"mean": float(np.mean(v)), "std": std, "n": len(v)})
 
 
-def summarize(df: pd.DataFrame, by: Iterable[str] = ("suite", "method", "algo"),
-              ddof: int = STD_DDOF) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, by: Iterable[str] = ("suite", "method", "algo"), ddof: int = STD_DDOF) -> pd.DataFrame:
     """Mean over tasks per seed, then ``mean, std, n`` over seeds, per ``by`` group."""
     by = list(by)
     seeds = per_seed_means(df, by)
@@ -125,6 +144,7 @@ def summarize_tasks(df: pd.DataFrame, ddof: int = STD_DDOF) -> pd.DataFrame:
 class Table:
     """A rendered table: ``frame`` holds display strings; ``label_columns`` leading columns are row
     labels. ``notes`` go under the table."""
+
     name: str
     caption: str
     frame: pd.DataFrame
@@ -133,8 +153,12 @@ class Table:
 
     def to_markdown(self) -> str:
         cols = [str(c) for c in self.frame.columns]
-        lines = [f"**{self.caption}**", "", "| " + " | ".join(cols) + " |",
-                 "|" + "|".join(":---" if i < self.label_columns else "---:" for i in range(len(cols))) + "|"]
+        lines = [
+            f"**{self.caption}**",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|" + "|".join(":---" if i < self.label_columns else "---:" for i in range(len(cols))) + "|",
+        ]
         for row in self.frame.itertuples(index=False):
             lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
         if self.notes:
@@ -144,15 +168,26 @@ class Table:
 
     def to_html(self) -> str:
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return (f"<h3>{html.escape(self.caption)}</h3>\n" + self.frame.to_html(index=False, escape=True, border=0)
-                + (f"\n<ul>{notes}</ul>" if notes else "") + "\n")
+        return (
+            f"<h3>{html.escape(self.caption)}</h3>\n"
+            + self.frame.to_html(index=False, escape=True, border=0)
+            + (f"\n<ul>{notes}</ul>" if notes else "")
+            + "\n"
+        )
 
     def to_latex(self) -> str:
         n = len(self.frame.columns)
         spec = "l" * self.label_columns + "r" * (n - self.label_columns)
-        lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{_tex(self.caption.split(': ', 1)[-1])}}}",
-                 rf"\label{{tab:{self.name}}}", r"\begin{tabular}{" + spec + "}", r"\toprule",
-                 " & ".join(_tex(str(c)) for c in self.frame.columns) + r" \\", r"\midrule"]
+        lines = [
+            r"\begin{table}[ht]",
+            r"\centering",
+            rf"\caption{{{_tex(self.caption.split(': ', 1)[-1])}}}",
+            rf"\label{{tab:{self.name}}}",
+            r"\begin{tabular}{" + spec + "}",
+            r"\toprule",
+            " & ".join(_tex(str(c)) for c in self.frame.columns) + r" \\",
+            r"\midrule",
+        ]
         for row in self.frame.itertuples(index=False):
             lines.append(" & ".join(_tex(str(v)) for v in row) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
@@ -162,9 +197,23 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": r"$\pm$", "—": "---", "–": "--", "×": r"$\times$", "·": r"$\cdot$"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "—": "---",
+    "–": "--",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+}
 
 
 def _tex(s: str) -> str:
@@ -228,15 +277,20 @@ def _cell(summary: pd.DataFrame, **keys) -> str:
 def _seed_note(summary: pd.DataFrame) -> str:
     """``Seeds: cheetah NPF-BCQ 3, …`` from a :func:`summarize` frame over suite/method/algo."""
     order = {m: i for i, m in enumerate(OFFLINE_METHODS + ONLINE_METHODS)}
-    summary = summary.sort_values(["suite", "method", "algo"], key=lambda c: c.map(order).fillna(len(order))
-                                  if c.name == "method" else c, kind="stable")
+    summary = summary.sort_values(
+        ["suite", "method", "algo"],
+        key=lambda c: c.map(order).fillna(len(order)) if c.name == "method" else c,
+        kind="stable",
+    )
     parts = [f"{r.suite} {run_label(r.method, r.algo)} {int(r.n)}" for r in summary.itertuples()]
     return "Seeds: " + ", ".join(parts) + "."
 
 
-STATS_NOTE = ("Ours: per seed, the mean over tasks; then mean ± std over seeds (population std, "
-              "ddof={ddof}; a cell of one seed shows its value alone). 'paper' columns: the published "
-              "numbers (npf.paper_numbers), for each suite's full task set whatever tasks our runs used.")
+STATS_NOTE = (
+    "Ours: per seed, the mean over tasks; then mean ± std over seeds (population std, "
+    "ddof={ddof}; a cell of one seed shows its value alone). 'paper' columns: the published "
+    "numbers (npf.paper_numbers), for each suite's full task set whatever tasks our runs used."
+)
 
 
 def _offline(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -259,9 +313,12 @@ def table2(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
             if m == "npf":
                 row[f"{run_label(m, a)} ({PAPER})"] = _fmt_paper(paper.paper_number("table2", suite, f"{m}-{a}"))
         rows.append(row)
-    return Table("table2", "Table 2: offline multitask normalized score (mean ± std over seeds)",
-                 pd.DataFrame(rows).fillna(MISSING),
-                 notes=[STATS_NOTE.format(ddof=ddof), _seed_note(summ)])
+    return Table(
+        "table2",
+        "Table 2: offline multitask normalized score (mean ± std over seeds)",
+        pd.DataFrame(rows).fillna(MISSING),
+        notes=[STATS_NOTE.format(ddof=ddof), _seed_note(summ)],
+    )
 
 
 def table3(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
@@ -286,10 +343,16 @@ def table3(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
                 elif p is not None:
                     row[f"Offline-{run_label(m, a)} ({PAPER}, reported)"] = _fmt_paper(p)
         rows.append(row)
-    return Table("table3", "Table 3: Meta-World offline success rate in % (mean ± std over seeds)",
-                 pd.DataFrame(rows).fillna(MISSING),
-                 notes=[STATS_NOTE.format(ddof=ddof), _seed_note(summ),
-                        "reported: the paper's own Offline-MT / Offline-MHMT runs, as published."])
+    return Table(
+        "table3",
+        "Table 3: Meta-World offline success rate in % (mean ± std over seeds)",
+        pd.DataFrame(rows).fillna(MISSING),
+        notes=[
+            STATS_NOTE.format(ddof=ddof),
+            _seed_note(summ),
+            "reported: the paper's own Offline-MT / Offline-MHMT runs, as published.",
+        ],
+    )
 
 
 def table4(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
@@ -305,24 +368,48 @@ def table4(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
         for m, a in _runs(d[d["suite"] == suite], ONLINE_METHODS, ("sac",)):
             p = pnums.get(m)
             p = p if p is not None and not p.reported else None
-            rows.append({"Suite": suite_label(suite, _suite_tasks(d, suite)), "Method": run_label(m, a),
-                         "Success % (ours)": _cell(summ, suite=suite, method=m, algo=a),
-                         f"Success % ({PAPER})": _fmt_paper(p),
-                         "Params (paper)": MISSING if p is None or p.params is None else f"{p.params:,}"})
+            rows.append(
+                {
+                    "Suite": suite_label(suite, _suite_tasks(d, suite)),
+                    "Method": run_label(m, a),
+                    "Success % (ours)": _cell(summ, suite=suite, method=m, algo=a),
+                    f"Success % ({PAPER})": _fmt_paper(p),
+                    "Params (paper)": MISSING if p is None or p.params is None else f"{p.params:,}",
+                }
+            )
         for key, p in pnums.items():
             if p.reported:
-                rows.append({"Suite": suite_label(suite, _suite_tasks(d, suite)),
-                             "Method": f"{paper.TABLE4_LABELS.get(key, key)} (reported: {p.source})",
-                             "Success % (ours)": MISSING, f"Success % ({PAPER})": _fmt_paper(p),
-                             "Params (paper)": MISSING if p.params is None else f"{p.params:,}"})
-    return Table("table4", "Table 4: Meta-World online success rate in % (mean ± std over seeds)",
-                 pd.DataFrame(rows), label_columns=2,
-                 notes=[STATS_NOTE.format(ddof=ddof), _seed_note(summ),
-                        "Rows marked reported are published numbers the paper cites; we did not run them."])
+                rows.append(
+                    {
+                        "Suite": suite_label(suite, _suite_tasks(d, suite)),
+                        "Method": f"{paper.TABLE4_LABELS.get(key, key)} (reported: {p.source})",
+                        "Success % (ours)": MISSING,
+                        f"Success % ({PAPER})": _fmt_paper(p),
+                        "Params (paper)": MISSING if p.params is None else f"{p.params:,}",
+                    }
+                )
+    return Table(
+        "table4",
+        "Table 4: Meta-World online success rate in % (mean ± std over seeds)",
+        pd.DataFrame(rows),
+        label_columns=2,
+        notes=[
+            STATS_NOTE.format(ddof=ddof),
+            _seed_note(summ),
+            "Rows marked reported are published numbers the paper cites; we did not run them.",
+        ],
+    )
 
 
-def _per_task_table(d: pd.DataFrame, name: str, caption: str, published: Mapping, ddof: int,
-                    overall: bool, reported_key: str | None = None) -> Table:
+def _per_task_table(
+    d: pd.DataFrame,
+    name: str,
+    caption: str,
+    published: Mapping,
+    ddof: int,
+    overall: bool,
+    reported_key: str | None = None,
+) -> Table:
     """Rows suite × task (+ "overall"); our (method, algo) columns, paper columns for NPF, and
     ``reported_key``'s published column marked reported."""
     st = summarize_tasks(d, ddof=ddof)
@@ -334,7 +421,9 @@ def _per_task_table(d: pd.DataFrame, name: str, caption: str, published: Mapping
         tasks = _suite_tasks(d, suite)
         full = _suite_size(suite)
         # the paper's "overall" is over the full task set: say so when our run used a subset
-        overall_label = "overall" if full in (None, len(tasks)) else f"overall (ours: {len(tasks)} tasks; paper: all {full})"
+        overall_label = (
+            "overall" if full in (None, len(tasks)) else f"overall (ours: {len(tasks)} tasks; paper: all {full})"
+        )
         for task in tasks + (["overall"] if overall else []):
             row = {"Suite": suite_label(suite, tasks), "Task": overall_label if task == "overall" else task}
             pt = ptab.get(task, {})
@@ -349,9 +438,11 @@ def _per_task_table(d: pd.DataFrame, name: str, caption: str, published: Mapping
                 label = f"{reported_key.upper()} (paper, reported)"
                 row[label] = _fmt_paper(p)
             rows.append(row)
-    notes = ["Ours: mean ± std over seeds of each task's score (population std, "
-             f"ddof={ddof}; one seed: its value alone). 'paper' columns: the published numbers.",
-             _seed_note(so)]
+    notes = [
+        "Ours: mean ± std over seeds of each task's score (population std, "
+        f"ddof={ddof}; one seed: its value alone). 'paper' columns: the published numbers.",
+        _seed_note(so),
+    ]
     if overall:
         notes.append("overall: per seed the mean over tasks, then mean ± std over seeds (as Table 3).")
     return Table(name, caption, pd.DataFrame(rows).fillna(MISSING), label_columns=2, notes=notes)
@@ -362,8 +453,9 @@ def table6(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
     d = _offline(df, "normalized")
     if d.empty:
         return None
-    return _per_task_table(d, "table6", "Table 6: per-task normalized score (mean ± std over seeds)",
-                           paper.TABLE6, ddof, overall=False)
+    return _per_task_table(
+        d, "table6", "Table 6: per-task normalized score (mean ± std over seeds)", paper.TABLE6, ddof, overall=False
+    )
 
 
 def table7(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
@@ -371,8 +463,15 @@ def table7(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
     d = _offline(df, "success")
     if d.empty:
         return None
-    t = _per_task_table(d, "table7", "Table 7: per-task Meta-World offline success rate in % "
-                        "(mean ± std over seeds)", paper.TABLE7, ddof, overall=True, reported_key="cds")
+    t = _per_task_table(
+        d,
+        "table7",
+        "Table 7: per-task Meta-World offline success rate in % (mean ± std over seeds)",
+        paper.TABLE7,
+        ddof,
+        overall=True,
+        reported_key="cds",
+    )
     t.notes.append(f"CDS: reported by {paper.YU_CDS} on 4 environments over 6 seeds; not run here.")
     return t
 
@@ -391,6 +490,7 @@ def _flat_masks(masks: Mapping, n: int) -> np.ndarray:
 
 def _counts_from_pt(path: Path, role: str) -> dict | None:
     from npf import checkpoint as ckpt  # torch: imported only when a masks.pt is read
+
     state = ckpt.load(path)
     pw = state.get("pathways", state)
     masks = pw.get("masks", {}).get(role)
@@ -398,8 +498,13 @@ def _counts_from_pt(path: Path, role: str) -> dict | None:
         return None
     n = int(pw["num_tasks"])
     f = _flat_masks(masks, n)
-    return {"n_tasks": n, "keep_ratio": float(pw.get("keep_ratio", math.nan)), "dense": int(f.shape[1]),
-            "pathway": float(f.sum(1).mean()), "union": int(f.any(0).sum())}
+    return {
+        "n_tasks": n,
+        "keep_ratio": float(pw.get("keep_ratio", math.nan)),
+        "dense": int(f.shape[1]),
+        "pathway": float(f.sum(1).mean()),
+        "union": int(f.any(0).sum()),
+    }
 
 
 def _counts_from_json(path: Path, role: str) -> dict | None:
@@ -409,8 +514,13 @@ def _counts_from_json(path: Path, role: str) -> dict | None:
     if total is None:
         return None
     n = len(s["tasks"])
-    out = {"n_tasks": n, "keep_ratio": float(s.get("keep_ratio", math.nan)), "dense": int(total),
-           "pathway": float(r["density"]) * total, "union": float(r["union_density"]) * total}
+    out = {
+        "n_tasks": n,
+        "keep_ratio": float(s.get("keep_ratio", math.nan)),
+        "dense": int(total),
+        "pathway": float(r["density"]) * total,
+        "union": float(r["union_density"]) * total,
+    }
     return out
 
 
@@ -421,7 +531,7 @@ def load_param_counts(results_dir: str | Path, role: str = "actor") -> pd.DataFr
     carries a ``maskable_params`` count. None when nothing is there."""
     rows = []
     for d in sorted(Path(results_dir).glob("pathways/*/*/seed*")):
-        suite, algo, seed = d.parent.parent.name, d.parent.name, d.name[len("seed"):]
+        suite, algo, seed = d.parent.parent.name, d.parent.name, d.name[len("seed") :]
         if not seed.isdigit():
             continue
         c = None
@@ -455,15 +565,22 @@ def table8(counts: pd.DataFrame | Mapping | None, ddof: int = STD_DDOF) -> Table
     c["B"] = c["n_tasks"] * c["pathway"]
     c["C"] = c["union"].astype(float)
     c["Cpct"] = c["C"] / c["A"] * 100.0
-    rows = {k: {"Suite": None, "Policy weights": lab} for k, lab in (
-        ("A", "(A) N separate networks, no pruning"), ("B", "(B) N separate networks, pruned to the pathway size"),
-        ("C", "(C) NPF: union of the N pathways"), ("Cpct", "(C) as % of (A)"))}
+    rows = {
+        k: {"Suite": None, "Policy weights": lab}
+        for k, lab in (
+            ("A", "(A) N separate networks, no pruning"),
+            ("B", "(B) N separate networks, pruned to the pathway size"),
+            ("C", "(C) NPF: union of the N pathways"),
+            ("Cpct", "(C) as % of (A)"),
+        )
+    }
     out = []
     for suite in _order(c["suite"], SUITE_ORDER):
         cs = c[c["suite"] == suite]
         n_tasks = sorted(set(cs["n_tasks"].astype(int)))
-        block = {k: dict(v, Suite=suite_label(suite, n_tasks[0] if len(n_tasks) == 1 else None))
-                 for k, v in rows.items()}
+        block = {
+            k: dict(v, Suite=suite_label(suite, n_tasks[0] if len(n_tasks) == 1 else None)) for k, v in rows.items()
+        }
         for algo in _order(cs["algo"], ("iql", "bcq", "sac")):
             g = cs[cs["algo"] == algo]
             col = f"ours ({algo.upper()}, {len(g)} seeds)"
@@ -482,11 +599,17 @@ def table8(counts: pd.DataFrame | Mapping | None, ddof: int = STD_DDOF) -> Table
         out += list(block.values())
     frame = pd.DataFrame(out)
     frame = frame[["Suite", "Policy weights"] + [k for k in frame.columns if k not in ("Suite", "Policy weights")]]
-    return Table("table8", "Table 8: policy-network weights for N tasks: separate networks vs NPF",
-                 frame.fillna(MISSING), label_columns=2,
-                 notes=["Counts are maskable weights of the policy (actor) network (biases excluded, as "
-                        "the paper's 1,092,608). (A) = N × dense; (B) = N × mean pathway size; (C) = weights "
-                        f"in at least one task's pathway, mean ± std over seeds (population std, ddof={ddof})."])
+    return Table(
+        "table8",
+        "Table 8: policy-network weights for N tasks: separate networks vs NPF",
+        frame.fillna(MISSING),
+        label_columns=2,
+        notes=[
+            "Counts are maskable weights of the policy (actor) network (biases excluded, as "
+            "the paper's 1,092,608). (A) = N × dense; (B) = N × mean pathway size; (C) = weights "
+            f"in at least one task's pathway, mean ± std over seeds (population std, ddof={ddof})."
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -494,8 +617,14 @@ def build_tables(results_dir: str | Path, ddof: int = STD_DDOF, scale: str = "")
     """Every table whose inputs exist under ``results_dir``; ``scale`` (the config's
     ``scale_caption``, e.g. "smoke scale: ...") is appended to every caption."""
     df = load_eval_results(results_dir)
-    tables = [table2(df, ddof), table3(df, ddof), table4(df, ddof), table6(df, ddof), table7(df, ddof),
-              table8(load_param_counts(results_dir), ddof)]
+    tables = [
+        table2(df, ddof),
+        table3(df, ddof),
+        table4(df, ddof),
+        table6(df, ddof),
+        table7(df, ddof),
+        table8(load_param_counts(results_dir), ddof),
+    ]
     tables = [t for t in tables if t is not None]
     for t in tables if scale else ():
         t.caption += f" [{scale}]"
@@ -534,7 +663,7 @@ def load_pathway_counts(results_dir: str | Path, role: str = "actor") -> pd.Data
 
     rows = []
     for path in sorted(Path(results_dir).glob("runs/*/npf-*/seed*/final.pt")):
-        suite, algo, seed = path.parts[-4], path.parts[-3][len("npf-"):], path.parts[-2][len("seed"):]
+        suite, algo, seed = path.parts[-4], path.parts[-3][len("npf-") :], path.parts[-2][len("seed") :]
         if not seed.isdigit():
             continue
         saved = ckpt.load(path)
@@ -547,8 +676,18 @@ def load_pathway_counts(results_dir: str | Path, role: str = "actor") -> pd.Data
         tasks = list(saved.get("tasks") or range(n))
         union = int(f.any(0).sum())
         for task, nnz in zip(tasks, f.sum(1)):
-            rows.append({"suite": suite, "algo": algo, "seed": int(seed), "task": str(task), "pathway": int(nnz),
-                         "dense": int(f.shape[1]), "n_tasks": n, "union": union})
+            rows.append(
+                {
+                    "suite": suite,
+                    "algo": algo,
+                    "seed": int(seed),
+                    "task": str(task),
+                    "pathway": int(nnz),
+                    "dense": int(f.shape[1]),
+                    "n_tasks": n,
+                    "union": union,
+                }
+            )
     return pd.DataFrame(rows, columns=TABLE8_PATHWAY_COLUMNS)
 
 
@@ -568,27 +707,46 @@ def table8_pathways(counts: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
             seeds = g.drop_duplicates("seed")
             task = _mean_std(g["pathway"], ddof)
             union = _mean_std(seeds["union"], ddof)
-            pct = lambda v: v / dense * 100.0  # noqa: E731
-            head = {"Suite": suite_label(suite), "Algorithm": algo.upper(),
-                    "Seeds": len(seeds), "Tasks": n}
+            pct = lambda v: v / dense * 100.0  # noqa: B023 (used within this iteration)
+            head = {"Suite": suite_label(suite), "Algorithm": algo.upper(), "Seeds": len(seeds), "Tasks": n}
             out += [
-                {**head, "Actor": "NPF: one task's pathway (mean ± std over tasks)",
-                 "Weights": _fmt_count(task["mean"], task["std"]),
-                 "% of dense actor": fmt(pct(task["mean"]), pct(task["std"]))},
-                {**head, "Actor": f"NPF: all {n} pathways (union; mean ± std over seeds)",
-                 "Weights": _fmt_count(union["mean"], union["std"]),
-                 "% of dense actor": fmt(pct(union["mean"]), pct(union["std"]))},
-                {**head, "Actor": f"{n} separate single-task actors, same width",
-                 "Weights": _fmt_count(n * dense), "% of dense actor": fmt(pct(n * dense), None)},
-                {**head, "Actor": "one dense actor (shared network)",
-                 "Weights": _fmt_count(dense), "% of dense actor": fmt(100.0, None)},
+                {
+                    **head,
+                    "Actor": "NPF: one task's pathway (mean ± std over tasks)",
+                    "Weights": _fmt_count(task["mean"], task["std"]),
+                    "% of dense actor": fmt(pct(task["mean"]), pct(task["std"])),
+                },
+                {
+                    **head,
+                    "Actor": f"NPF: all {n} pathways (union; mean ± std over seeds)",
+                    "Weights": _fmt_count(union["mean"], union["std"]),
+                    "% of dense actor": fmt(pct(union["mean"]), pct(union["std"])),
+                },
+                {
+                    **head,
+                    "Actor": f"{n} separate single-task actors, same width",
+                    "Weights": _fmt_count(n * dense),
+                    "% of dense actor": fmt(pct(n * dense), None),
+                },
+                {
+                    **head,
+                    "Actor": "one dense actor (shared network)",
+                    "Weights": _fmt_count(dense),
+                    "% of dense actor": fmt(100.0, None),
+                },
             ]
-    return Table("table8_pathways", "Table 8: actor weights of the NPF pathways vs separate and dense actors",
-                 pd.DataFrame(out), label_columns=5,
-                 notes=["Weights: the actor's maskable weights (biases excluded, as the paper's 1,092,608), "
-                        "counted from the masks of the trained NPF runs (runs/*/npf-*/seed*/final.pt). "
-                        f"Per-task row: nonzero mask entries of each task, mean ± std over tasks × seeds; "
-                        f"union row: mean ± std over seeds (population std, ddof={ddof})."])
+    return Table(
+        "table8_pathways",
+        "Table 8: actor weights of the NPF pathways vs separate and dense actors",
+        pd.DataFrame(out),
+        label_columns=5,
+        notes=[
+            "Weights: the actor's maskable weights (biases excluded, as the paper's 1,092,608), "
+            "counted from the masks of the trained NPF runs (runs/*/npf-*/seed*/final.pt). "
+            f"Per-task row: nonzero mask entries of each task, mean ± std over tasks × seeds; "
+            f"union row: mean ± std over seeds (population std, ddof={ddof})."
+        ],
+    )
 
 
 def write_table8_pathways(results_dir: str | Path, out_dir: str | Path, ddof: int = STD_DDOF) -> list[Path]:
@@ -601,8 +759,10 @@ def write_table8_pathways(results_dir: str | Path, out_dir: str | Path, ddof: in
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, write in ((out / "table8_pathways.csv", lambda f: counts.to_csv(f, index=False)),
-                        (out / "table8_pathways.md", lambda f: f.write_text(table.to_markdown()))):
+    for path, write in (
+        (out / "table8_pathways.csv", lambda f: counts.to_csv(f, index=False)),
+        (out / "table8_pathways.md", lambda f: f.write_text(table.to_markdown())),
+    ):
         tmp = path.with_suffix(path.suffix + ".tmp")
         write(tmp)
         tmp.replace(path)

@@ -23,6 +23,7 @@ HTTP stores: the MLflow client's retries are shortened (``MLFLOW_HTTP_REQUEST_MA
 one failed request per retry interval, not minutes of backoff; the spool does the retrying.
 ``NPF_MLFLOW_FLUSH_S`` sets the flush interval (default 10 s). See docs/fault-tolerance.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from npf.data import atomic_write_bytes
 
@@ -69,8 +71,12 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
     """Commit of the npf checkout (not of wherever the job happens to run)."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -91,7 +97,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -269,7 +275,7 @@ class Syncer:
 
             items = [Param(k, v) for k, v in rec["p"].items()]
             for i in range(0, len(items), 100):
-                c.log_batch(self.run_id, params=items[i:i + 100])
+                c.log_batch(self.run_id, params=items[i : i + 100])
         elif op == "tags":
             from mlflow.entities import RunTag
 
@@ -337,7 +343,7 @@ class Syncer:
                 hw[key] = step
                 keep.append(Metric(key, float(value), int(ts), int(step)))
         for i in range(0, len(keep), 1000):
-            chunk = keep[i:i + 1000]
+            chunk = keep[i : i + 1000]
             c.log_batch(self.run_id, metrics=chunk)
             for m in chunk:
                 self.store_hw[m.key] = max(self.store_hw.get(m.key, m.step), m.step)
@@ -350,9 +356,17 @@ class Tracker:
     ``run_id_file`` names one (the old one is marked KILLED, tag ``npf.restarted_as``).
     """
 
-    def __init__(self, experiment: str, run_name: str, run_id_file: str | os.PathLike,
-                 params: dict, tags: dict[str, str], uri: str, flush_every_s: float | None = None,
-                 fresh: bool = False):
+    def __init__(
+        self,
+        experiment: str,
+        run_name: str,
+        run_id_file: str | os.PathLike,
+        params: dict,
+        tags: dict[str, str],
+        uri: str,
+        flush_every_s: float | None = None,
+        fresh: bool = False,
+    ):
         self.uri = uri
         self.run_id_file = Path(run_id_file)
         self.spool = Spool(spool_path(self.run_id_file))
@@ -366,9 +380,17 @@ class Tracker:
         self._offline_since: float | None = None
         self._next_try, self._backoff = 0.0, 1.0
         params = {k: str(v)[:6000] for k, v in flatten(params).items()}
-        self._records.append({"op": "open", "fresh": bool(fresh), "experiment": experiment, "run_name": run_name,
-                              "tags": {k: str(v) for k, v in tags.items()}, "params": params,
-                              "ts": int(time.time() * 1000)})
+        self._records.append(
+            {
+                "op": "open",
+                "fresh": bool(fresh),
+                "experiment": experiment,
+                "run_name": run_name,
+                "tags": {k: str(v) for k, v in tags.items()},
+                "params": params,
+                "ts": int(time.time() * 1000),
+            }
+        )
         self.flush(force=True)
 
     @property
@@ -413,8 +435,10 @@ class Tracker:
             self._backoff = min(self._backoff * 2, RETRY_MAX_S)
             if self._offline_since is None:
                 self._offline_since = time.monotonic()
-                _warn(f"store {self.uri} unreachable ({getattr(self._sync, 'last_error', '?')}); "
-                      f"spooling to {self.spool.path}, retrying")
+                _warn(
+                    f"store {self.uri} unreachable ({getattr(self._sync, 'last_error', '?')}); "
+                    f"spooling to {self.spool.path}, retrying"
+                )
         else:
             if self._offline_since is not None:
                 _warn(f"store reachable again after {time.monotonic() - self._offline_since:.0f} s; spool sent")
@@ -438,9 +462,10 @@ class Tracker:
         self.flush(force=True)
         if self.spool.path.exists():
             n = len(self.spool.read())
-            _warn(f"store {self.uri} still unreachable: {n} record(s) kept in {self.spool.path}; they are sent "
-                  f"when this job runs again or by `python -m npf.tracking sync <results_dir>`")
-
+            _warn(
+                f"store {self.uri} still unreachable: {n} record(s) kept in {self.spool.path}; they are sent "
+                f"when this job runs again or by `python -m npf.tracking sync <results_dir>`"
+            )
 
     def close(self, status: str, step: int | None = None, error: BaseException | None = None) -> None:
         """End a stage's run from its ``finally`` block.
@@ -462,15 +487,27 @@ class Tracker:
         self.finish(status)
 
 
-def stage_tracker(cfg: dict, stage: str, suite: str, run_name: str, run_id_file: str | os.PathLike,
-                  wildcards: dict[str, Any], fresh: bool = False) -> Tracker:
+def stage_tracker(
+    cfg: dict,
+    stage: str,
+    suite: str,
+    run_name: str,
+    run_id_file: str | os.PathLike,
+    wildcards: dict[str, Any],
+    fresh: bool = False,
+) -> Tracker:
     """Tracker for one pipeline job: experiment per suite, full config as params, standard tags."""
     tcfg = cfg.get("tracking", {})
     uri = tracking_uri(cfg.get("results_dir", "results"), tcfg.get("uri"))
-    tags = {"npf.stage": stage, "npf.config_hash": config_hash(cfg), "mlflow.source.git.commit": git_commit(),
-            **{f"npf.{k}": str(v) for k, v in wildcards.items()}}
-    return Tracker(f"{tcfg.get('experiment_prefix', 'npf')}-{suite}", run_name, run_id_file, cfg, tags, uri,
-                   fresh=fresh)
+    tags = {
+        "npf.stage": stage,
+        "npf.config_hash": config_hash(cfg),
+        "mlflow.source.git.commit": git_commit(),
+        **{f"npf.{k}": str(v) for k, v in wildcards.items()},
+    }
+    return Tracker(
+        f"{tcfg.get('experiment_prefix', 'npf')}-{suite}", run_name, run_id_file, cfg, tags, uri, fresh=fresh
+    )
 
 
 def sync_dir(root: str | os.PathLike, uri: str) -> tuple[int, int]:
@@ -484,8 +521,9 @@ def sync_dir(root: str | os.PathLike, uri: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m npf.tracking",
-                                description="send spooled MLflow records (kept while the store was down)")
+    p = argparse.ArgumentParser(
+        prog="python -m npf.tracking", description="send spooled MLflow records (kept while the store was down)"
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sync", help="send every *.spool.jsonl under RESULTS_DIR")
     s.add_argument("results_dir", nargs="?", default="results")

@@ -1,5 +1,6 @@
 """Shared test fixtures for the algorithm tests: random batches, parameter snapshots, the seeding
 and resume checks every offline algorithm passes, and a toy offline task."""
+
 import io
 
 import torch
@@ -30,13 +31,13 @@ def snapshot(algo) -> dict[str, torch.Tensor]:
 def masked_layers(algo):
     """Every MaskedLinear of the algorithm's networks and targets (where Pathways attaches masks)."""
     for m in [*algo.networks().values(), *algo.targets().values()]:
-        yield from (l for l in m.modules() if isinstance(l, MaskedLinear))
+        yield from (mod for mod in m.modules() if isinstance(mod, MaskedLinear))
 
 
 def check_seeding(make) -> None:
     """``make(seed=...)``: a seed fixes the init; without one, fresh draws that follow the global
     torch seed (the sampling generator included)."""
-    w = lambda algo: algo.critic.q1[0].weight  # noqa: E731
+    w = lambda algo: algo.critic.q1[0].weight
     assert torch.equal(w(make(seed=5)), w(make(seed=5)))
     assert not torch.equal(w(make(seed=5)), w(make(seed=6)))
     assert not torch.equal(w(make(seed=None)), w(make(seed=None)))  # unseeded: fresh draws
@@ -163,8 +164,8 @@ def toy_rollout(policy, n, g):
 
 
 def toy_dataset(g):
-    rand = lambda o: torch.rand(o.shape[0], D, generator=g) * 2 - 1  # noqa: E731
-    noisy = lambda o: (toy_expert(o) + 0.3 * torch.randn(o.shape[0], D, generator=g)).clamp(-1, 1)  # noqa: E731
+    rand = lambda o: torch.rand(o.shape[0], D, generator=g) * 2 - 1
+    noisy = lambda o: (toy_expert(o) + 0.3 * torch.randn(o.shape[0], D, generator=g)).clamp(-1, 1)
     r_rand, tr = toy_rollout(rand, 400, g)
     r_noisy, te = toy_rollout(noisy, 100, g)
     cols = list(zip(*(tr + te)))
@@ -173,12 +174,11 @@ def toy_dataset(g):
     return data, (400 * r_rand + 100 * r_noisy) / 500
 
 
-
 def toy_learning(algo, updates: int):
     """Train ``algo`` offline on the toy dataset; returns (its return, dataset mean, random, expert)."""
     g = torch.Generator().manual_seed(0)
     data, data_mean = toy_dataset(g)
-    eval_return = lambda pol: toy_rollout(pol, 200, torch.Generator().manual_seed(123))[0]  # noqa: E731
+    eval_return = lambda pol: toy_rollout(pol, 200, torch.Generator().manual_seed(123))[0]
     random_return = eval_return(lambda o: torch.rand(o.shape[0], D, generator=g) * 2 - 1)
     expert_return = eval_return(toy_expert)
     m = data["obs"].shape[0]

@@ -12,6 +12,7 @@ Entry points, as a user meets them:
 Plus the security checks: every torch.load / np.load in the code refuses pickles, and the
 documented MLflow UI/server commands bind to 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,15 +87,17 @@ SNAKEMAKE_PARSE_CASES = {
     "top_level_list": "Config file must be given as JSON or YAML with keys at top level",
 }
 # ... and `npf validate` parses it with npf.config.load: the file is named, the reason given
-CLI_PARSE_CASES = {"broken_yaml": "broken_yaml.yaml: not valid YAML",
-                   "top_level_list": "top_level_list.yaml: a config file must be a mapping of keys, not a list"}
+CLI_PARSE_CASES = {
+    "broken_yaml": "broken_yaml.yaml: not valid YAML",
+    "top_level_list": "top_level_list.yaml: a config file must be a mapping of keys, not a list",
+}
 
 
 def test_corpus_is_complete():
     files = {p.stem for p in (CORPUS / "config").glob("*.yaml")}
     assert files == set(CONFIG_CASES) | set(SNAKEMAKE_PARSE_CASES)
     datasets = {p.name for p in (CORPUS / "datasets").iterdir() if p.is_dir()} - {"good"}
-    assert datasets == {n[len("dataset_"):] for n in RUNTIME_CASES if n.startswith("dataset_")}
+    assert datasets == {n[len("dataset_") :] for n in RUNTIME_CASES if n.startswith("dataset_")}
     assert len(CONFIG_CASES) + len(SNAKEMAKE_PARSE_CASES) + len(RUNTIME_CASES) + len(SNAKEMAKE_STAGE_CASES) >= 25
 
 
@@ -133,17 +136,33 @@ def no_slurm_path(tmp_path_factory) -> dict:
 
 
 # a few in the quick suite; every config case with -m slow (each snakemake start costs ~2 s)
-QUICK_SNAKEMAKE = {"unknown_nested_key", "per_suite_override_invalid", "broken_yaml", "iql_actor_hidden_zero",
-                   "results_dir_empty"}
+QUICK_SNAKEMAKE = {
+    "unknown_nested_key",
+    "per_suite_override_invalid",
+    "broken_yaml",
+    "iql_actor_hidden_zero",
+    "results_dir_empty",
+}
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK_SNAKEMAKE else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in [*CONFIG_CASES, *SNAKEMAKE_PARSE_CASES]])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in QUICK_SNAKEMAKE else pytest.param(n, marks=pytest.mark.slow)
+        for n in [*CONFIG_CASES, *SNAKEMAKE_PARSE_CASES]
+    ],
+)
 def test_snakemake_dry_run_rejects(name, tmp_path, no_slurm_path):
     # outputs go to tmp_path, unless results_dir is what the case is about
     where = [] if name == "results_dir_empty" else ["--config", f"results_dir={tmp_path / 'results'}"]
-    r = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(CORPUS / "config" / f"{name}.yaml"), *where], cwd=REPO, capture_output=True, text=True,
-                       timeout=180, env=no_slurm_path)
+    r = subprocess.run(
+        [SNAKEMAKE, "-n", "--configfile", str(CORPUS / "config" / f"{name}.yaml"), *where],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=no_slurm_path,
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "Traceback" not in out, out
@@ -161,16 +180,32 @@ HID = [32, 32]
 
 def base_config(results: Path, **over) -> dict:
     cfg = {
-        "results_dir": str(results), "device": "cpu", "suites": ["cheetah"],
+        "results_dir": str(results),
+        "device": "cpu",
+        "suites": ["cheetah"],
         "tasks": {"cheetah": ["forward", "backward"]},
-        "experts": {"seeds": [0], "total_steps": 1000, "learning_starts": 100, "checkpoint_every": 1000,
-                    "eval_episodes": 1, "sac": {"hidden": HID, "batch_size": 16}},
+        "experts": {
+            "seeds": [0],
+            "total_steps": 1000,
+            "learning_starts": 100,
+            "checkpoint_every": 1000,
+            "eval_episodes": 1,
+            "sac": {"hidden": HID, "batch_size": 16},
+        },
         "datasets": {"episodes": 1, "num_envs": 1, "random_episodes": 1, "eval_episodes": 1, "weak_expert": "warn"},
         "pathways": {"score_batch_size": 8},
-        "offline": {"methods": ["npf", "mt"], "algos": ["iql", "bcq"], "updates": 4, "batch_size": 8,
-                    "eval_interval": 100, "eval_episodes": 1, "checkpoint_every": 2, "log_every": 2,
-                    "iql": {"actor_hidden": HID, "critic_hidden": HID, "value_hidden": HID},
-                    "bcq": {"actor_hidden": HID, "critic_hidden": HID, "vae_hidden": HID}},
+        "offline": {
+            "methods": ["npf", "mt"],
+            "algos": ["iql", "bcq"],
+            "updates": 4,
+            "batch_size": 8,
+            "eval_interval": 100,
+            "eval_episodes": 1,
+            "checkpoint_every": 2,
+            "log_every": 2,
+            "iql": {"actor_hidden": HID, "critic_hidden": HID, "value_hidden": HID},
+            "bcq": {"actor_hidden": HID, "critic_hidden": HID, "vae_hidden": HID},
+        },
         "evaluation": {"episodes": 1, "envs_per_task": 1},
     }
     for k, v in over.items():
@@ -210,27 +245,43 @@ def run_dir(results: Path, method="mt", algo="iql") -> Path:
 
 def offline_spec(results: Path, cfg: dict | None = None, method="mt", algo="iql", masks: str | None = None) -> dict:
     out = run_dir(results, method, algo)
-    return {"stage": "train_offline", "config": cfg or base_config(results),
-            "args": ["cheetah", method, algo, 0, str(out)], "kwargs": {"pathways_path": masks},
-            "outputs": [str(out / "final.pt"), str(out / "metrics.csv")]}
+    return {
+        "stage": "train_offline",
+        "config": cfg or base_config(results),
+        "args": ["cheetah", method, algo, 0, str(out)],
+        "kwargs": {"pathways_path": masks},
+        "outputs": [str(out / "final.pt"), str(out / "metrics.csv")],
+    }
 
 
 def expert_spec(results: Path, cfg: dict | None = None) -> dict:
     out = results / "experts" / "cheetah" / "forward" / "seed0"
-    return {"stage": "train_expert", "config": cfg or base_config(results), "args": ["cheetah", "forward", 0, str(out)],
-            "outputs": [str(out / "policy.pt"), str(out / "metrics.json")]}
+    return {
+        "stage": "train_expert",
+        "config": cfg or base_config(results),
+        "args": ["cheetah", "forward", 0, str(out)],
+        "outputs": [str(out / "policy.pt"), str(out / "metrics.json")],
+    }
 
 
 def dataset_spec(results: Path, policy: Path) -> dict:
     out = results / "datasets" / "cheetah" / "forward.npz"
-    return {"stage": "collect_dataset", "config": base_config(results), "args": ["cheetah", "forward", str(policy), str(out)],
-            "outputs": [str(out), str(out.with_suffix(".json"))]}
+    return {
+        "stage": "collect_dataset",
+        "config": base_config(results),
+        "args": ["cheetah", "forward", str(policy), str(out)],
+        "outputs": [str(out), str(out.with_suffix(".json"))],
+    }
 
 
 def evaluate_spec(results: Path, final: Path) -> dict:
     out = results / "eval" / "cheetah" / "mt-iql" / "seed0.json"
-    return {"stage": "evaluate_run", "config": base_config(results),
-            "args": ["cheetah", "mt", "iql", 0, str(final), str(out)], "outputs": [str(out)]}
+    return {
+        "stage": "evaluate_run",
+        "config": base_config(results),
+        "args": ["cheetah", "mt", "iql", 0, str(final), str(out)],
+        "outputs": [str(out)],
+    }
 
 
 # case → expected substring of the one error line. dataset_<name>: tests/bad_inputs/datasets/<name>,
@@ -240,14 +291,16 @@ RUNTIME_CASES = {
     "dataset_corrupted_bytes": "forward.npz: cannot read arrays (truncated or corrupted: Bad CRC-32",
     "dataset_checksum_mismatch": "forward.npz: sha256 does not match the manifest",
     "dataset_wrong_shape": "forward.npz: array 'next_observations' has shape (15, 17), expected (16, 17)",
-    "dataset_wrong_action_dim": "forward.npz: observations/actions have sizes (17, 4), task cheetah/forward has (17, 6)",
+    "dataset_wrong_action_dim": (
+        "forward.npz: observations/actions have sizes (17, 4), task cheetah/forward has (17, 6)"
+    ),
     "dataset_wrong_dtype": "forward.npz: array 'observations' has dtype float64, expected float32",
     "dataset_nonfinite_rewards": "forward.npz: array 'rewards' holds non-finite values",
     "dataset_inf_observations": "forward.npz: array 'next_observations' holds non-finite values",
     "dataset_missing_array": "forward.npz: missing array 'terminals'",
     "dataset_empty": "forward.npz: dataset is empty",
     "dataset_pickled_object_array": "forward.npz: cannot read arrays (truncated or corrupted: Object arrays cannot be "
-                                    "loaded when allow_pickle=False",
+    "loaded when allow_pickle=False",
     "dataset_manifest_not_json": "forward.json: manifest is not valid JSON",
     "dataset_schema_version_unknown": "forward.json: schema_version 99, expected 1",
     "dataset_transition_count_mismatch": "forward.npz: holds 16 transitions, manifest says 21",
@@ -266,9 +319,9 @@ RUNTIME_CASES = {
     "masks_not_a_pathways_file": "policy.pt: not a pathways file (no 'tasks')",
     "masks_missing": "masks.pt: checkpoint not found",
     "masks_truncated_bits": "masks.pt: unusable pathway masks (mask critic/q1.2.weight: bit array holds 71 uint8 "
-                            "values, shape [2, 32, 32] needs 256 uint8",
+    "values, shape [2, 32, 32] needs 256 uint8",
     "masks_task_without_pathway": "masks.pt: unusable pathway masks (task 'backward' has an empty pathway through "
-                                  "network 'value'",
+    "network 'value'",
     "masks_missing_role": "masks.pt: unusable pathway masks (no masks for network 'value' of IQL",
     "masks_nonfinite_weight": "masks.pt: non-finite values in init.critic.q1.0.weight",
     "offline_checkpoint_other_architecture": "checkpoint.pt: cannot resume from this checkpoint, it does not match",
@@ -304,8 +357,9 @@ def runtime_cases(tmp_path_factory):
         masks_bcq = src / "pbcq" / "masks.pt"
         discover_pathways(cfg, "cheetah", "bcq", 0, masks_bcq)
         masks_order = src / "porder" / "masks.pt"
-        discover_pathways(validate(base_config(src, tasks={"cheetah": ["backward", "forward"]})), "cheetah", "iql", 0,
-                          masks_order)
+        discover_pathways(
+            validate(base_config(src, tasks={"cheetah": ["backward", "forward"]})), "cheetah", "iql", 0, masks_order
+        )
         masks_iql = src / "piql" / "masks.pt"
         discover_pathways(cfg, "cheetah", "iql", 0, masks_iql)
         good = torch.load(masks_iql, weights_only=True)
@@ -347,7 +401,7 @@ def runtime_cases(tmp_path_factory):
         for name in RUNTIME_CASES:
             if name.startswith("dataset_"):
                 r = root / name / "results"
-                install_datasets(r, name[len("dataset_"):])
+                install_datasets(r, name[len("dataset_") :])
                 specs[name] = offline_spec(r)
         r = case_dir("masks_other_architecture")
         specs["masks_other_architecture"] = offline_spec(r, method="npf", masks=str(masks16))
@@ -378,7 +432,9 @@ def runtime_cases(tmp_path_factory):
         r = case_dir("expert_checkpoint_other_architecture")
         spec = specs["expert_checkpoint_other_architecture"] = expert_spec(r)
         Path(spec["args"][3]).mkdir(parents=True)
-        ckpt.save({"algo": SAC(17, 6, SACConfig(hidden=[16, 16])).state_dict()}, Path(spec["args"][3]) / "checkpoint.pt")
+        ckpt.save(
+            {"algo": SAC(17, 6, SACConfig(hidden=[16, 16])).state_dict()}, Path(spec["args"][3]) / "checkpoint.pt"
+        )
         specs["expert_policy_wrong_task_dims"] = dataset_spec(case_dir("expert_policy_wrong_task_dims"), pol_mt10)
         r = case_dir("expert_policy_missing")
         specs["expert_policy_missing"] = dataset_spec(r, r / "experts" / "policy.pt")
@@ -413,11 +469,23 @@ def runtime_cases(tmp_path_factory):
 
         (root / "cases.json").write_text(json.dumps(specs))
         env = {k: v for k, v in os.environ.items() if k != "NPF_DEBUG"}
-        p = subprocess.run([PY, str(CORPUS / "run_stage.py"), "--many", str(root / "cases.json"), str(root / "out")],
-                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+        p = subprocess.run(
+            [PY, str(CORPUS / "run_stage.py"), "--many", str(root / "cases.json"), str(root / "out")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=REPO,
+        )
         assert p.returncode == 0, p.stdout + p.stderr
-        yield {name: ((root / "out" / f"{name}.out").read_text(), int((root / "out" / f"{name}.rc").read_text()),
-                      specs[name]) for name in specs}
+        yield {
+            name: (
+                (root / "out" / f"{name}.out").read_text(),
+                int((root / "out" / f"{name}.rc").read_text()),
+                specs[name],
+            )
+            for name in specs
+        }
     finally:
         mp.undo()
 
@@ -445,15 +513,32 @@ def test_npf_debug_shows_traceback(runtime_cases):
 # ------------------------------------------------------------------ stage scripts through snakemake
 SNAKEMAKE_STAGE_CASES = {
     # rule, corpus dataset case, extra config, target (relative to results), expected line
-    "pathways_corrupted_dataset": ("pathways", "corrupted_bytes", {}, "pathways/cheetah/iql/seed0/masks.pt",
-                                   "error: DatasetError: ", "forward.npz: cannot read arrays"),
-    "experts_cuda_without_gpu": ("experts", None, {"device": "cuda"}, "experts/cheetah/forward/seed0/policy.pt",
-                                 "error: RuntimeError: ", "no CUDA GPU is available"),
+    "pathways_corrupted_dataset": (
+        "pathways",
+        "corrupted_bytes",
+        {},
+        "pathways/cheetah/iql/seed0/masks.pt",
+        "error: DatasetError: ",
+        "forward.npz: cannot read arrays",
+    ),
+    "experts_cuda_without_gpu": (
+        "experts",
+        None,
+        {"device": "cuda"},
+        "experts/cheetah/forward/seed0/policy.pt",
+        "error: RuntimeError: ",
+        "no CUDA GPU is available",
+    ),
 }
 
 
-@pytest.mark.parametrize("name", [n if n == "pathways_corrupted_dataset" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in SNAKEMAKE_STAGE_CASES])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n == "pathways_corrupted_dataset" else pytest.param(n, marks=pytest.mark.slow)
+        for n in SNAKEMAKE_STAGE_CASES
+    ],
+)
 def test_stage_script_through_snakemake(name, tmp_path, no_slurm_path):
     rule, case, extra, target, prefix, needle = SNAKEMAKE_STAGE_CASES[name]
     if "cuda" in name and torch.cuda.is_available():
@@ -464,9 +549,25 @@ def test_stage_script_through_snakemake(name, tmp_path, no_slurm_path):
     cfg["offline"]["methods"], cfg["offline"]["algos"] = ["npf"], ["iql"]
     (tmp_path / "c.yaml").write_text(json.dumps(cfg))
     env = {**no_slurm_path, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    r = subprocess.run([SNAKEMAKE, "--cores", "1", "--nolock", "--configfile", str(tmp_path / "c.yaml"),
-                        "--allowed-rules", rule, "--", str(results / target)],
-                       cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [
+            SNAKEMAKE,
+            "--cores",
+            "1",
+            "--nolock",
+            "--configfile",
+            str(tmp_path / "c.yaml"),
+            "--allowed-rules",
+            rule,
+            "--",
+            str(results / target),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     line = one_error_line(out)
@@ -478,8 +579,13 @@ def test_stage_script_through_snakemake(name, tmp_path, no_slurm_path):
 
 
 # ------------------------------------------------------------------------------------- security
-CODE = [*sorted((REPO / "npf").rglob("*.py")), *sorted((REPO / "workflow").rglob("*.py")),
-        *sorted((REPO / "workflow").rglob("*.smk")), REPO / "Snakefile", *sorted((REPO / "benchmarks").rglob("*.py"))]
+CODE = [
+    *sorted((REPO / "npf").rglob("*.py")),
+    *sorted((REPO / "workflow").rglob("*.py")),
+    *sorted((REPO / "workflow").rglob("*.smk")),
+    REPO / "Snakefile",
+    *sorted((REPO / "benchmarks").rglob("*.py")),
+]
 
 
 def calls(text: str, func: str) -> list[str]:
@@ -490,7 +596,7 @@ def calls(text: str, func: str) -> list[str]:
         while depth and i < len(text):
             depth += {"(": 1, ")": -1}.get(text[i], 0)
             i += 1
-        out.append(text[m.start():i])
+        out.append(text[m.start() : i])
     return out
 
 
@@ -506,8 +612,16 @@ def test_every_load_refuses_pickles():
             n += 1
             if not re.search(r"allow_pickle\s*=\s*False", call):
                 offenders.append(f"{path.relative_to(REPO)}: {call}")
-        for bad in ("pickle.load(", "pickle.loads(", "yaml.load(", "yaml.unsafe_load(", "yaml.full_load(",
-                    "read_pickle(", "joblib.load(", "dill.load"):
+        for bad in (
+            "pickle.load(",
+            "pickle.loads(",
+            "yaml.load(",
+            "yaml.unsafe_load(",
+            "yaml.full_load(",
+            "read_pickle(",
+            "joblib.load(",
+            "dill.load",
+        ):
             if bad in text:
                 offenders.append(f"{path.relative_to(REPO)}: {bad}")
     assert n >= 2, "no loads found: is the grep still looking at the right files?"

@@ -1,15 +1,28 @@
 """BCQ: shapes (single-task and task axis), loss values by hand, resume, and offline learning."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from algo_fixtures import (
+    ACT,
+    OBS,
+    D,
+    check_losses_and_update,
+    check_losses_change_nothing,
+    check_multihead,
+    check_seeding,
+    check_task_axis_with_masks,
+    resumed_pair,
+    toy_learning,
+)
+from algo_fixtures import (
+    random_batch as batch,
+)
 from torch import nn
 
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.nets import multihead_factory
-from algo_fixtures import (ACT, D, OBS, check_losses_and_update, check_losses_change_nothing, check_multihead,
-                           check_seeding, check_task_axis_with_masks, random_batch as batch, resumed_pair,
-                           toy_learning)
 
 torch.set_num_threads(1)
 
@@ -91,14 +104,15 @@ def test_critic_target_by_hand(lead):
     obs_seen, act_seen = algo.critic_target.seen
     assert obs_seen.shape == (*lead, 5 * 4, OBS)
     s, lam, gamma = 4, 0.75, 0.9
-    flat = lambda t: t.reshape(-1, *t.shape[len(lead):])  # noqa: E731
-    for t, (obs_t, act_t, r, d, ns) in enumerate(zip(flat(obs_seen), flat(act_seen), flat(b["rew"]),
-                                                     flat(b["done"]), flat(b["next_obs"]))):
+    flat = lambda t: t.reshape(-1, *t.shape[len(lead) :])
+    for t, (obs_t, act_t, r, d, ns) in enumerate(
+        zip(flat(obs_seen), flat(act_seen), flat(b["rew"]), flat(b["done"]), flat(b["next_obs"]))
+    ):
         for i in range(5):
             best = -float("inf")
             for j in range(s):
                 row = i * s + j
-                assert torch.equal(obs_t[row], ns[i])       # sample j of next state i
+                assert torch.equal(obs_t[row], ns[i])  # sample j of next state i
                 assert act_t[row].abs().max() <= 1
                 q1 = act_t[row].sum().item()
                 q2 = 0.3 - act_t[row, 0].item() + obs_t[row, 0].item()
@@ -116,7 +130,7 @@ def test_vae_and_actor_loss_by_hand():
     algo.generator.set_state(state)
     eps = torch.randn(6, 2 * ACT, generator=algo.generator)
     h = algo.vae.encoder(torch.cat([b["obs"], b["act"]], -1))
-    mu, log_std = h[:, :2 * ACT], h[:, 2 * ACT:].clamp(-4, 15)
+    mu, log_std = h[:, : 2 * ACT], h[:, 2 * ACT :].clamp(-4, 15)
     recon = algo.vae.decoder(torch.cat([b["obs"], mu + log_std.exp() * eps], -1))
     kl = (0.5 * (mu**2 + (2 * log_std).exp() - 1) - log_std).mean()
     torch.testing.assert_close(loss, ((recon - b["act"]) ** 2).mean() + 0.5 * kl)
@@ -153,8 +167,13 @@ def test_state_round_trip_is_bit_identical():
 # ---------------------------------------------------------------------------- learning
 # The toy goal-reaching task (tests/algo_fixtures.py): the best action is known.
 def test_learns_toy_task_from_mixed_offline_data():
-    algo = BCQ(2 * D, D, BCQConfig(actor_hidden=[64, 64], critic_hidden=[64, 64], vae_hidden=[64, 64],
-                                   gamma=0.9), "cpu", seed=0)
+    algo = BCQ(
+        2 * D,
+        D,
+        BCQConfig(actor_hidden=[64, 64], critic_hidden=[64, 64], vae_hidden=[64, 64], gamma=0.9),
+        "cpu",
+        seed=0,
+    )
     ret, data_mean, random_return, expert_return = toy_learning(algo, 1000)
     # random ≈ −17.1, dataset mean ≈ −15.0 (an untrained policy ≈ −15), expert ≈ −1.7;
     # BCQ reaches ≈ −5.7 here (74% of the random → expert gap).

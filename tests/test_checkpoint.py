@@ -1,5 +1,6 @@
 """npf.checkpoint refuses to save or load a state holding a NaN or inf tensor anywhere outside its
 replay data (top-level ``buffer`` / ``td`` / ``rows``), naming the entry."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,12 @@ from npf import checkpoint as ckpt
 def state(value=0.5):
     w = torch.zeros(3, 4)
     w[2, 1] = value
-    return {"algo": {"critic": {"q1.0.weight": w, "q1.0.bias": torch.zeros(3)}},
-            "history": [torch.ones(2), (torch.arange(3), 1.5)], "step": 7, "rng": torch.zeros(5, dtype=torch.uint8)}
+    return {
+        "algo": {"critic": {"q1.0.weight": w, "q1.0.bias": torch.zeros(3)}},
+        "history": [torch.ones(2), (torch.arange(3), 1.5)],
+        "step": 7,
+        "rng": torch.zeros(5, dtype=torch.uint8),
+    }
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -25,7 +30,9 @@ def test_nonfinite_entries_are_found_and_refused_on_save_and_load(tmp_path, valu
     nested["history"][1] = (torch.arange(3), torch.tensor([1.0, value]))
     assert ckpt.first_non_finite(nested) == "history.1.1"
     path = tmp_path / "c.pt"
-    with pytest.raises(ckpt.CheckpointError, match="c.pt: refusing to save non-finite values in algo.critic.q1.0.weight"):
+    with pytest.raises(
+        ckpt.CheckpointError, match="c.pt: refusing to save non-finite values in algo.critic.q1.0.weight"
+    ):
         ckpt.save(state(value), path)
     assert not path.exists()
     torch.save(state(value), path)  # written by something else

@@ -1,4 +1,5 @@
 """The installed ``npf`` command, run as a user runs it (a subprocess of the venv's entry point)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +10,6 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import yaml
-
 from test_custom_suite import EXAMPLE, TINY, clean_env, own_suite_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,8 +75,16 @@ def test_validate_prints_the_planned_jobs_of_a_custom_suite(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    assert counts == {"experts": 2, "datasets": 2, "pathways": 1, "train_offline": 3, "evaluate": 3,
-                      "figures_tables": 1, "all": 1, "total": 13}, r.stdout
+    assert counts == {
+        "experts": 2,
+        "datasets": 2,
+        "pathways": 1,
+        "train_offline": 3,
+        "evaluate": 3,
+        "figures_tables": 1,
+        "all": 1,
+        "total": 13,
+    }, r.stdout
 
 
 def test_validate_rejects_a_bad_config_in_one_line(tmp_path):
@@ -90,16 +98,22 @@ def test_validate_rejects_a_bad_config_in_one_line(tmp_path):
 
 def _eval(root: Path, suite, method, algo, seed, scores: dict, metric="normalized"):
     key = "normalized_mean" if metric == "normalized" else "success"
-    ev = {"suite": suite, "method": method, "algo": algo, "seed": seed, "metric": metric,
-          "tasks": {t: {key: v} for t, v in scores.items()}}
+    ev = {
+        "suite": suite,
+        "method": method,
+        "algo": algo,
+        "seed": seed,
+        "metric": metric,
+        "tasks": {t: {key: v} for t, v in scores.items()},
+    }
     p = root / "eval" / suite / f"{method}-{algo}" / f"seed{seed}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(ev))
 
 
 def test_results_table(tmp_path):
-    _eval(tmp_path, "pendulum", "npf", "iql", 0, {"earth": 50.0, "moon": 70.0})   # seed mean 60
-    _eval(tmp_path, "pendulum", "npf", "iql", 1, {"earth": 70.0, "moon": 90.0})   # seed mean 80
+    _eval(tmp_path, "pendulum", "npf", "iql", 0, {"earth": 50.0, "moon": 70.0})  # seed mean 60
+    _eval(tmp_path, "pendulum", "npf", "iql", 1, {"earth": 70.0, "moon": 90.0})  # seed mean 80
     _eval(tmp_path, "mt10", "mt", "bcq", 0, {"reach": 40.0, "push": 20.0}, metric="success")
     r = run_npf("results", str(tmp_path))
     assert r.returncode == 0, r.stderr

@@ -1,14 +1,15 @@
 """``compile: auto | on | off``: a compiled update equals the eager one within float rounding on the
 same batches, compiles once (never per step), checkpoints load across modes, and ``auto``'s
 measurement leaves no trace in the run."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import torch
-
 from algo_fixtures import random_batch, snapshot
+
 from npf.algos import compile as compiling
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
@@ -20,8 +21,18 @@ def sac(seed=0):
 
 
 def iql(seed=0):
-    return IQL(5, 3, IQLConfig(actor_hidden=[16, 16], critic_hidden=[16, 16], value_hidden=[16, 16],
-                               lr_schedule="cosine", schedule_steps=10), seed=seed)
+    return IQL(
+        5,
+        3,
+        IQLConfig(
+            actor_hidden=[16, 16],
+            critic_hidden=[16, 16],
+            value_hidden=[16, 16],
+            lr_schedule="cosine",
+            schedule_steps=10,
+        ),
+        seed=seed,
+    )
 
 
 def bcq(seed=0):

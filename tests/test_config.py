@@ -1,4 +1,5 @@
 """Configuration: schema defaults, one-line errors naming the key, and Snakemake planning."""
+
 from __future__ import annotations
 
 import os
@@ -136,6 +137,7 @@ def test_empty_file_gives_defaults(tmp_path):
 
 def test_schema_keys_are_documented():
     """Every leaf option of the schema carries a type (unknown keys are rejected everywhere)."""
+
     def walk(s, path):
         if s.get("type") == "object" and "properties" in s:
             assert s.get("additionalProperties") is False, path
@@ -143,6 +145,7 @@ def test_schema_keys_are_documented():
                 walk(sub, f"{path}.{k}" if path else k)
         else:
             assert "type" in s, path
+
     walk(load_schema(), "")
 
 
@@ -178,7 +181,7 @@ def test_snakemake_rejects_bad_config(tmp_path, args, key):
     args = [str(tmp_path / "bad.yaml") if a == "BAD" else a for a in args]
     results = f"results_dir={tmp_path / 'results'}"
     # repeated --config flags replace each other: pass every item after one flag
-    args = args + ["--config", results] if "--config" not in args else [*args, results]
+    args = [*args, "--config", results] if "--config" not in args else [*args, results]
     r = snakemake("-n", *args, tmp_path=tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
@@ -189,8 +192,9 @@ def test_snakemake_rejects_bad_config(tmp_path, args, key):
 
 
 def test_snakemake_plans_paper_config(tmp_path):
-    r = snakemake("--configfile", "config/paper.yaml", "-n", "--config", f"results_dir={tmp_path / 'results'}",
-                  tmp_path=tmp_path)
+    r = snakemake(
+        "--configfile", "config/paper.yaml", "-n", "--config", f"results_dir={tmp_path / 'results'}", tmp_path=tmp_path
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     stats = job_stats(r.stdout + r.stderr)
     n_tasks = sum(len(SUITES[s]) for s in ("cheetah", "cheetah_velocity", "mt10", "quadruped"))
@@ -204,9 +208,17 @@ def test_snakemake_plans_paper_config(tmp_path):
 
 def test_snakemake_plans_seeds_and_task_subsets(tmp_path):
     # two seeds and a task subset: experts = tasks × seeds, datasets = tasks
-    (tmp_path / "c.yaml").write_text("suites: [cheetah, mt10]\ntasks: {mt10: [reach, push]}\nexperts: {seeds: [0, 1]}\n")
-    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"), "--config", f"results_dir={tmp_path / 'results'}",
-                  tmp_path=tmp_path)
+    (tmp_path / "c.yaml").write_text(
+        "suites: [cheetah, mt10]\ntasks: {mt10: [reach, push]}\nexperts: {seeds: [0, 1]}\n"
+    )
+    r = snakemake(
+        "-n",
+        "--configfile",
+        str(tmp_path / "c.yaml"),
+        "--config",
+        f"results_dir={tmp_path / 'results'}",
+        tmp_path=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     stats = job_stats(r.stdout + r.stderr)
     assert stats["experts"] == (5 + 2) * 2 and stats["datasets"] == 5 + 2
@@ -227,13 +239,24 @@ def test_snakemake_plans_an_online_only_config(tmp_path):
     (tmp_path / "online_only.yaml").write_text(online_only_example())
     cfg = load(tmp_path / "online_only.yaml")
     assert cfg["suites"] == [] and cfg["online"]["methods"] == ["sac-npf", "mt-sac"]
-    r = snakemake("-n", "--configfile", str(tmp_path / "online_only.yaml"), "--config",
-                  f"results_dir={tmp_path / 'results'}", tmp_path=tmp_path)
+    r = snakemake(
+        "-n",
+        "--configfile",
+        str(tmp_path / "online_only.yaml"),
+        "--config",
+        f"results_dir={tmp_path / 'results'}",
+        tmp_path=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     stats = job_stats(r.stdout + r.stderr)
     # 2 seeds: sac-npf + its no-pretrain variant (Fig. 4, grad_norm_ablation) and mt-sac; 2 evaluations each
-    assert stats == {"train_online_npf": 2 * 2, "train_online": 2, "online_evaluate": 2 * 2,
-                     "figures_tables": 1, "all": 1}, stats
+    assert stats == {
+        "train_online_npf": 2 * 2,
+        "train_online": 2,
+        "online_evaluate": 2 * 2,
+        "figures_tables": 1,
+        "all": 1,
+    }, stats
     assert "/experts/" not in r.stdout and "/datasets/" not in r.stdout
 
 
@@ -244,17 +267,29 @@ def test_empty_suites_without_online_runs_is_rejected():
     assert validate({"suites": [], "online": {"methods": [], "dapd_ablation": {"variants": ["dense"]}}})["suites"] == []
 
 
-@pytest.mark.parametrize("online,message", [
-    ({"learning_starts": 500, "total_steps": 500}, "online.learning_starts (500) must be below online.total_steps (500)"),
-    ({"batch_size": 64, "sac": {"batch_size": 32}}, "online.sac.batch_size: set the batch size with the block's "
-                                                     "batch_size key, not in sac"),
-    ({"dapd_ablation": {"variants": ["dapd"], "batch_size": 16, "sac": {"batch_size": 32}}},
-     "online.dapd_ablation.sac.batch_size: set the batch size"),
-    ({"dapd_ablation": {"variants": ["dapd-M0"]}}, "online.dapd_ablation.variants.0: 'dapd-M0' does not match"),
-    ({"dapd_ablation": {"variants": ["dense"], "learning_starts": 90, "total_steps": 80}},
-     "online.dapd_ablation: learning_starts (90) must be below total_steps (80)"),
-    ({"dapd_ablation": {"tasks": ["sideways"]}}, "online.dapd_ablation.tasks: unknown task 'sideways'"),
-])
+@pytest.mark.parametrize(
+    "online,message",
+    [
+        (
+            {"learning_starts": 500, "total_steps": 500},
+            "online.learning_starts (500) must be below online.total_steps (500)",
+        ),
+        (
+            {"batch_size": 64, "sac": {"batch_size": 32}},
+            "online.sac.batch_size: set the batch size with the block's batch_size key, not in sac",
+        ),
+        (
+            {"dapd_ablation": {"variants": ["dapd"], "batch_size": 16, "sac": {"batch_size": 32}}},
+            "online.dapd_ablation.sac.batch_size: set the batch size",
+        ),
+        ({"dapd_ablation": {"variants": ["dapd-M0"]}}, "online.dapd_ablation.variants.0: 'dapd-M0' does not match"),
+        (
+            {"dapd_ablation": {"variants": ["dense"], "learning_starts": 90, "total_steps": 80}},
+            "online.dapd_ablation: learning_starts (90) must be below total_steps (80)",
+        ),
+        ({"dapd_ablation": {"tasks": ["sideways"]}}, "online.dapd_ablation.tasks: unknown task 'sideways'"),
+    ],
+)
 def test_online_block_checks_in_config(online, message):
     with pytest.raises(ConfigError) as e:
         validate({"online": online})

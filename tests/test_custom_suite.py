@@ -10,6 +10,7 @@
 The DAG run is shared with tests/test_mlflow_ui.py, tests/test_docs.py and tests/test_cli.py
 through :func:`own_suite_run` (once per pytest session).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -40,8 +41,12 @@ METHODS = ["npf", "mt", "mhmt"]
 # ------------------------------------------------------------------------------ shared helpers
 def scratch_copy(dest: Path) -> Path:
     """A copy of the working tree (tracked + untracked, not ignored files): a user's fresh clone."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
     for rel in filter(None, out.decode().split("\0")):
         src = REPO / rel
         if src.is_file():
@@ -89,11 +94,17 @@ def _run_once(base: Path, extra: tuple[str, ...]) -> dict:
             return json.loads(done.read_text())
         repo = scratch_copy(base / "repo")
         t0 = time.perf_counter()
-        r = subprocess.run(snakemake_cmd(*extra), cwd=repo, capture_output=True, text=True, timeout=1500,
-                           env=clean_env(repo))
-        info = {"repo": str(repo), "results": str(repo / "results"), "reports": str(repo / "reports"),
-                "returncode": r.returncode, "seconds": time.perf_counter() - t0,
-                "output": (r.stdout + r.stderr)[-20000:]}
+        r = subprocess.run(
+            snakemake_cmd(*extra), cwd=repo, capture_output=True, text=True, timeout=1500, env=clean_env(repo)
+        )
+        info = {
+            "repo": str(repo),
+            "results": str(repo / "results"),
+            "reports": str(repo / "reports"),
+            "returncode": r.returncode,
+            "seconds": time.perf_counter() - t0,
+            "output": (r.stdout + r.stderr)[-20000:],
+        }
         done.write_text(json.dumps(info))
         return info
 
@@ -110,7 +121,6 @@ def own_suite_run(tmp_path_factory) -> dict:
 def example_config() -> dict:
     """What the workflow runs with: config/config.yaml, the example, tiny.yaml (merged in order)."""
     from npf.config import deep_merge
-
     from npf.envs import forget_custom_suites
 
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -136,15 +146,17 @@ def suite_cfg(tasks: dict, **extra) -> dict:
     return {"suites": ["mine"], "custom_suites": {"mine": {"tasks": tasks, **extra}}}
 
 
-PEND = {"earth": {"env_id": "Pendulum-v1", "kwargs": {"g": 9.81}},
-        "moon": {"env_id": "Pendulum-v1", "kwargs": {"g": 1.62}, "max_episode_steps": 200}}
+PEND = {
+    "earth": {"env_id": "Pendulum-v1", "kwargs": {"g": 9.81}},
+    "moon": {"env_id": "Pendulum-v1", "kwargs": {"g": 1.62}, "max_episode_steps": 200},
+}
 
 
 def _rollout(env: gym.Env, actions: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     obs, _ = env.reset(seed=seed)
     out_obs, out_rew = [obs], []
     for a in actions:
-        obs, r, te, tr, _ = env.step(a)
+        obs, r, _te, _tr, _ = env.step(a)
         out_obs.append(obs)
         out_rew.append(r)
     return np.array(out_obs), np.array(out_rew)
@@ -155,8 +167,12 @@ def test_declared_suite_is_registered_and_usable():
 
     cfg = validate(suite_cfg(PEND))
     # schema defaults filled in for every task
-    assert cfg["custom_suites"]["mine"]["tasks"]["earth"] == {"env_id": "Pendulum-v1", "kwargs": {"g": 9.81},
-                                                                "max_episode_steps": 200, "reward_scale": 1.0}  # resolved
+    assert cfg["custom_suites"]["mine"]["tasks"]["earth"] == {
+        "env_id": "Pendulum-v1",
+        "kwargs": {"g": 9.81},
+        "max_episode_steps": 200,
+        "reward_scale": 1.0,
+    }  # resolved
     assert cfg["custom_suites"]["mine"]["success_metric"] is False
     assert SUITES["mine"] == ("earth", "moon") and suite_tasks(cfg, "mine") == TASKS
     assert env_id("mine", "moon") == "npf/mine-moon-v0" and "npf/mine-moon-v0" in gym.registry
@@ -195,8 +211,14 @@ def test_reward_scale_episode_length_and_redeclaration():
     assert episode_length("mine") == 50
     _, r1 = _rollout(make_env("mine", "a", seed=0), np.full((4, 1), 0.5, np.float32))
     # the same name declared again with other settings replaces the registration
-    validate(suite_cfg({"a": {"env_id": "Pendulum-v1", "max_episode_steps": 70, "reward_scale": 0.1},
-                        "b": {"env_id": "Pendulum-v1", "max_episode_steps": 70}}))
+    validate(
+        suite_cfg(
+            {
+                "a": {"env_id": "Pendulum-v1", "max_episode_steps": 70, "reward_scale": 0.1},
+                "b": {"env_id": "Pendulum-v1", "max_episode_steps": 70},
+            }
+        )
+    )
     assert episode_length("mine") == 70
     _, r2 = _rollout(make_env("mine", "a", seed=0), np.full((4, 1), 0.5, np.float32))
     assert np.allclose(r2, 0.1 * r1)
@@ -206,11 +228,12 @@ def test_stage_process_finds_the_suite_from_its_config():
     """A job process gets the validated config (snakemake.config) but never ran validate():
     ``section`` / ``suite_tasks`` register the custom suites before the stage makes an env."""
     cfg = validate(suite_cfg(PEND))
-    code = ("import json, sys; from npf.config import section, suite_tasks; from npf.envs import make_env\n"
-            "cfg = json.loads(sys.argv[1]); section(cfg, 'experts', 'mine')\n"
-            "print(make_env('mine', suite_tasks(cfg, 'mine')[1]).observation_space.shape)")
-    r = subprocess.run([str(BIN / "python"), "-c", code, json.dumps(cfg)], capture_output=True, text=True,
-                       timeout=120)
+    code = (
+        "import json, sys; from npf.config import section, suite_tasks; from npf.envs import make_env\n"
+        "cfg = json.loads(sys.argv[1]); section(cfg, 'experts', 'mine')\n"
+        "print(make_env('mine', suite_tasks(cfg, 'mine')[1]).observation_space.shape)"
+    )
+    r = subprocess.run([str(BIN / "python"), "-c", code, json.dumps(cfg)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "(3,)", r.stderr[-2000:]
 
 
@@ -230,28 +253,62 @@ gym.register("npftest/DictObs-v0", entry_point=DictObsEnv, max_episode_steps=10)
 gym.register("npftest/NoLimit-v0", entry_point="gymnasium.envs.classic_control.pendulum:PendulumEnv")
 
 REJECT = [
-    ("discrete", suite_cfg({"a": {"env_id": "Pendulum-v1"}, "cart": {"env_id": "CartPole-v1"}}),
-     ["custom_suites.mine.tasks.cart", "Discrete(2)", "not continuous"]),
-    ("obs-size", suite_cfg({"a": {"env_id": "Pendulum-v1", "max_episode_steps": 1000},
-                            "inv": {"env_id": "InvertedPendulum-v5"}}),
-     ["custom_suites.mine.tasks.inv", "observation size 4 vs 3"]),
-    ("episode-length", suite_cfg({"a": {"env_id": "Pendulum-v1"}, "b": {"env_id": "Pendulum-v1", "max_episode_steps": 9}}),
-     ["custom_suites.mine.tasks.b", "episode length 9 vs 200"]),
+    (
+        "discrete",
+        suite_cfg({"a": {"env_id": "Pendulum-v1"}, "cart": {"env_id": "CartPole-v1"}}),
+        ["custom_suites.mine.tasks.cart", "Discrete(2)", "not continuous"],
+    ),
+    (
+        "obs-size",
+        suite_cfg(
+            {"a": {"env_id": "Pendulum-v1", "max_episode_steps": 1000}, "inv": {"env_id": "InvertedPendulum-v5"}}
+        ),
+        ["custom_suites.mine.tasks.inv", "observation size 4 vs 3"],
+    ),
+    (
+        "episode-length",
+        suite_cfg({"a": {"env_id": "Pendulum-v1"}, "b": {"env_id": "Pendulum-v1", "max_episode_steps": 9}}),
+        ["custom_suites.mine.tasks.b", "episode length 9 vs 200"],
+    ),
     ("dict-obs", suite_cfg({"a": {"env_id": "npftest/DictObs-v0"}}), ["custom_suites.mine.tasks.a", "flat (1-D) Box"]),
-    ("no-time-limit", suite_cfg({"a": {"env_id": "npftest/NoLimit-v0"}}),
-     ["custom_suites.mine.tasks.a.max_episode_steps", "no registered time limit"]),
+    (
+        "no-time-limit",
+        suite_cfg({"a": {"env_id": "npftest/NoLimit-v0"}}),
+        ["custom_suites.mine.tasks.a.max_episode_steps", "no registered time limit"],
+    ),
     ("unknown-env", suite_cfg({"a": {"env_id": "Walker-v77"}}), ["custom_suites.mine.tasks.a.env_id", "Walker"]),
-    ("bad-module", suite_cfg({"a": {"env_id": "no_such_module:Env-v0"}}), ["custom_suites.mine.tasks.a.env_id", "no_such_module"]),
-    ("bad-kwarg", suite_cfg({"a": {"env_id": "Pendulum-v1", "kwargs": {"gravity": 3}}}),
-     ["custom_suites.mine.tasks.a", "gravity"]),
-    ("builtin-name", {"custom_suites": {"cheetah": {"tasks": {"a": {"env_id": "Pendulum-v1"}}}}},
-     ["custom_suites.cheetah", "built-in"]),
-    ("bad-suite-name", {"custom_suites": {"My-Suite": {"tasks": {"a": {"env_id": "Pendulum-v1"}}}}}, ["custom_suites", "My-Suite"]),
+    (
+        "bad-module",
+        suite_cfg({"a": {"env_id": "no_such_module:Env-v0"}}),
+        ["custom_suites.mine.tasks.a.env_id", "no_such_module"],
+    ),
+    (
+        "bad-kwarg",
+        suite_cfg({"a": {"env_id": "Pendulum-v1", "kwargs": {"gravity": 3}}}),
+        ["custom_suites.mine.tasks.a", "gravity"],
+    ),
+    (
+        "builtin-name",
+        {"custom_suites": {"cheetah": {"tasks": {"a": {"env_id": "Pendulum-v1"}}}}},
+        ["custom_suites.cheetah", "built-in"],
+    ),
+    (
+        "bad-suite-name",
+        {"custom_suites": {"My-Suite": {"tasks": {"a": {"env_id": "Pendulum-v1"}}}}},
+        ["custom_suites", "My-Suite"],
+    ),
     ("bad-task-name", suite_cfg({"a/b": {"env_id": "Pendulum-v1"}}), ["custom_suites.mine.tasks", "a/b"]),
     ("no-tasks", suite_cfg({}), ["custom_suites.mine.tasks"]),
-    ("unknown-key", suite_cfg({"a": {"env_id": "Pendulum-v1", "max_steps": 5}}), ["custom_suites.mine.tasks.a.max_steps"]),
-    ("negative-scale", suite_cfg({"a": {"env_id": "Pendulum-v1", "reward_scale": -1}}),
-     ["custom_suites.mine.tasks.a.reward_scale"]),
+    (
+        "unknown-key",
+        suite_cfg({"a": {"env_id": "Pendulum-v1", "max_steps": 5}}),
+        ["custom_suites.mine.tasks.a.max_steps"],
+    ),
+    (
+        "negative-scale",
+        suite_cfg({"a": {"env_id": "Pendulum-v1", "reward_scale": -1}}),
+        ["custom_suites.mine.tasks.a.reward_scale"],
+    ),
     ("undeclared", {"suites": ["mine"]}, ["suites", "'mine'", "custom_suites"]),
     ("undeclared-per-suite", {"experts": {"per_suite": {"mine": {"total_steps": 5}}}}, ["experts.per_suite.mine"]),
     ("undeclared-online", {"online": {"suites": ["mine"]}}, ["online.suites", "'mine'"]),
@@ -330,9 +387,13 @@ def test_own_suite_one_finished_mlflow_run_per_job(run):
     exp = client.get_experiment_by_name("npf-pendulum")
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("npf.stage") != "figures_tables"]
     names = sorted(r.info.run_name for r in runs)
-    want = ([f"expert/pendulum/{t}/seed0" for t in TASKS] + [f"dataset/pendulum/{t}" for t in TASKS]
-            + ["pathways/pendulum/iql/seed0"] + [f"train/pendulum/{m}-iql/seed0" for m in METHODS]
-            + [f"eval/pendulum/{m}-iql/seed0" for m in METHODS])
+    want = (
+        [f"expert/pendulum/{t}/seed0" for t in TASKS]
+        + [f"dataset/pendulum/{t}" for t in TASKS]
+        + ["pathways/pendulum/iql/seed0"]
+        + [f"train/pendulum/{m}-iql/seed0" for m in METHODS]
+        + [f"eval/pendulum/{m}-iql/seed0" for m in METHODS]
+    )
     assert names == sorted(want)
     assert all(r.info.status == "FINISHED" for r in runs)
     params = runs[0].data.params

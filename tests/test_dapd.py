@@ -1,18 +1,27 @@
 """DAPD (Eq. 2), its stop rule, SNIP scoring of shared networks and of per-task copies, and the
 merge of the pretraining copies."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from npf.algos.sac import SAC, SACConfig
-from npf.dapd import (DAPDController, attach_copy_masks, broadcast_state, copies_factory, copies_group_grad_norms,
-                      copies_snip_scores, merge_copies, shared_snip_scores)
-from npf.online_buffers import ChunkStore, TaskReplay
-from npf.pathways import Pathways, snip_scores_all, topk_masks
+from npf.config import validate
+from npf.dapd import (
+    DAPDController,
+    attach_copy_masks,
+    broadcast_state,
+    copies_factory,
+    copies_group_grad_norms,
+    copies_snip_scores,
+    merge_copies,
+    shared_snip_scores,
+)
 from npf.online.agent import OnlineAgent
 from npf.online.settings import online_settings, parse_variant
-from npf.config import validate
+from npf.online_buffers import ChunkStore, TaskReplay
+from npf.pathways import Pathways, snip_scores_all, topk_masks
 
 torch.set_num_threads(1)
 
@@ -23,9 +32,13 @@ CFG = SACConfig(hidden=[12, 10], batch_size=8)
 def batch(n_rows: int, seed: int, lead=()):
     g = torch.Generator().manual_seed(seed)
     shape = (*lead, n_rows)
-    return {"obs": torch.randn(*shape, OBS, generator=g), "act": torch.rand(*shape, ACT, generator=g) * 2 - 1,
-            "rew": torch.randn(*shape, 1, generator=g), "next_obs": torch.randn(*shape, OBS, generator=g),
-            "done": torch.zeros(*shape, 1)}
+    return {
+        "obs": torch.randn(*shape, OBS, generator=g),
+        "act": torch.rand(*shape, ACT, generator=g) * 2 - 1,
+        "rew": torch.randn(*shape, 1, generator=g),
+        "next_obs": torch.randn(*shape, OBS, generator=g),
+        "done": torch.zeros(*shape, 1),
+    }
 
 
 def scores_of(algo, b, seed):
@@ -184,8 +197,9 @@ def test_copy_scores_equal_per_task_scores(monkeypatch):
     1/N of the mean over tasks; the policy noise is switched off so the draws agree)."""
     n = 3
     b = batch(12, 3, lead=(n,))
-    monkeypatch.setattr(torch, "randn", lambda shape, **kw: torch.zeros(shape, dtype=kw.get("dtype"),
-                                                                         device=kw.get("device")))
+    monkeypatch.setattr(
+        torch, "randn", lambda shape, **kw: torch.zeros(shape, dtype=kw.get("dtype"), device=kw.get("device"))
+    )
     shared = SAC(OBS, ACT, CFG, num_temperatures=n, seed=2)
     copies = SAC(OBS, ACT, CFG, factory=copies_factory(n), num_temperatures=n, seed=2)
     for role, net in shared.networks().items():
@@ -196,8 +210,11 @@ def test_copy_scores_equal_per_task_scores(monkeypatch):
             p.mul_(torch.tensor([1.0, 1.1, 1.2]).reshape(n, *([1] * (p.dim() - 1))))
         copies.critic_target.load_state_dict(copies.critic.state_dict())
         copies.log_alpha.copy_(torch.tensor([-1.0, 0.0, 0.5]).reshape(n, 1, 1))
-    ones = {k: torch.ones(n, *p.shape[1:], dtype=torch.bool)
-            for k, p in copies.actor.named_parameters() if k.endswith("weight")}
+    ones = {
+        k: torch.ones(n, *p.shape[1:], dtype=torch.bool)
+        for k, p in copies.actor.named_parameters()
+        if k.endswith("weight")
+    }
     attach_copy_masks(copies, Pathways({"actor": ones}))  # scoring must run densely anyway
     got = copies_snip_scores(copies, b)
     for t in range(n):
@@ -216,14 +233,18 @@ def test_copy_scores_equal_per_task_scores(monkeypatch):
 # ------------------------------------------------------------------------------------ merge
 def test_merge_rule_on_hand_made_masks_and_weights():
     # 3 tasks, one 2×3 weight: entries in 0, 1, 2 and 3 pathways
-    copies = {"w": torch.tensor([[[1., 2., 3.], [4., 5., 6.]],
-                                 [[10., 20., 30.], [40., 50., 60.]],
-                                 [[100., 200., 300.], [400., 500., 600.]]]),
-              "b": torch.tensor([[1., 2.], [3., 4.], [8., 0.]])}
+    copies = {
+        "w": torch.tensor(
+            [
+                [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]],
+                [[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]],
+                [[100.0, 200.0, 300.0], [400.0, 500.0, 600.0]],
+            ]
+        ),
+        "b": torch.tensor([[1.0, 2.0], [3.0, 4.0], [8.0, 0.0]]),
+    }
     init = {"w": torch.full((2, 3), -7.0), "b": torch.zeros(2)}
-    m = torch.tensor([[[0, 1, 1], [1, 0, 1]],
-                      [[0, 0, 1], [1, 1, 0]],
-                      [[0, 0, 1], [0, 0, 0]]], dtype=torch.bool)
+    m = torch.tensor([[[0, 1, 1], [1, 0, 1]], [[0, 0, 1], [1, 1, 0]], [[0, 0, 1], [0, 0, 0]]], dtype=torch.bool)
     out = merge_copies(copies, init, {"w": m})
     expected = torch.tensor([[-7.0, 2.0, (3 + 30 + 300) / 3], [(4 + 40) / 2, 50.0, 6.0]])
     assert torch.allclose(out["w"], expected)
@@ -233,8 +254,9 @@ def test_merge_rule_on_hand_made_masks_and_weights():
 
 
 def test_agent_merge_end_of_pretraining():
-    cfg = validate({"online": {"pretrain_steps": 2, "batch_size": 8, "sac": {"hidden": [12, 10]}},
-                    "pathways": {"keep_ratio": 0.3}})
+    cfg = validate(
+        {"online": {"pretrain_steps": 2, "batch_size": 8, "sac": {"hidden": [12, 10]}}, "pathways": {"keep_ratio": 0.3}}
+    )
     st = online_settings(cfg)
     n = 2
     agent = OnlineAgent("sac-npf", n, OBS, ACT, st, torch.device("cpu"), seed=0, dapd_threshold=None)
@@ -276,8 +298,13 @@ def test_chunked_replay_rebuilds_the_ring_exactly(tmp_path):
     names = []
     for k, rows in enumerate([3, 5, 2, 11, 4]):  # wraps, and one add longer than the capacity
         v = torch.arange(rows * n, dtype=torch.float32).reshape(n, rows) + 100 * k
-        buf.add(obs=v[..., None].expand(n, rows, 3), act=v[..., None], rew=v, next_obs=v[..., None].expand(n, rows, 3),
-                done=torch.zeros(n, rows))
+        buf.add(
+            obs=v[..., None].expand(n, rows, 3),
+            act=v[..., None],
+            rew=v,
+            next_obs=v[..., None].expand(n, rows, 3),
+            done=torch.zeros(n, rows),
+        )
         names = store.save(buf)
         store.prune(names)
         other = TaskReplay(n, cap, 3, 1)

@@ -1,5 +1,6 @@
 """Datasets on disk (round trip, one-line errors naming the file, atomic writes), the replay
 buffer, and episode collection checked against a replay in a fresh environment."""
+
 from __future__ import annotations
 
 import contextlib
@@ -169,8 +170,10 @@ def test_wrong_shape(tmp_path, key, bad):
     assert key in msg and "shape" in msg
 
 
-@pytest.mark.parametrize("key,dtype", [("rewards", np.float64), ("observations", np.float16),
-                                       ("terminals", np.float32), ("timeouts", np.int64)])
+@pytest.mark.parametrize(
+    "key,dtype",
+    [("rewards", np.float64), ("observations", np.float16), ("terminals", np.float32), ("timeouts", np.int64)],
+)
 def test_wrong_dtype(tmp_path, key, dtype):
     npz = tmp_path / "d.npz"
     arrays = make_arrays()
@@ -284,7 +287,7 @@ def test_crash_while_writing_npz_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_crash_replacing_an_existing_dataset_keeps_the_old_one(saved, monkeypatch):
-    npz, arrays, manifest = saved
+    npz, arrays, _manifest = saved
     before = {p: p.read_bytes() for p in npz.parent.iterdir()}
 
     def crash(file, *args, **kwargs):
@@ -319,8 +322,13 @@ def test_crash_before_manifest_leaves_an_incomplete_dataset(tmp_path, monkeypatc
 
 def rows(start: int, k: int) -> dict[str, np.ndarray]:
     i = np.arange(start, start + k, dtype=np.float32)
-    return {"obs": np.stack([i, -i], 1), "act": i[:, None] * 10, "rew": i + 0.5, "next_obs": np.stack([i + 1, -i - 1], 1),
-            "done": (i % 2 == 0).astype(np.float32)}
+    return {
+        "obs": np.stack([i, -i], 1),
+        "act": i[:, None] * 10,
+        "rew": i + 0.5,
+        "next_obs": np.stack([i + 1, -i - 1], 1),
+        "done": (i % 2 == 0).astype(np.float32),
+    }
 
 
 def test_replay_buffer_ring_wraps():
@@ -359,8 +367,13 @@ def test_replay_buffer_state_round_trip(filled):
     for k in a.data:
         assert torch.equal(a.data[k][: a.size], b.data[k][: b.size]), k
     # identical samples and identical future after more additions
-    assert all(torch.equal(x, y) for x, y in zip(a.sample(16, torch.Generator().manual_seed(3)).values(),
-                                                    b.sample(16, torch.Generator().manual_seed(3)).values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(
+            a.sample(16, torch.Generator().manual_seed(3)).values(),
+            b.sample(16, torch.Generator().manual_seed(3)).values(),
+        )
+    )
     a.add(**rows(100, 4))
     b.add(**rows(100, 4))
     assert (b.ptr, b.size) == (a.ptr, a.size)

@@ -17,6 +17,7 @@ Also checked: every relative link of README.md and docs/ points to an existing f
 links every guide and docs/index.md every page, and the docs' YAML examples of custom suites
 validate.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_custom_suite import BIN, TINY, clean_env, own_suite_run, scratch_copy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,12 +91,15 @@ def run_page(page: str, slow: bool, tmp_path: Path, tmp_path_factory) -> None:
     env = clean_env(repo)  # the clone's npf is imported, as an editable install of it would give
     env["PATH"] = f"{wrapper_bin}{os.pathsep}{env['PATH']}"
     env["VIRTUAL_ENV"] = str(BIN.parent)
-    r = subprocess.run(["bash", "-c", code], cwd=repo, env=env, capture_output=True, text=True,
-                       timeout=3000 if slow else 600)
+    r = subprocess.run(
+        ["bash", "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=3000 if slow else 600
+    )
     if r.returncode != 0:
         where = re.findall(r"^@@ (\S+)$", r.stderr, re.M)
-        pytest.fail(f"block at {where[-1] if where else '?'} failed (exit {r.returncode}):\n"
-                    f"--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-6000:]}")
+        pytest.fail(
+            f"block at {where[-1] if where else '?'} failed (exit {r.returncode}):\n"
+            f"--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-6000:]}"
+        )
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -170,6 +173,13 @@ def test_wrapper_appends_tiny_config(tmp_path):
 
     assert argv("--cores", "2") == ["--cores", "2", "--configfile", "TINY"]
     assert argv("--configfile", "a.yaml", "b.yaml", "--cores", "2", "all") == [
-        "--configfile", "a.yaml", "b.yaml", "TINY", "--cores", "2", "all"]
+        "--configfile",
+        "a.yaml",
+        "b.yaml",
+        "TINY",
+        "--cores",
+        "2",
+        "all",
+    ]
     assert argv("--cores", "2", "--configfile", "a.yaml") == ["--cores", "2", "--configfile", "a.yaml", "TINY"]
     assert argv("--help") == ["--help"]

@@ -2,6 +2,7 @@
 npf registers: the built-in suites' envs and a config-declared suite's (docs/examples/pendulum.yaml).
 It checks, among others, that ``reset()`` and ``step()`` return observations inside
 ``observation_space`` and that ``reset(seed=...)`` is deterministic."""
+
 from __future__ import annotations
 
 import warnings

@@ -124,18 +124,18 @@ def test_backward_is_minus_min_v_3(task):
 @pytest.mark.parametrize("task,g", list(VEL_CAPS.items()))
 def test_velocity_task_cap_at_goal(task, g):
     env = envs.make_env("cheetah_velocity", task, seed=0)
-    v, dz, r, info = _step_from_state(env, 0, g + 5.0)
+    v, _dz, r, info = _step_from_state(env, 0, g + 5.0)
     assert v > g
     assert r == pytest.approx(g) and info["reward_run"] == pytest.approx(g)
     a = np.full(6, 0.5)
-    v, dz, r, info = _step_from_state(env, 0, -1.0, action=a)  # below every cap
+    v, _dz, r, info = _step_from_state(env, 0, -1.0, action=a)  # below every cap
     assert v < g
     assert r == pytest.approx(v - 0.05 * 6 * 0.25)
 
 
 def test_jump_term_from_vertical_velocity():
     env = envs.make_env("cheetah", "jump", seed=0)
-    v, dz, r, info = _step_from_state(env, 1, 3.0)  # qvel[1] = rootz velocity
+    _v, dz, r, info = _step_from_state(env, 1, 3.0)  # qvel[1] = rootz velocity
     assert dz > 0.05
     assert r == pytest.approx(15.0 * dz) and info["reward_jump"] == pytest.approx(15.0 * dz)
 

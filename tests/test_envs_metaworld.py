@@ -96,12 +96,14 @@ def test_vec_env_steps_and_autoresets():
     assert obs.shape == (2, 39)
     first = obs.copy()
     for t in range(1, 151):
-        obs, rew, term, trunc, infos = venv.step(venv.action_space.sample())
+        obs, rew, _term, trunc, infos = venv.step(venv.action_space.sample())
         assert obs.shape == (2, 39) and rew.shape == (2,)
         if t < 150:
             assert "success" in infos and not trunc.any()
     assert trunc.all()
-    assert "success" in infos["final_info"]  # the last step's info; infos itself is the reset info and infos["_final_obs"].all()
+    assert (
+        "success" in infos["final_info"]
+    )  # the last step's info; infos itself is the reset info and infos["_final_obs"].all()
     np.testing.assert_array_equal(obs, first)  # SAME_STEP: already reset to the fixed initial state
     assert not np.array_equal(np.stack(infos["final_obs"]), first)
     venv.close()

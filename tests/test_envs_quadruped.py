@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("pybullet_data", reason="the A1 URDF ships in the pybullet wheel")
 
-from npf.envs import quadruped as quad  # noqa: E402
+from npf.envs import quadruped as quad
 
 TASKS = ("pace-forward", "pace-backward", "hop-turn", "sidestep")
 DT = 0.03  # 15 substeps x 0.002 s
@@ -36,11 +36,13 @@ def _wrap(a):
 def _rotation(q):
     """Rotation matrix of a (w, x, y, z) unit quaternion (columns = body axes in the world)."""
     w, x, y, z = q
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _yaw(q):
@@ -76,8 +78,8 @@ def _velocity_match(task, vx, vy, vx_t, vy_t):
     if task == "hop-turn":
         return math.exp(-((vx - vx_t) ** 2 + (vy - vy_t) ** 2) / 0.25**2)
     if vy_t == 0.0:  # pace: along x
-        return min(max(vx / vx_t, 0.0), 1.0) * math.exp(-vy**2 / 0.25**2)
-    return min(max(vy / vy_t, 0.0), 1.0) * math.exp(-vx**2 / 0.25**2)  # sidestep: along y
+        return min(max(vx / vx_t, 0.0), 1.0) * math.exp(-(vy**2) / 0.25**2)
+    return min(max(vy / vy_t, 0.0), 1.0) * math.exp(-(vx**2) / 0.25**2)  # sidestep: along y
 
 
 def expected_reward(task, k, T, qpos_before, qpos_after, yaw0, torque, action, prev_action, trunk_contact=False):
@@ -93,7 +95,7 @@ def expected_reward(task, k, T, qpos_before, qpos_after, yaw0, torque, action, p
     return (
         0.25
         + w_v * _velocity_match(task, vx, vy, vx_t, vy_t)
-        + w_yaw * math.exp(-_wrap(yaw_rel - yaw_t) ** 2 / 0.35**2)
+        + w_yaw * math.exp(-(_wrap(yaw_rel - yaw_t) ** 2) / 0.35**2)
         + 0.1 * min(max(up_z, 0.0), 1.0)
         + 0.1 * min(max((z - 0.12) / (0.22 - 0.12), 0.0), 1.0)
         + w_hop * min(abs(vz), 0.5) / 0.5
@@ -131,7 +133,9 @@ def test_tasks_model_and_spaces():
     np.testing.assert_allclose(m.actuator_ctrlrange, m.jnt_range[1:])
     # action -> target: stand pose + scale * a, clipped to the joint limits
     a = np.linspace(-1, 1, 12)
-    np.testing.assert_allclose(env.action_to_target(a), np.clip(STAND + SCALE * a, m.jnt_range[1:, 0], m.jnt_range[1:, 1]))
+    np.testing.assert_allclose(
+        env.action_to_target(a), np.clip(STAND + SCALE * a, m.jnt_range[1:, 0], m.jnt_range[1:, 1])
+    )
     with pytest.raises(ValueError, match="unknown quadruped task"):
         quad.A1MultitaskEnv("moonwalk")
     env.close()
@@ -145,7 +149,7 @@ def test_observation_layout():
     assert info["yaw0"] == yaw0 and abs(yaw0) <= 0.1
     rng = np.random.default_rng(1)
     a = np.zeros(12)
-    for k in range(1, 6):
+    for _k in range(1, 6):
         a = rng.uniform(-0.3, 0.3, 12)
         obs, *_ = env.step(a)
     q, v = d.qpos.copy(), d.qvel.copy()
@@ -154,15 +158,26 @@ def test_observation_layout():
     yaw_rel = _wrap(_yaw(q[3:7]) - yaw0)
     np.testing.assert_allclose(obs[0:12], q[7:19])
     np.testing.assert_allclose(obs[12:24], v[6:18])
-    np.testing.assert_allclose(obs[24:30], [math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch),
-                                            math.sin(yaw_rel), math.cos(yaw_rel)], atol=1e-9)
+    np.testing.assert_allclose(
+        obs[24:30],
+        [math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch), math.sin(yaw_rel), math.cos(yaw_rel)],
+        atol=1e-9,
+    )
     np.testing.assert_allclose(obs[30:33], v[3:6])
     np.testing.assert_allclose(obs[33:36], rot.T @ v[0:3], atol=1e-9)
     assert obs[36] == q[2]
     np.testing.assert_allclose(obs[37:49], a)
     assert obs[49] == pytest.approx(5 / 600)
-    assert set(quad.OBS_SLICES) == {"joint_pos", "joint_vel", "orientation", "angular_velocity",
-                                    "linear_velocity", "height", "last_action", "phase"}
+    assert set(quad.OBS_SLICES) == {
+        "joint_pos",
+        "joint_vel",
+        "orientation",
+        "angular_velocity",
+        "linear_velocity",
+        "height",
+        "last_action",
+        "phase",
+    }
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -181,8 +196,9 @@ def test_reward_matches_formula(task, T, action_scale):
         yaw0 = env.yaw0
         _, r, terminated, truncated, info = env.step(a)
         k += 1
-        exp = expected_reward(task, k, T, before, d.qpos.copy(), yaw0, d.actuator_force.copy(), a, prev,
-                              _trunk_touches_floor(env))
+        exp = expected_reward(
+            task, k, T, before, d.qpos.copy(), yaw0, d.actuator_force.copy(), a, prev, _trunk_touches_floor(env)
+        )
         assert r == pytest.approx(exp, rel=1e-9, abs=1e-9)
         terms = [v for key, v in info.items() if key.startswith("reward_")]
         assert len(terms) == 9 and r == pytest.approx(sum(terms), abs=1e-12)
@@ -259,12 +275,16 @@ def test_terminates_below_height():
 
 def test_standing_pose_is_stable_and_time_limit():
     """Zero action holds the stand for the whole 600-step episode; TimeLimit truncates at 600."""
-    gym.register(id="npf-test/quadruped-sidestep-v0", entry_point="npf.envs.quadruped:A1MultitaskEnv",
-                 kwargs={"task": "sidestep"}, max_episode_steps=600)
+    gym.register(
+        id="npf-test/quadruped-sidestep-v0",
+        entry_point="npf.envs.quadruped:A1MultitaskEnv",
+        kwargs={"task": "sidestep"},
+        max_episode_steps=600,
+    )
     env = gym.make("npf-test/quadruped-sidestep-v0")
     env.reset(seed=5)
     for t in range(1, 601):
-        _, r, terminated, truncated, info = env.step(np.zeros(12, dtype=np.float32))
+        _, _r, terminated, truncated, info = env.step(np.zeros(12, dtype=np.float32))
         assert not terminated, f"fell at step {t} with zero action"
         assert info["height"] > 0.2 and info["up_z"] > 0.95
         if t >= 40:  # settled: no drift
@@ -358,8 +378,13 @@ def test_rgb_array_render():
     backends = [os.environ["MUJOCO_GL"]] if os.environ.get("MUJOCO_GL") else ["egl", "osmesa"]
     for backend in backends:
         try:
-            res = subprocess.run([sys.executable, "-c", _RENDER_PROBE], env={**os.environ, "MUJOCO_GL": backend},
-                                 capture_output=True, text=True, timeout=60)
+            res = subprocess.run(
+                [sys.executable, "-c", _RENDER_PROBE],
+                env={**os.environ, "MUJOCO_GL": backend},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except subprocess.TimeoutExpired:
             continue
         if "RENDER_OK" in res.stdout:

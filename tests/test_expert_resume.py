@@ -1,5 +1,6 @@
 """Expert stage: checkpoint → kill → resume is bit-identical to an uninterrupted run, and the
 MLflow run continues (same run, one run per job, no duplicated metric steps)."""
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,22 @@ RUN_NAME = f"expert/{SUITE}/{TASK}/seed{SEED}"
 
 
 def tiny_config(results_dir: Path) -> dict:
-    return validate({
-        "results_dir": str(results_dir), "device": "cpu",
-        "experts": {"seeds": [SEED], "total_steps": 3000, "checkpoint_every": 1000, "learning_starts": 500,
-                    "eval_episodes": 1, "log_every": 500, "sac": {"hidden": [32, 32], "batch_size": 32}},
-        "datasets": {"expert_seed": SEED},
-    })
+    return validate(
+        {
+            "results_dir": str(results_dir),
+            "device": "cpu",
+            "experts": {
+                "seeds": [SEED],
+                "total_steps": 3000,
+                "checkpoint_every": 1000,
+                "learning_starts": 500,
+                "eval_episodes": 1,
+                "log_every": 500,
+                "sac": {"hidden": [32, 32], "batch_size": 32},
+            },
+            "datasets": {"expert_seed": SEED},
+        }
+    )
 
 
 def runs_in_store(results_dir: Path):
@@ -63,8 +74,9 @@ def runs(tmp_path_factory):
         res_u = root / "straight"
         dir_u = res_u / "experts" / SUITE / TASK / f"seed{SEED}"
         final_u = train_expert(tiny_config(res_u), SUITE, TASK, SEED, dir_u)
-        out = dict(after_kill=after_kill, final_k=final_k, final_u=final_u, dir_k=dir_k, dir_u=dir_u,
-                   res_k=res_k, res_u=res_u)
+        out = dict(
+            after_kill=after_kill, final_k=final_k, final_u=final_u, dir_k=dir_k, dir_u=dir_u, res_k=res_k, res_u=res_u
+        )
         yield out
     finally:
         mp.undo()
@@ -139,4 +151,3 @@ def test_mlflow_run_continues(runs):
         sk = [m.step for m in client.get_metric_history(run.info.run_id, name)]
         assert len(sk) == len(set(sk)), (name, sk)
     assert client.get_metric_history(run.info.run_id, "eval/return")[0].value == runs["final_k"]["eval_return_mean"]
-

@@ -1,5 +1,6 @@
 """Exported per-task policies (npf.export): same actions as the masked global networks, loadable
 with ``torch.load(weights_only=True)`` and nothing else, much smaller than the dense networks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,16 @@ TASKS = ["alpha", "beta", "gamma"]
 
 def batches(seed, n=N, B=32):
     g = torch.Generator().manual_seed(seed)
-    return [{"obs": torch.randn(B, OBS, generator=g), "act": torch.rand(B, ACT, generator=g) * 2 - 1,
-             "rew": torch.randn(B, 1, generator=g), "next_obs": torch.randn(B, OBS, generator=g),
-             "done": torch.zeros(B, 1)} for _ in range(n)]
+    return [
+        {
+            "obs": torch.randn(B, OBS, generator=g),
+            "act": torch.rand(B, ACT, generator=g) * 2 - 1,
+            "rew": torch.randn(B, 1, generator=g),
+            "next_obs": torch.randn(B, OBS, generator=g),
+            "done": torch.zeros(B, 1),
+        }
+        for _ in range(n)
+    ]
 
 
 def normalizers():
@@ -42,8 +50,16 @@ def trained(algo, keep_ratio=0.1, mask_bias=False, reduce="sum", steps=3):
 
 def write_offline_final(tmp_path, learner, pw, algo_name, norms):
     """What npf.stages.offline.train_offline writes as final.pt."""
-    final = {"algo": learner.algo.state_dict(), "method": "npf", "algo_name": algo_name, "suite": "toy",
-             "tasks": TASKS, "seed": 0, "normalizers": [n.state_dict() for n in norms], "pathways": pw.state_dict()}
+    final = {
+        "algo": learner.algo.state_dict(),
+        "method": "npf",
+        "algo_name": algo_name,
+        "suite": "toy",
+        "tasks": TASKS,
+        "seed": 0,
+        "normalizers": [n.state_dict() for n in norms],
+        "pathways": pw.state_dict(),
+    }
     path = tmp_path / "final.pt"
     ckpt.save(final, path)
     return path
@@ -128,9 +144,19 @@ def test_bcq_export_matches_seeded_bcq_act(tmp_path):
 def test_sac_export_from_online_final(tmp_path):
     algo = SAC(OBS, ACT, SACConfig(hidden=[48, 48, 48]), seed=0)
     learner, pw = trained(algo, reduce="mean")
-    final = {"format": "npf.online/1", "algo": algo.state_dict(), "method": "sac-npf", "suite": "toy", "tasks": TASKS,
-             "seed": 0, "obs_dim": OBS, "act_dim": ACT, "sac": {"hidden": [48, 48, 48]}, "conditioning": "npf",
-             "pathways": pw.state_dict()}
+    final = {
+        "format": "npf.online/1",
+        "algo": algo.state_dict(),
+        "method": "sac-npf",
+        "suite": "toy",
+        "tasks": TASKS,
+        "seed": 0,
+        "obs_dim": OBS,
+        "act_dim": ACT,
+        "sac": {"hidden": [48, 48, 48]},
+        "conditioning": "npf",
+        "pathways": pw.state_dict(),
+    }
     path = tmp_path / "final.pt"
     ckpt.save(final, path)
     out = tmp_path / "sac.pt"
@@ -197,7 +223,11 @@ def test_both_index_encodings_round_trip():
     crow_ref = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(rows, minlength=7).cumsum(0)])
     as_csr = {"shape": [7, 40], "values": layer["values"], "crow": crow_ref.int(), "col": cols.short()}
     bits = zlib.compress(np.packbits(m.numpy().reshape(-1)).tobytes())
-    as_bits = {"shape": [7, 40], "values": layer["values"], "mask_zlib": torch.frombuffer(bytearray(bits), dtype=torch.uint8)}
+    as_bits = {
+        "shape": [7, 40],
+        "values": layer["values"],
+        "mask_zlib": torch.frombuffer(bytearray(bits), dtype=torch.uint8),
+    }
     for enc in (as_csr, as_bits, layer):
         crow, col = _layer_indices(enc, 0)
         assert torch.equal(crow, crow_ref) and torch.equal(col, cols)

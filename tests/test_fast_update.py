@@ -1,6 +1,7 @@
 """The update's speed-ups keep its numbers: foreach Adam and multi-tensor Polyak averaging equal
 torch's single-tensor defaults bit for bit; metrics come back as floats with one host sync;
 optimizer checkpoints of either implementation load into the other."""
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,9 @@ def test_unknown_optimizer_is_one_clear_error():
         make_optimizer("sgd", _net().parameters(), 1e-3)
 
 
-@pytest.mark.parametrize("saved_kw,own_fused", [({"foreach": False}, False), ({"foreach": False}, True),
-                                                 ({"fused": True}, False)])
+@pytest.mark.parametrize(
+    "saved_kw,own_fused", [({"foreach": False}, False), ({"foreach": False}, True), ({"fused": True}, False)]
+)
 def test_optimizer_checkpoints_load_across_implementations(saved_kw, own_fused):
     """A checkpoint of the single-tensor (old) or fused Adam resumes into a foreach or fused one:
     same moments and step, and the loading optimizer keeps its own implementation."""

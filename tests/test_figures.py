@@ -1,5 +1,6 @@
 """Figures 3, 4, 5, 6, 10–15 from synthetic inputs: files written (PNG + PDF), axes, line series,
 legend labels, overlap percentages printed, bands over seeds, and write_figures' input scan."""
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,10 @@ def test_figure3_single_panel_without_M_sweep(tmp_path, dapd_curves):
 def test_figures13_14_one_subplot_per_task(tmp_path, dapd_curves):
     f13 = F.figure13(dapd_curves, tmp_path / "fig13")
     f14 = F.figure14(dapd_curves, tmp_path / "fig14")
-    for stem, fig, labels in ((tmp_path / "fig13", f13, ["Single-shot", "DAPD (M=10)", "DAPD, no threshold stop"]),
-                              (tmp_path / "fig14", f14, ["DAPD (M=1)", "DAPD (M=5)", "DAPD (M=10)"])):
+    for stem, fig, labels in (
+        (tmp_path / "fig13", f13, ["Single-shot", "DAPD (M=10)", "DAPD, no threshold stop"]),
+        (tmp_path / "fig14", f14, ["DAPD (M=1)", "DAPD (M=5)", "DAPD (M=10)"]),
+    ):
         _files_ok(stem)
         assert [a.get_title() for a in fig.axes] == ["forward", "backward"]
         assert all(len(a.lines) == 3 for a in fig.axes)
@@ -91,7 +94,9 @@ def grad_norms():
         for v in ("pretrain", "no-pretrain"):
             for s in SEEDS:
                 for st in STEPS:
-                    rows.append({"task": t, "variant": v, "seed": s, "step": st, "grad_norm": 1.0 + st * (v == "pretrain")})
+                    rows.append(
+                        {"task": t, "variant": v, "seed": s, "step": st, "grad_norm": 1.0 + st * (v == "pretrain")}
+                    )
     return pd.DataFrame(rows)
 
 
@@ -110,8 +115,12 @@ def test_figure4_grad_norm_per_task(tmp_path, grad_norms):
 
 
 def test_figure5_sample_complexity(tmp_path):
-    rows = [{"dataset_size": n, "method": m, "algo": "bcq", "seed": s, "score": 50 + s + (m == "npf") * 20}
-            for n in (1_000, 10_000, 100_000) for m in ("mt", "npf", "mhmt") for s in SEEDS]
+    rows = [
+        {"dataset_size": n, "method": m, "algo": "bcq", "seed": s, "score": 50 + s + (m == "npf") * 20}
+        for n in (1_000, 10_000, 100_000)
+        for m in ("mt", "npf", "mhmt")
+        for s in SEEDS
+    ]
     fig = F.figure5(pd.DataFrame(rows), tmp_path / "fig5")
     _files_ok(tmp_path / "fig5")
     (ax,) = fig.axes
@@ -141,8 +150,10 @@ def test_figure6_heatmap_prints_percentages(tmp_path):
 
 
 def test_figure15_panels(tmp_path):
-    panels = {"HalfCheetah 5-task, BCQ": _overlap(["forward", "backward", "jump"]),
-              "MT10, IQL": _overlap(["reach", "push"], 1)}
+    panels = {
+        "HalfCheetah 5-task, BCQ": _overlap(["forward", "backward", "jump"]),
+        "MT10, IQL": _overlap(["reach", "push"], 1),
+    }
     fig = F.figure15(panels, tmp_path / "fig15")
     _files_ok(tmp_path / "fig15")
     axes = _plot_axes(fig)
@@ -172,8 +183,15 @@ def _write_results(root: Path, suites=("cheetah", "mt10")) -> None:
                 d = root / "pathways" / suite / algo / f"seed{s}"
                 d.mkdir(parents=True)
                 ov = _overlap(ts, s).to_numpy().tolist()
-                (d / "masks.json").write_text(json.dumps({"tasks": ts, "keep_ratio": 0.05, "roles": {
-                    "actor": {"density": 0.05, "union_density": 0.1, "overlap_percent": ov}}}))
+                (d / "masks.json").write_text(
+                    json.dumps(
+                        {
+                            "tasks": ts,
+                            "keep_ratio": 0.05,
+                            "roles": {"actor": {"density": 0.05, "union_density": 0.1, "overlap_percent": ov}},
+                        }
+                    )
+                )
 
 
 def test_learning_curves_from_metrics_csv(tmp_path):
@@ -215,8 +233,17 @@ def test_write_figures_scans_inputs(tmp_path, dapd_curves, grad_norms):
     grad_norms.to_csv(res / "online" / "grad_norms.csv", index=False)
     written = F.write_figures(res, out)
     stems = sorted({p.stem for p in written})
-    assert stems == sorted(["curves_mt10", "fig06_overlap_mt10_iql", "fig15_overlap",
-                            "fig03_dapd", "fig13_dapd_tasks", "fig14_dapd_M_tasks", "fig04_grad_norm"])
+    assert stems == sorted(
+        [
+            "curves_mt10",
+            "fig06_overlap_mt10_iql",
+            "fig15_overlap",
+            "fig03_dapd",
+            "fig13_dapd_tasks",
+            "fig14_dapd_M_tasks",
+            "fig04_grad_norm",
+        ]
+    )
     assert all(p.exists() and p.stat().st_size > 0 for p in written)
     assert {p.suffix for p in written} == {".png", ".pdf"}
 
@@ -241,10 +268,27 @@ def test_config_declared_success_suite_is_labelled_by_success(tmp_path):
     """A custom suite with ``success_metric: true`` is plotted as success %, like MT10."""
     from npf.config import register_suites
 
-    register_suites({"custom_suites": {"pendsuccess": {"success_metric": True, "tasks": {
-        "earth": {"env_id": "Pendulum-v1", "kwargs": {"g": 9.81}}}}}})
-    curves = pd.DataFrame({"suite": "pendsuccess", "method": "npf", "algo": "iql", "seed": 0,
-                           "step": [0, 10], "task": "earth", "score": [0.0, 50.0]})
+    register_suites(
+        {
+            "custom_suites": {
+                "pendsuccess": {
+                    "success_metric": True,
+                    "tasks": {"earth": {"env_id": "Pendulum-v1", "kwargs": {"g": 9.81}}},
+                }
+            }
+        }
+    )
+    curves = pd.DataFrame(
+        {
+            "suite": "pendsuccess",
+            "method": "npf",
+            "algo": "iql",
+            "seed": 0,
+            "step": [0, 10],
+            "task": "earth",
+            "score": [0.0, 50.0],
+        }
+    )
     fig = F.figure_learning_curves(curves, tmp_path / "custom")
     assert " ".join(fig.axes[0].get_ylabel().split()) == "success rate (%)"
     fig = F.figure_learning_curves(curves.assign(suite="not-registered"), tmp_path / "unknown")

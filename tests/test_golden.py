@@ -11,6 +11,7 @@ another CPU family, so the fixture belongs to the machine class it was made on (
 
     python tests/test_golden.py --regenerate
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,9 +25,9 @@ import torch
 
 from npf import checkpoint as ckpt
 from npf.config import validate
+from npf.online.stages import train_dapd_variant, train_online
 from npf.stages.expert import train_expert
 from npf.stages.offline import discover_pathways, train_offline
-from npf.online.stages import train_dapd_variant, train_online
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "data" / "golden_runs.json"
@@ -34,29 +35,77 @@ DATASETS = REPO / "tests" / "bad_inputs" / "datasets" / "good"
 #: wall-clock quantities: differ between any two runs
 CLOCK_KEYS = ("timing", "timing_s", "rates", "env_steps_per_s", "updates_per_s")
 #: checkpoint entries compared (the rest: wall-clock timing, replay chunk names)
-ONLINE_CKPT_KEYS = ("agent", "td", "gen", "global_rng", "step", "episodes", "update_debt", "started", "eval_rows",
-                    "grad_rows", "recent", "tasks", "method")
+ONLINE_CKPT_KEYS = (
+    "agent",
+    "td",
+    "gen",
+    "global_rng",
+    "step",
+    "episodes",
+    "update_debt",
+    "started",
+    "eval_rows",
+    "grad_rows",
+    "recent",
+    "tasks",
+    "method",
+)
 
 
 def config(results: Path) -> dict:
     h = [16, 16]
-    return validate({
-        "results_dir": str(results), "device": "cpu", "tasks": {"mt10": ["reach", "drawer-close"],
-                                                                "cheetah": ["forward", "backward"]},
-        "experts": {"seeds": [0], "total_steps": 1000, "learning_starts": 499, "updates_per_step": 0.25,
-                    "checkpoint_every": 500, "eval_episodes": 1, "log_every": 50,
-                    "sac": {"hidden": h, "batch_size": 16}},
-        "pathways": {"score_batch_size": 16},
-        "offline": {"methods": ["npf"], "algos": ["iql"], "updates": 60, "batch_size": 16, "eval_interval": 30,
-                    "eval_episodes": 1, "checkpoint_every": 20, "log_every": 5,
-                    "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h}},
-        "online": {"total_steps": 450, "learning_starts": 150, "pretrain_steps": 150, "batch_size": 16,
-                   "eval_interval": 150, "eval_episodes": 1, "checkpoint_every": 150, "log_every": 10,
-                   "grad_norm_every": 25, "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": h},
-                   "dapd_ablation": {"total_steps": 2000, "learning_starts": 1000, "batch_size": 16,
-                                     "eval_interval": 1000, "checkpoint_every": 1000, "return_threshold": -1e9,
-                                     "sac": {"hidden": h}}},
-        "evaluation": {"episodes": 1, "envs_per_task": 1}})
+    return validate(
+        {
+            "results_dir": str(results),
+            "device": "cpu",
+            "tasks": {"mt10": ["reach", "drawer-close"], "cheetah": ["forward", "backward"]},
+            "experts": {
+                "seeds": [0],
+                "total_steps": 1000,
+                "learning_starts": 499,
+                "updates_per_step": 0.25,
+                "checkpoint_every": 500,
+                "eval_episodes": 1,
+                "log_every": 50,
+                "sac": {"hidden": h, "batch_size": 16},
+            },
+            "pathways": {"score_batch_size": 16},
+            "offline": {
+                "methods": ["npf"],
+                "algos": ["iql"],
+                "updates": 60,
+                "batch_size": 16,
+                "eval_interval": 30,
+                "eval_episodes": 1,
+                "checkpoint_every": 20,
+                "log_every": 5,
+                "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h},
+            },
+            "online": {
+                "total_steps": 450,
+                "learning_starts": 150,
+                "pretrain_steps": 150,
+                "batch_size": 16,
+                "eval_interval": 150,
+                "eval_episodes": 1,
+                "checkpoint_every": 150,
+                "log_every": 10,
+                "grad_norm_every": 25,
+                "dapd": {"M": 2, "interval": 1},
+                "sac": {"hidden": h},
+                "dapd_ablation": {
+                    "total_steps": 2000,
+                    "learning_starts": 1000,
+                    "batch_size": 16,
+                    "eval_interval": 1000,
+                    "checkpoint_every": 1000,
+                    "return_threshold": -1e9,
+                    "sac": {"hidden": h},
+                },
+            },
+            "evaluation": {"episodes": 1, "envs_per_task": 1},
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------ fingerprints
@@ -89,8 +138,11 @@ def digest_tree(obj, opened: tuple[str, ...] = ("agent", "agent.dapd"), path: st
     """A state's top-level entries (and those under the ``opened`` paths) digested one by one, so
     that a new field of a state shows as an extra entry, not as a changed digest of its parent."""
     if isinstance(obj, dict) and (not path or path in opened):
-        return {str(k): digest_tree(v, opened, f"{path}.{k}" if path else str(k))
-                for k, v in obj.items() if k not in CLOCK_KEYS}
+        return {
+            str(k): digest_tree(v, opened, f"{path}.{k}" if path else str(k))
+            for k, v in obj.items()
+            if k not in CLOCK_KEYS
+        }
     return digest(obj)
 
 
@@ -108,7 +160,9 @@ def mlflow_histories(uri: str) -> dict[str, dict[str, str]]:
         for r in c.search_runs([e.experiment_id]):
             out[r.info.run_name] = {
                 k: digest(sorted((m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)))
-                for k in sorted(r.data.metrics) if not k.startswith("rate/")}
+                for k in sorted(r.data.metrics)
+                if not k.startswith("rate/")
+            }
     return out
 
 
@@ -119,9 +173,11 @@ def run_all(results: Path) -> dict:
 
     d = results / "experts" / "cheetah" / "forward" / "seed0"
     train_expert(cfg, "cheetah", "forward", 0, d)
-    out["expert"] = {"checkpoint": digest_tree(ckpt.load(d / "checkpoint.pt")),
-                     "policy": digest(ckpt.load(d / "policy.pt")["actor"]),
-                     "metrics": fingerprint(json.loads((d / "metrics.json").read_text()))}
+    out["expert"] = {
+        "checkpoint": digest_tree(ckpt.load(d / "checkpoint.pt")),
+        "policy": digest(ckpt.load(d / "policy.pt")["actor"]),
+        "metrics": fingerprint(json.loads((d / "metrics.json").read_text())),
+    }
 
     data = results / "datasets" / "cheetah"
     data.mkdir(parents=True)
@@ -131,29 +187,36 @@ def run_all(results: Path) -> dict:
     discover_pathways(cfg, "cheetah", "iql", 0, masks)
     d = results / "runs" / "cheetah" / "npf-iql" / "seed0"
     train_offline(cfg, "cheetah", "npf", "iql", 0, d, pathways_path=masks)
-    out["offline"] = {"masks": digest_tree(ckpt.load(masks)), "final": digest_tree(ckpt.load(d / "final.pt")),
-                      "checkpoint": digest_tree(ckpt.load(d / "checkpoint.pt")),
-                      "curve": file_digest(d / "metrics.csv")}
+    out["offline"] = {
+        "masks": digest_tree(ckpt.load(masks)),
+        "final": digest_tree(ckpt.load(d / "final.pt")),
+        "checkpoint": digest_tree(ckpt.load(d / "checkpoint.pt")),
+        "curve": file_digest(d / "metrics.csv"),
+    }
 
     for method in ("sac-npf", "pcgrad"):
         d = results / "online" / "runs" / "mt10" / method / "seed0"
-        extra = ({"grad_norms_out": d / "tidy_grads.csv", "curves_out": d / "tidy_curves.csv"}
-                 if method == "sac-npf" else {})
+        extra = (
+            {"grad_norms_out": d / "tidy_grads.csv", "curves_out": d / "tidy_curves.csv"} if method == "sac-npf" else {}
+        )
         summary = train_online(cfg, "mt10", method, 0, d, **extra)
         state = ckpt.load(d / "checkpoint.pt")
         out[f"online/{method}"] = {
             "final": digest_tree(ckpt.load(d / "final.pt")),
             "checkpoint": digest_tree({k: state[k] for k in ONLINE_CKPT_KEYS}),
             "summary": fingerprint(summary),
-            "files": {p.name: file_digest(p) for p in sorted(d.glob("*.csv"))}}
+            "files": {p.name: file_digest(p) for p in sorted(d.glob("*.csv"))},
+        }
 
     d = results / "online" / "dapd" / "forward" / "dapd-M2" / "seed0"
     summary = train_dapd_variant(cfg, "forward", "dapd-M2", 0, d, curves_out=d / "tidy_curves.csv")
     state = ckpt.load(d / "checkpoint.pt")
-    out["dapd/dapd-M2"] = {"final": digest_tree(ckpt.load(d / "final.pt")),
-                           "checkpoint": digest_tree({k: state[k] for k in ONLINE_CKPT_KEYS}),
-                           "summary": fingerprint(summary),
-                           "files": {p.name: file_digest(p) for p in sorted(d.glob("*.csv"))}}
+    out["dapd/dapd-M2"] = {
+        "final": digest_tree(ckpt.load(d / "final.pt")),
+        "checkpoint": digest_tree({k: state[k] for k in ONLINE_CKPT_KEYS}),
+        "summary": fingerprint(summary),
+        "files": {p.name: file_digest(p) for p in sorted(d.glob("*.csv"))},
+    }
     out["mlflow"] = mlflow_histories(f"sqlite:///{results / 'mlflow.db'}")
     return out
 

@@ -1,6 +1,7 @@
 """The algorithms' hyper-parameter dataclasses are the single source of their config blocks:
 every field has a docstring and a type, the generated schema has the dataclass's defaults, and the
 same ranges reject bad values from a dict and from the pipeline config."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,17 +40,39 @@ def test_the_pipeline_schema_holds_the_generated_blocks():
     assert cfg["offline"]["iql"] == {} and cfg["online"]["sac"] == {}
 
 
-@pytest.mark.parametrize("cls,where,block,message", [
-    (IQLConfig, "offline.iql", {"actor_hidden": [0]}, "offline.iql.actor_hidden.0: 0 is less than the minimum of 1"),
-    (IQLConfig, "offline.iql", {"value_hidden": [64, 1.5]}, "offline.iql.value_hidden.1: 1.5 is not of type 'integer'"),
-    (IQLConfig, "offline.iql", {"expectile": 0}, "offline.iql.expectile: 0 is less than or equal to the minimum of 0"),
-    (IQLConfig, "offline.iql", {"lr_schedule": "linear"},
-     "offline.iql.lr_schedule: 'linear' is not one of ['none', 'cosine']"),
-    (BCQConfig, "offline.bcq", {"lmbda": 1.2}, "offline.bcq.lmbda: 1.2 is greater than the maximum of 1"),
-    (BCQConfig, "offline.bcq", {"vae_hidden": []}, "offline.bcq.vae_hidden: [] should be non-empty"),
-    (SACConfig, "online.sac", {"tau": 0}, "online.sac.tau: 0 is less than or equal to the minimum of 0"),
-    (SACConfig, "online.sac", {"optimizer": "sgd"}, "online.sac.optimizer: 'sgd' is not one of ['adam', 'adamw']"),
-])
+@pytest.mark.parametrize(
+    "cls,where,block,message",
+    [
+        (
+            IQLConfig,
+            "offline.iql",
+            {"actor_hidden": [0]},
+            "offline.iql.actor_hidden.0: 0 is less than the minimum of 1",
+        ),
+        (
+            IQLConfig,
+            "offline.iql",
+            {"value_hidden": [64, 1.5]},
+            "offline.iql.value_hidden.1: 1.5 is not of type 'integer'",
+        ),
+        (
+            IQLConfig,
+            "offline.iql",
+            {"expectile": 0},
+            "offline.iql.expectile: 0 is less than or equal to the minimum of 0",
+        ),
+        (
+            IQLConfig,
+            "offline.iql",
+            {"lr_schedule": "linear"},
+            "offline.iql.lr_schedule: 'linear' is not one of ['none', 'cosine']",
+        ),
+        (BCQConfig, "offline.bcq", {"lmbda": 1.2}, "offline.bcq.lmbda: 1.2 is greater than the maximum of 1"),
+        (BCQConfig, "offline.bcq", {"vae_hidden": []}, "offline.bcq.vae_hidden: [] should be non-empty"),
+        (SACConfig, "online.sac", {"tau": 0}, "online.sac.tau: 0 is less than or equal to the minimum of 0"),
+        (SACConfig, "online.sac", {"optimizer": "sgd"}, "online.sac.optimizer: 'sgd' is not one of ['adam', 'adamw']"),
+    ],
+)
 def test_from_dict_and_config_reject_out_of_range_values(cls, where, block, message):
     with pytest.raises(ValueError) as e:
         cls.from_dict(block, where)

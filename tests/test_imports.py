@@ -3,6 +3,7 @@
 The import graph is read from the source with ``ast``; an import inside a function counts (it is a
 cycle that only waits for the call). ``from npf.x import y`` is an edge to ``npf.x.y`` when that is
 a module, else to ``npf.x``."""
+
 from __future__ import annotations
 
 import ast
@@ -92,7 +93,12 @@ def test_config_reaches_no_stage_and_render_no_stage():
 
 
 def test_a_cycle_is_found():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) in (["a", "c", "b", "a"], ["a", "b", "c", "a"],
-                                                                ["b", "a", "c", "b"], ["c", "b", "a", "c"],
-                                                                ["b", "c", "a", "b"], ["c", "a", "b", "c"])
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) in (
+        ["a", "c", "b", "a"],
+        ["a", "b", "c", "a"],
+        ["b", "a", "c", "b"],
+        ["c", "b", "a", "c"],
+        ["b", "c", "a", "b"],
+        ["c", "a", "b", "c"],
+    )
     assert find_cycle({"a": {"b"}, "b": set()}) is None

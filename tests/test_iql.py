@@ -1,17 +1,30 @@
 """IQL: shapes (single-task and task axis), loss values by hand, resume, and offline learning."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from algo_fixtures import (
+    ACT,
+    OBS,
+    D,
+    check_losses_and_update,
+    check_losses_change_nothing,
+    check_multihead,
+    check_seeding,
+    check_task_axis_with_masks,
+    resumed_pair,
+    toy_learning,
+)
+from algo_fixtures import (
+    random_batch as batch,
+)
 from torch import nn
 
 from npf.algos.iql import IQL, IQLConfig, expectile_loss
 from npf.nets import MaskedLinear, multihead_factory
-from algo_fixtures import (ACT, D, OBS, check_losses_and_update, check_losses_change_nothing, check_multihead,
-                           check_seeding, check_task_axis_with_masks, random_batch as batch, resumed_pair,
-                           toy_learning)
 
 torch.set_num_threads(1)
 
@@ -111,7 +124,7 @@ def test_all_three_losses_by_hand():
     b = batch(b=4)
     losses = algo.losses(b)
 
-    u = min(q1t, q2t) - v                        # 0.6 > 0 → weight τ
+    u = min(q1t, q2t) - v  # 0.6 > 0 → weight τ
     assert losses["value"].item() == pytest.approx(0.7 * u**2, rel=1e-5)
     y = b["rew"] + 0.9 * (1 - b["done"]) * v
     assert losses["critic"].item() == pytest.approx((((c1 - y) ** 2).mean() + ((c2 - y) ** 2).mean()).item(), rel=1e-5)
@@ -140,8 +153,13 @@ def test_state_round_trip_is_bit_identical(schedule):
 # ---------------------------------------------------------------------------- learning
 # The toy goal-reaching task (tests/algo_fixtures.py): the best action is known.
 def test_learns_toy_task_from_mixed_offline_data():
-    algo = IQL(2 * D, D, IQLConfig(actor_hidden=[64, 64], critic_hidden=[64, 64], value_hidden=[64, 64],
-                                   gamma=0.9), "cpu", seed=0)
+    algo = IQL(
+        2 * D,
+        D,
+        IQLConfig(actor_hidden=[64, 64], critic_hidden=[64, 64], value_hidden=[64, 64], gamma=0.9),
+        "cpu",
+        seed=0,
+    )
     ret, data_mean, random_return, expert_return = toy_learning(algo, 1500)
     # random ≈ −17.1, dataset mean ≈ −15.0 (an untrained policy ≈ −15), expert ≈ −1.7;
     # IQL reaches ≈ −2.7 here (93% of the random → expert gap).

@@ -7,6 +7,7 @@ themselves are rendered by headless Chromium (``--dump-dom`` for their text, ``-
 for a look: set ``NPF_UI_SCREENSHOTS=DIR`` to keep the PNGs). The Chromium tests are skipped
 when no Chromium is installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,18 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-
 from test_custom_suite import TASKS, clean_env, example_config, own_suite_run
 
 REPO = Path(__file__).resolve().parent.parent
 NPF = str(REPO / ".venv" / "bin" / "npf")
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-                 if p and Path(p).exists()), None)
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if p and Path(p).exists()
+    ),
+    None,
+)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed")
 ML = "workflowType=machine_learning"  # the UI's "Model training" view (its default is the GenAI view)
 METHODS = ("npf", "mt", "mhmt")
@@ -42,8 +48,9 @@ def free_port() -> int:
 
 
 def get(url: str, data: dict | None = None, timeout: float = 60) -> bytes:
-    req = urllib.request.Request(url, data=None if data is None else json.dumps(data).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=None if data is None else json.dumps(data).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.read()
 
@@ -61,8 +68,14 @@ def ui(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("mlflow_ui") / "server.log", "w", buffering=1)
     # as docs/mlflow-ui.md says: `npf ui` in the repository root (it runs `mlflow ui` on results/mlflow.db)
-    proc = subprocess.Popen([NPF, "ui", "--port", str(port)], cwd=run["repo"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=clean_env(run["repo"]))
+    proc = subprocess.Popen(
+        [NPF, "ui", "--port", str(port)],
+        cwd=run["repo"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=clean_env(run["repo"]),
+    )
     try:
         deadline = time.time() + 180
         while True:
@@ -99,9 +112,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def expected_run_names() -> list[str]:
-    return sorted([f"expert/pendulum/{t}/seed0" for t in TASKS] + [f"dataset/pendulum/{t}" for t in TASKS]
-                  + ["pathways/pendulum/iql/seed0"] + [f"train/pendulum/{m}-iql/seed0" for m in METHODS]
-                  + [f"eval/pendulum/{m}-iql/seed0" for m in METHODS])
+    return sorted(
+        [f"expert/pendulum/{t}/seed0" for t in TASKS]
+        + [f"dataset/pendulum/{t}" for t in TASKS]
+        + ["pathways/pendulum/iql/seed0"]
+        + [f"train/pendulum/{m}-iql/seed0" for m in METHODS]
+        + [f"eval/pendulum/{m}-iql/seed0" for m in METHODS]
+    )
 
 
 # ------------------------------------------------------------------------------------ REST API
@@ -175,19 +192,38 @@ def test_figures_and_tables_are_artifacts(ui):
     rid = runs["report/pendulum"]["info"]["run_id"]
     folders = {f["path"] for f in api(base, "artifacts/list", run_id=rid).get("files", [])}
     assert folders == {"figures", "tables"}, folders
-    for folder, local in (("figures", Path(ui["run"]["reports"]) / "figures"), ("tables", Path(ui["run"]["reports"]) / "tables")):
+    for folder, local in (
+        ("figures", Path(ui["run"]["reports"]) / "figures"),
+        ("tables", Path(ui["run"]["reports"]) / "tables"),
+    ):
         listed = {f["path"] for f in api(base, "artifacts/list", run_id=rid, path=folder).get("files", [])}
-        assert listed == {f"{folder}/{p.name}" for p in local.iterdir() if not p.name.startswith(".")} and listed, listed
+        assert listed == {f"{folder}/{p.name}" for p in local.iterdir() if not p.name.startswith(".")} and listed, (
+            listed
+        )
 
 
 # ------------------------------------------------------------------------------ in the browser
 def chromium(url: str, user_dir: Path, screenshot: Path) -> str:
     """Render ``url`` in headless Chromium with 15 s of virtual time (the React app fetches and
     renders): a 1800x1100 screenshot, and the page's visible text (from its DOM), returned."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={user_dir}", "--window-size=1800,1100", "--virtual-time-budget=15000",
-           "--hide-scrollbars", f"--screenshot={screenshot}", "--dump-dom", url]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_dir}",
+        "--window-size=1800,1100",
+        "--virtual-time-budget=15000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        url,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", r.stdout, flags=re.S)
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", text)))
@@ -226,8 +262,15 @@ def test_run_page_metrics_params_tags(ui, shots, tmp_path):
     png = shots / "run_train_npf_iql.png"
     text = chromium(f"{ui['base']}/#/experiments/{eid}/runs/{r['info']['run_id']}?{ML}", tmp_path / "c", png)
     assert "train/pendulum/npf-iql/seed0" in text and "Finished" in text, text[:3000]
-    for needle in ("npf.stage", "train_offline", "npf.method", "eval/score_mean", "loss/critic",
-                   f"Parameters ({len(r['data']['params'])})", "custom_suites.pendulum.tasks.moon.kwargs.g"):
+    for needle in (
+        "npf.stage",
+        "train_offline",
+        "npf.method",
+        "eval/score_mean",
+        "loss/critic",
+        f"Parameters ({len(r['data']['params'])})",
+        "custom_suites.pendulum.tasks.moon.kwargs.g",
+    ):
         assert needle in text, (needle, text[:3000])
     not_blank(png)
 

@@ -5,6 +5,7 @@ whose weights are θ ⊙ m_n (a deep copy with no masks attached, run densely on
 alone), its gradients masked by m_n and summed (or averaged) into the global parameters, then one
 optimizer step. It shares no code with the batched path.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,11 @@ import pytest
 import torch
 
 from npf.multitask import (
-    MultitaskLearner, append_one_hot, factory_for, obs_dim_for, stack_batches,
+    MultitaskLearner,
+    append_one_hot,
+    factory_for,
+    obs_dim_for,
+    stack_batches,
 )
 from npf.nets import MaskedLinear, StackedLinear, mlp
 from npf.pathways import Pathways
@@ -72,8 +77,7 @@ def reference_grads(algo, pw, batches, role, loss_name, weight):
 
 def reference_update(algo, pw, batches, reduce):
     weight = 1.0 if reduce == "sum" else 1.0 / len(batches)
-    for role, loss_name, opt in (("critic", "critic_loss", algo.critic_opt),
-                                 ("actor", "actor_loss", algo.actor_opt)):
+    for role, loss_name, opt in (("critic", "critic_loss", algo.critic_opt), ("actor", "actor_loss", algo.actor_opt)):
         total = reference_grads(algo, pw, batches, role, loss_name, weight)
         opt.zero_grad()
         for k, p in algo.networks()[role].named_parameters():
@@ -101,8 +105,10 @@ def test_batched_gradients_equal_per_task_loop(reduce, backend, mask_bias):
     algo = TinyAC(seed=7)
     pw = make_pathways(algo, mask_bias=mask_bias)
     batches = task_batches(1)
-    ref = {role: reference_grads(algo, pw, batches, role, f"{role}_loss", 1.0 if reduce == "sum" else 1 / N)
-           for role in algo.roles}
+    ref = {
+        role: reference_grads(algo, pw, batches, role, f"{role}_loss", 1.0 if reduce == "sum" else 1 / N)
+        for role in algo.roles
+    }
     learner = MultitaskLearner(algo, "npf", N, pw, reduce=reduce, backend=backend)
     assert algo.loss_scale == (N if reduce == "sum" else 1)
     losses = learner.losses(batches)
@@ -210,7 +216,7 @@ def test_task_actions_ignore_weights_outside_its_pathway():
     assert torch.equal(after[n], acts[n])
     assert torch.equal(learner.act_task(n, obs[n]), acts[n])
     pw.task_view(n).attach(algo)  # task n's pathway alone, [1, ...] inputs
-    assert torch.allclose(algo.act(obs[n:n + 1])[0], acts[n], rtol=0, atol=1e-14)
+    assert torch.allclose(algo.act(obs[n : n + 1])[0], acts[n], rtol=0, atol=1e-14)
     assert not torch.allclose(after[0], acts[0]) or not torch.allclose(after[2], acts[2])
 
 
@@ -314,15 +320,29 @@ def _real_algos():
     out = []
     try:
         from npf.algos.iql import IQL, IQLConfig
-        out.append(pytest.param(lambda: IQL(3, 2, IQLConfig(actor_hidden=[16, 16], critic_hidden=[16, 16],
-                                                            value_hidden=[16, 16]), seed=0), id="iql"))
-    except Exception as e:  # noqa: BLE001 - any import/config problem → skip with the reason
+
+        out.append(
+            pytest.param(
+                lambda: IQL(
+                    3, 2, IQLConfig(actor_hidden=[16, 16], critic_hidden=[16, 16], value_hidden=[16, 16]), seed=0
+                ),
+                id="iql",
+            )
+        )
+    except Exception as e:
         out.append(pytest.param(None, id="iql", marks=pytest.mark.skip(reason=f"IQL unavailable: {e}")))
     try:
         from npf.algos.bcq import BCQ, BCQConfig
-        out.append(pytest.param(lambda: BCQ(3, 2, BCQConfig(actor_hidden=[16, 16], critic_hidden=[16, 16],
-                                                            vae_hidden=[16, 16]), seed=0), id="bcq"))
-    except Exception as e:  # noqa: BLE001
+
+        out.append(
+            pytest.param(
+                lambda: BCQ(
+                    3, 2, BCQConfig(actor_hidden=[16, 16], critic_hidden=[16, 16], vae_hidden=[16, 16]), seed=0
+                ),
+                id="bcq",
+            )
+        )
+    except Exception as e:
         out.append(pytest.param(None, id="bcq", marks=pytest.mark.skip(reason=f"BCQ unavailable: {e}")))
     return out
 
@@ -331,7 +351,7 @@ def _real_algos():
 def test_real_algorithm_npf_update(make):
     try:
         algo = make()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         pytest.skip(f"could not build the algorithm: {e}")
     batches = [make_batch(s, B=32, dtype=torch.float32) for s in range(N)]
     pw = Pathways.discover(algo, batches, keep_ratio=0.2)
@@ -354,8 +374,9 @@ def test_iql_batched_gradients_equal_per_task_loop():
     per-task local models exactly (float64)."""
     try:
         from npf.algos.iql import IQL, IQLConfig
+
         algo = IQL(3, 2, IQLConfig(actor_hidden=[16, 16], critic_hidden=[16, 16], value_hidden=[16, 16]), seed=0)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         pytest.skip(f"IQL unavailable: {e}")
     for net in [*algo.networks().values(), *algo.targets().values()]:
         net.double()

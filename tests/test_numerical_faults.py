@@ -3,6 +3,7 @@ job with one line naming the loss or tensor and the step, the MLflow run is mark
 the error as tag ``npf.error``, and the last good checkpoint is kept — never overwritten with
 NaN weights — so a fixed re-run can resume from it.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -51,9 +52,8 @@ def store(tmp_path, monkeypatch, db):
 
 def run_like_a_stage_script(fn, capsys) -> str:
     """Run ``fn`` inside the stage scripts' wrapper; return its one error line (exit 1)."""
-    with pytest.raises(SystemExit) as e:
-        with stage(SimpleNamespace(log=[])):
-            fn()
+    with pytest.raises(SystemExit) as e, stage(SimpleNamespace(log=[])):
+        fn()
     err = capsys.readouterr().err
     assert e.value.code == 1, err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -69,10 +69,22 @@ def test_offline_nan_rewards_after_validation(store, db, monkeypatch, capsys):
     for f in (REPO / "tests" / "bad_inputs" / "datasets" / "good").iterdir():
         shutil.copy(f, d / f.name)
     h = [32, 32]
-    cfg = validate({"results_dir": str(store), "device": "cpu", "tasks": {"cheetah": ["forward", "backward"]},
-                    "offline": {"updates": 60, "batch_size": 16, "eval_interval": 1000, "eval_episodes": 1,
-                                "checkpoint_every": 25, "log_every": 5,
-                                "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h}}})
+    cfg = validate(
+        {
+            "results_dir": str(store),
+            "device": "cpu",
+            "tasks": {"cheetah": ["forward", "backward"]},
+            "offline": {
+                "updates": 60,
+                "batch_size": 16,
+                "eval_interval": 1000,
+                "eval_episodes": 1,
+                "checkpoint_every": 25,
+                "log_every": 5,
+                "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h},
+            },
+        }
+    )
     calls = {"n": 0}
     sample = offline.SuiteData.sample
 
@@ -98,10 +110,23 @@ def test_offline_nan_rewards_after_validation(store, db, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------------- experts
 def expert_cfg(results: Path, seed: int) -> dict:
-    return validate({"results_dir": str(results), "device": "cpu", "datasets": {"expert_seed": seed},
-                     "experts": {"seeds": [seed], "total_steps": 3000, "checkpoint_every": 1000, "learning_starts": 499,
-                                 "updates_per_step": 0.25, "eval_episodes": 1, "log_every": 250,
-                                 "sac": {"hidden": [32, 32], "batch_size": 32}}})
+    return validate(
+        {
+            "results_dir": str(results),
+            "device": "cpu",
+            "datasets": {"expert_seed": seed},
+            "experts": {
+                "seeds": [seed],
+                "total_steps": 3000,
+                "checkpoint_every": 1000,
+                "learning_starts": 499,
+                "updates_per_step": 0.25,
+                "eval_episodes": 1,
+                "log_every": 250,
+                "sac": {"hidden": [32, 32], "batch_size": 32},
+            },
+        }
+    )
 
 
 def test_expert_nan_weights_never_replace_the_good_checkpoint(store, db, monkeypatch, capsys):
@@ -156,13 +181,28 @@ def test_expert_inf_reward_from_the_env(store, db, monkeypatch, capsys):
 def test_online_nan_rewards_stop_at_the_first_bad_update(store, db, monkeypatch, capsys):
     """Rewards sampled from the replay turn NaN at update 200 (env step 350, after the step-300
     checkpoint): the job stops at that update naming the loss, the step-300 checkpoint stays."""
-    from npf.online_buffers import TaskReplay
     from npf.online import stages as online
+    from npf.online_buffers import TaskReplay
 
-    cfg = validate({"results_dir": str(store), "device": "cpu", "tasks": {"mt10": ["reach", "drawer-close"]},
-                    "online": {"total_steps": 600, "learning_starts": 150, "pretrain_steps": 0, "batch_size": 16,
-                               "eval_interval": 300, "eval_episodes": 1, "checkpoint_every": 150, "log_every": 50,
-                               "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": [16, 16]}}})
+    cfg = validate(
+        {
+            "results_dir": str(store),
+            "device": "cpu",
+            "tasks": {"mt10": ["reach", "drawer-close"]},
+            "online": {
+                "total_steps": 600,
+                "learning_starts": 150,
+                "pretrain_steps": 0,
+                "batch_size": 16,
+                "eval_interval": 300,
+                "eval_episodes": 1,
+                "checkpoint_every": 150,
+                "log_every": 50,
+                "dapd": {"M": 2, "interval": 1},
+                "sac": {"hidden": [16, 16]},
+            },
+        }
+    )
     sample, calls = TaskReplay.sample, {"n": 0}
 
     def poisoned(self, batch_size, gen):

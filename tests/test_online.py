@@ -2,6 +2,7 @@
 merge) is resumable bit for bit across kills in both phases, logs success rates and the
 per-pathway gradient norms, writes the eval JSON the tables read; the baselines run; the DAPD
 ablation on HalfCheetah honours the stop rule and writes the curves the figures read."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,14 +22,37 @@ TASKS = ["reach", "drawer-close"]
 
 
 def tiny(results: Path, **online) -> dict:
-    o = {"total_steps": 600, "learning_starts": 150, "pretrain_steps": 300, "batch_size": 32,
-         "eval_interval": 150, "eval_episodes": 1, "checkpoint_every": 150, "log_every": 50, "grad_norm_every": 50,
-         "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": [32, 32], "optimizer": "adamw"},
-         "dapd_ablation": {"total_steps": 2000, "learning_starts": 1000, "batch_size": 16, "eval_interval": 1000,
-                           "checkpoint_every": 1000, "sac": {"hidden": [16, 16], "optimizer": "adam"}}}
+    o = {
+        "total_steps": 600,
+        "learning_starts": 150,
+        "pretrain_steps": 300,
+        "batch_size": 32,
+        "eval_interval": 150,
+        "eval_episodes": 1,
+        "checkpoint_every": 150,
+        "log_every": 50,
+        "grad_norm_every": 50,
+        "dapd": {"M": 2, "interval": 1},
+        "sac": {"hidden": [32, 32], "optimizer": "adamw"},
+        "dapd_ablation": {
+            "total_steps": 2000,
+            "learning_starts": 1000,
+            "batch_size": 16,
+            "eval_interval": 1000,
+            "checkpoint_every": 1000,
+            "sac": {"hidden": [16, 16], "optimizer": "adam"},
+        },
+    }
     o.update(online)
-    return validate({"results_dir": str(results), "device": "cpu", "tasks": {"mt10": TASKS}, "online": o,
-                     "evaluation": {"episodes": 2, "envs_per_task": 2}})
+    return validate(
+        {
+            "results_dir": str(results),
+            "device": "cpu",
+            "tasks": {"mt10": TASKS},
+            "online": o,
+            "evaluation": {"episodes": 2, "envs_per_task": 2},
+        }
+    )
 
 
 def run_dir(results: Path, method: str, tag: str = "") -> Path:
@@ -60,19 +84,39 @@ def results(tmp_path_factory):
 def npf_runs(results):
     cfg = tiny(results)
     straight = run_dir(results, "sac-npf", "-straight")
-    out_s = train_online(cfg, "mt10", "sac-npf", 0, straight, grad_norms_out=straight / "tidy_grads.csv",
-                         curves_out=straight / "tidy_curves.csv")
+    out_s = train_online(
+        cfg,
+        "mt10",
+        "sac-npf",
+        0,
+        straight,
+        grad_norms_out=straight / "tidy_grads.csv",
+        curves_out=straight / "tidy_curves.csv",
+    )
     killed = run_dir(results, "sac-npf")
     kills = []
     for stop in (300, 450):  # during pretraining (copies), then after the merge (shared network)
         r = train_online(cfg, "mt10", "sac-npf", 0, killed, stop_after_steps=stop)
         state = ckpt.load(killed / "checkpoint.pt")
-        kills.append({"result": r, "phase": state["agent"]["phase"], "step": state["step"],
-                      "files": sorted(p.name for p in killed.iterdir()),
-                      "chunks": sorted(p.name for p in (killed / "replay").iterdir()),
-                      "listed": state["replay_chunks"]})
-    out_k = train_online(cfg, "mt10", "sac-npf", 0, killed, grad_norms_out=killed / "tidy_grads.csv",
-                         curves_out=killed / "tidy_curves.csv")
+        kills.append(
+            {
+                "result": r,
+                "phase": state["agent"]["phase"],
+                "step": state["step"],
+                "files": sorted(p.name for p in killed.iterdir()),
+                "chunks": sorted(p.name for p in (killed / "replay").iterdir()),
+                "listed": state["replay_chunks"],
+            }
+        )
+    out_k = train_online(
+        cfg,
+        "mt10",
+        "sac-npf",
+        0,
+        killed,
+        grad_norms_out=killed / "tidy_grads.csv",
+        curves_out=killed / "tidy_curves.csv",
+    )
     return dict(cfg=cfg, straight=straight, killed=killed, out_s=out_s, out_k=out_k, kills=kills)
 
 

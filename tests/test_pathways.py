@@ -3,6 +3,7 @@
 Defines ``TinyAC``, a small deterministic actor-critic following the Algorithm contract (two
 roles, target networks for both), reused by tests/test_multitask.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,12 @@ from npf.algos.base import Algorithm
 from npf.dapd import ScoreAverager
 from npf.nets import MaskedLinear, mlp, soft_update
 from npf.pathways import (
-    Pathways, maskable_parameters, num_kept, snip_scores,
-    snip_scores_all, topk_masks,
+    Pathways,
+    maskable_parameters,
+    num_kept,
+    snip_scores,
+    snip_scores_all,
+    topk_masks,
 )
 
 torch.set_num_threads(1)
@@ -34,8 +39,9 @@ DT = torch.float64
 class TinyAC(Algorithm):
     roles = ("actor", "critic")
 
-    def __init__(self, obs_dim=3, act_dim=2, hidden=(12, 10), factory=mlp, lr=1e-2, gamma=0.9,
-                 tau=0.2, seed=0, dtype=DT):
+    def __init__(
+        self, obs_dim=3, act_dim=2, hidden=(12, 10), factory=mlp, lr=1e-2, gamma=0.9, tau=0.2, seed=0, dtype=DT
+    ):
         torch.manual_seed(seed)
         self.actor = factory(obs_dim, act_dim, list(hidden), "tanh", "tanh").to(dtype)
         self.critic = factory(obs_dim + act_dim, 1, list(hidden), "tanh").to(dtype)
@@ -88,17 +94,22 @@ class TinyAC(Algorithm):
 def make_batch(seed, B=16, obs_dim=3, act_dim=2, lead=(), dtype=DT):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*lead, B, *s, generator=g, dtype=dtype)
-    return {"obs": r(obs_dim), "act": torch.tanh(r(act_dim)), "rew": r(1), "next_obs": r(obs_dim),
-            "done": (torch.rand(*lead, B, 1, generator=g) < 0.2).to(dtype)}
+    return {
+        "obs": r(obs_dim),
+        "act": torch.tanh(r(act_dim)),
+        "rew": r(1),
+        "next_obs": r(obs_dim),
+        "done": (torch.rand(*lead, B, 1, generator=g) < 0.2).to(dtype),
+    }
 
 
 #: CPU execution plans of the fused backend (see npf.pathways.backends.LayerPlan): thresholds
 #: (CPU_BMM_MAX_ELEMENTS, CPU_SPARSE_MAX_DENSITY). All must give the same numbers.
 PLANS = {
-    "bmm": (10 ** 12, 0.1),          # one bmm per layer
-    "loop": (0, 0.0),                # task by task, dense masked matmuls
-    "sparse": (0, 1.0),              # task by task, CSR kernels for every task
-    "mixed": (0, 0.1),               # task by task, CSR only for tasks with density ≤ 10 %
+    "bmm": (10**12, 0.1),  # one bmm per layer
+    "loop": (0, 0.0),  # task by task, dense masked matmuls
+    "sparse": (0, 1.0),  # task by task, CSR kernels for every task
+    "mixed": (0, 0.1),  # task by task, CSR only for tasks with density ≤ 10 %
 }
 
 
@@ -110,6 +121,7 @@ def set_plan(monkeypatch, plan):
 
 class Regress(Algorithm):
     """One-role algorithm: MSE regression of a plain MLP (for the gate formulation of SNIP)."""
+
     roles = ("net",)
 
     def __init__(self, seed=0):
@@ -156,8 +168,7 @@ def test_snip_equals_multiplicative_gate_gradient():
     scores = snip_scores(algo, "net", batch)
     params = dict(algo.net.named_parameters())
     gates = {k: torch.ones_like(params[k], requires_grad=True) for k in scores}
-    out = functional_call(algo.net, {k: (p * gates[k] if k in gates else p) for k, p in params.items()},
-                          (batch["x"],))
+    out = functional_call(algo.net, {k: (p * gates[k] if k in gates else p) for k, p in params.items()}, (batch["x"],))
     grads = torch.autograd.grad(F.mse_loss(out, batch["y"]), list(gates.values()))
     for (k, _), gk in zip(gates.items(), grads):
         assert torch.allclose(scores[k], gk.abs(), rtol=1e-12, atol=1e-15), k
@@ -223,8 +234,9 @@ def test_topk_is_global_across_layers_not_per_layer():
     assert set(top80.tolist()) == set(torch.nonzero(m["0.weight"].reshape(-1)).flatten().tolist())
 
 
-@pytest.mark.parametrize("ratio,total,k", [(0.05, 30, 2), (0.07, 100, 7), (0.05, 1_092_608, 54_631),
-                                           (1.0, 13, 13), (1e-9, 10, 1)])
+@pytest.mark.parametrize(
+    "ratio,total,k", [(0.05, 30, 2), (0.07, 100, 7), (0.05, 1_092_608, 54_631), (1.0, 13, 13), (1e-9, 10, 1)]
+)
 def test_num_kept_is_ceil(ratio, total, k):
     assert num_kept(ratio, total) == k
     m = topk_masks({"w": torch.rand(total)}, ratio) if total < 10_000 else None
@@ -280,15 +292,19 @@ def test_attach_detach_sets_networks_and_targets():
     with pytest.raises(ValueError, match="tasks"):
         algo.act(torch.randn(2, 5, 3, dtype=DT))
     Pathways.detach(algo)
-    assert all(m.weight_mask is None and m.pathway_forward is None
-               for net in (algo.actor, algo.actor_target, algo.critic) for m in net.modules()
-               if isinstance(m, MaskedLinear))
+    assert all(
+        m.weight_mask is None and m.pathway_forward is None
+        for net in (algo.actor, algo.actor_target, algo.critic)
+        for m in net.modules()
+        if isinstance(m, MaskedLinear)
+    )
     assert algo.act(torch.randn(5, 3, dtype=DT)).shape == (5, 2)
     with pytest.raises(ValueError, match="role 'vae'"):
         Pathways({"vae": {"0.weight": torch.ones(3, 12, 3, dtype=torch.bool)}}).attach(algo)
     with pytest.raises(ValueError, match="shape"):
-        Pathways({**pw.masks, "actor": {k: torch.ones(3, 2, 2, dtype=torch.bool) for k in pw.masks["actor"]}}
-                 ).attach(algo)
+        Pathways({**pw.masks, "actor": {k: torch.ones(3, 2, 2, dtype=torch.bool) for k in pw.masks["actor"]}}).attach(
+            algo
+        )
     with pytest.raises(ValueError, match="no masks for network 'critic'"):
         Pathways({"actor": pw.masks["actor"]}).attach(algo)
 
@@ -319,7 +335,7 @@ def test_fused_backend_matches_autograd_backend(mask_bias):
     for backend in ("autograd", "fused"):
         pw.attach(algo, backend=backend)
         y = layer(x)
-        grads[backend] = torch.autograd.grad((y ** 2).sum(), [x, layer.weight, layer.bias])
+        grads[backend] = torch.autograd.grad((y**2).sum(), [x, layer.weight, layer.bias])
     for a, b in zip(grads["fused"], grads["autograd"]):
         assert torch.allclose(a, b, rtol=0, atol=1e-12)
 
@@ -366,7 +382,7 @@ def test_fused_plans_match_autograd_backend(plan, mask_bias, monkeypatch):
     for backend in ("autograd", "fused"):
         pw.attach(algo, backend=backend)
         y = layer(x)
-        out[backend] = (y.detach(), *torch.autograd.grad((y ** 3).sum(), [x, layer.weight, layer.bias]))
+        out[backend] = (y.detach(), *torch.autograd.grad((y**3).sum(), [x, layer.weight, layer.bias]))
     for a, b in zip(out["fused"], out["autograd"]):
         assert torch.allclose(a, b, rtol=0, atol=1e-12)
     # no gradient requested for the input (first layer) and none for the weight (frozen)
@@ -417,16 +433,14 @@ def test_subset_and_task_view():
 
 def test_overlap_matrix_hand_made_three_tasks():
     # Two tensors of one network; 12 entries in all.
-    t0 = [1, 1, 1, 1, 0, 0] + [0, 0, 0, 0, 0, 1]  # |m0| = 5
-    t1 = [0, 0, 1, 1, 1, 1] + [0, 0, 0, 0, 0, 0]  # |m1| = 4
-    t2 = [1, 0, 0, 0, 0, 1] + [1, 1, 0, 0, 0, 0]  # |m2| = 4
+    t0 = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1]  # |m0| = 5
+    t1 = [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]  # |m1| = 4
+    t2 = [1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0]  # |m2| = 4
     f = torch.tensor([t0, t1, t2], dtype=torch.bool)
     pw = Pathways({"actor": {"0.weight": f[:, :6].reshape(3, 2, 3), "2.weight": f[:, 6:].reshape(3, 3, 2)}})
     # intersections: |0∧1| = 2 (idx 2, 3), |0∧2| = 1 (idx 0), |1∧2| = 1 (idx 5)
     # unique: task0 {1, 11} = 2, task1 {4} = 1, task2 {6, 7} = 2
-    expected = 100 * np.array([[2 / 5, 2 / 5, 1 / 5],
-                               [2 / 4, 1 / 4, 1 / 4],
-                               [1 / 4, 1 / 4, 2 / 4]])
+    expected = 100 * np.array([[2 / 5, 2 / 5, 1 / 5], [2 / 4, 1 / 4, 1 / 4], [1 / 4, 1 / 4, 2 / 4]])
     np.testing.assert_allclose(pw.overlap_matrix("actor"), expected, rtol=1e-12)
     np.testing.assert_allclose(pw.density("actor"), [5 / 12, 4 / 12, 4 / 12])
     grads = {"0.weight": torch.arange(6.0, dtype=DT).reshape(2, 3), "2.weight": torch.ones(3, 2, dtype=DT)}
@@ -487,9 +501,11 @@ def test_score_averager_mean_of_last_m_and_topk_of_mean():
     M = 3
     av = ScoreAverager(num_tasks=2, window=M, keep_ratio=0.25)
     pushed = []
-    for i in range(5):
-        s = {"actor": {"0.weight": torch.rand(4, 3, generator=g), "2.weight": torch.rand(2, 4, generator=g)},
-             "critic": {"0.weight": torch.rand(5, 5, generator=g)}}
+    for _i in range(5):
+        s = {
+            "actor": {"0.weight": torch.rand(4, 3, generator=g), "2.weight": torch.rand(2, 4, generator=g)},
+            "critic": {"0.weight": torch.rand(5, 5, generator=g)},
+        }
         pushed.append(s)
         assert av.push(0, s)
     assert av.count(0) == M and av.count(1) == 0

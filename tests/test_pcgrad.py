@@ -1,5 +1,6 @@
 """PCGrad (Yu et al. 2020): the projection on hand-made gradients, random orders, and the
 PCGrad MT-SAC update using exactly the projected per-task gradients."""
+
 from __future__ import annotations
 
 import copy
@@ -75,9 +76,13 @@ def test_orders_are_random_and_reproducible():
 
 def _batch(n, b, obs_dim, act_dim, seed):
     g = torch.Generator().manual_seed(seed)
-    return {"obs": torch.randn(n, b, obs_dim, generator=g), "act": torch.rand(n, b, act_dim, generator=g) * 2 - 1,
-            "rew": torch.randn(n, b, 1, generator=g), "next_obs": torch.randn(n, b, obs_dim, generator=g),
-            "done": torch.zeros(n, b, 1)}
+    return {
+        "obs": torch.randn(n, b, obs_dim, generator=g),
+        "act": torch.rand(n, b, act_dim, generator=g) * 2 - 1,
+        "rew": torch.randn(n, b, 1, generator=g),
+        "next_obs": torch.randn(n, b, obs_dim, generator=g),
+        "done": torch.zeros(n, b, 1),
+    }
 
 
 def test_pcgrad_sac_steps_with_the_projected_gradients():
@@ -111,7 +116,7 @@ def test_pcgrad_sac_steps_with_the_projected_gradients():
     # (the critic step changes the actor loss; replay it on the twin)
     i = 0
     for p in cparams:
-        p.grad = expected_c[i:i + p.numel()].view_as(p).clone()
+        p.grad = expected_c[i : i + p.numel()].view_as(p).clone()
         i += p.numel()
     twin.critic_opt.step()
     twin.critic.requires_grad_(False)
@@ -134,8 +139,10 @@ def test_one_task_pcgrad_equals_plain_sac():
         batch = _batch(1, 8, obs_dim, act_dim, 10 + k)
         a.update(batch)
         b.update(batch)
-    for pa, pb in zip(list(a.actor.parameters()) + list(a.critic.parameters()),
-                      list(b.actor.parameters()) + list(b.critic.parameters())):
+    for pa, pb in zip(
+        list(a.actor.parameters()) + list(a.critic.parameters()),
+        list(b.actor.parameters()) + list(b.critic.parameters()),
+    ):
         assert torch.allclose(pa, pb, atol=1e-6)
     assert torch.allclose(a.log_alpha, b.log_alpha)
 

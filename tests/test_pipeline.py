@@ -1,6 +1,7 @@
 """End to end: the default DAG's experts and datasets stages on a tiny config, in a temporary
 results directory; every output loads, MLflow holds one finished run per job with the full
 config, and a second invocation has nothing to do."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,26 @@ TASKS = ["forward", "jump"]
 
 def tiny(results: Path) -> dict:
     return {
-        "results_dir": str(results), "device": "cpu", "suites": ["cheetah"], "tasks": {"cheetah": TASKS},
-        "experts": {"seeds": [0], "total_steps": 2000, "learning_starts": 1000, "checkpoint_every": 1000,
-                    "eval_episodes": 1, "sac": {"hidden": [32, 32], "batch_size": 32}},
-        "datasets": {"expert_seed": 0, "episodes": 2, "num_envs": 2, "random_episodes": 1, "eval_episodes": 1,
-                     "weak_expert": "warn"},
+        "results_dir": str(results),
+        "device": "cpu",
+        "suites": ["cheetah"],
+        "tasks": {"cheetah": TASKS},
+        "experts": {
+            "seeds": [0],
+            "total_steps": 2000,
+            "learning_starts": 1000,
+            "checkpoint_every": 1000,
+            "eval_episodes": 1,
+            "sac": {"hidden": [32, 32], "batch_size": 32},
+        },
+        "datasets": {
+            "expert_seed": 0,
+            "episodes": 2,
+            "num_envs": 2,
+            "random_episodes": 1,
+            "eval_episodes": 1,
+            "weak_expert": "warn",
+        },
     }
 
 
@@ -40,7 +56,11 @@ def snakemake(configfile: Path, *targets: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # store under results_dir
     return subprocess.run(
         [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(configfile), "--cores", "2", *targets],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
 
 
@@ -61,8 +81,15 @@ def pipeline(tmp_path_factory):
     report = snakemake(cfgfile, "--report", str(root / "report.html"), *targets) if first.returncode == 0 else None
     # what the workflow ran with: config/config.yaml overridden by the tiny configfile
     cfg = load(REPO / "config/config.yaml", yaml.safe_load(cfgfile.read_text()))
-    return dict(results=results, first=first, second=second, report=report, report_html=root / "report.html",
-                cfg=cfg, heads=heads)
+    return dict(
+        results=results,
+        first=first,
+        second=second,
+        report=report,
+        report_html=root / "report.html",
+        cfg=cfg,
+        heads=heads,
+    )
 
 
 def test_pipeline_runs(pipeline):
@@ -114,7 +141,10 @@ def test_mlflow_one_finished_run_per_job(pipeline):
         stage = "experts" if run.info.run_name.startswith("expert/") else "datasets"
         assert tags["npf.stage"] == stage
         assert tags["npf.config_hash"] == config_hash(cfg)
-        assert tags["mlflow.source.git.commit"] in pipeline["heads"], (tags["mlflow.source.git.commit"], pipeline["heads"])
+        assert tags["mlflow.source.git.commit"] in pipeline["heads"], (
+            tags["mlflow.source.git.commit"],
+            pipeline["heads"],
+        )
         assert tags["npf.suite"] == "cheetah" and tags["npf.task"] in TASKS
         assert run.data.params == expected_params  # the full config, flattened
         assert run.data.params["experts.total_steps"] == "2000"

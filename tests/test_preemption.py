@@ -13,6 +13,7 @@ Running the job again must end with weights bit-identical to an uninterrupted ru
 seed), in the same MLflow run (continued, ``npf.resumes`` = 1), whose metric history holds
 exactly the uninterrupted run's (key, step) pairs: none missing, none duplicated.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,7 +31,7 @@ import torch
 
 from npf import checkpoint as ckpt
 from npf.config import validate
-from npf.preemption import EX_TEMPFAIL, PreemptionGuard, Preempted, first_non_finite, save_checkpoint
+from npf.preemption import EX_TEMPFAIL, Preempted, PreemptionGuard, first_non_finite, save_checkpoint
 from npf.stages.expert import train_expert
 from npf.stages.offline import discover_pathways, train_offline
 
@@ -61,8 +62,9 @@ def spawn(spec: dict, results: Path, log: Path) -> subprocess.Popen:
     spec_path.write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k != "NPF_DEBUG"}
     env.update(MLFLOW_TRACKING_URI=store_uri(results), NPF_MLFLOW_FLUSH_S="0")
-    return subprocess.Popen([PY, RUNNER, str(spec_path)], cwd=REPO, env=env, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [PY, RUNNER, str(spec_path)], cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+    )
 
 
 def ckpt_step(path: Path) -> int | None:
@@ -84,8 +86,9 @@ def max_metric_step(uri: str, run_id_file: Path, key: str) -> int:
     return max((m.step for m in hist), default=-1)
 
 
-def kill_after_first_checkpoint(proc: subprocess.Popen, out_dir: Path, sig: int, uri: str, key: str,
-                                timeout: float = 300, busy_loops: int = 0) -> dict:
+def kill_after_first_checkpoint(
+    proc: subprocess.Popen, out_dir: Path, sig: int, uri: str, key: str, timeout: float = 300, busy_loops: int = 0
+) -> dict:
     """Wait for the first checkpoint; for SIGKILL also until metrics past the latest checkpoint
     reached the store (they will be re-logged on resume); then wait a random moment and kill.
     ``busy_loops``: processes spinning on the CPU from the first checkpoint until the job ended."""
@@ -98,8 +101,9 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, out_dir: Path, sig: int,
             mtime = ck.stat().st_mtime_ns
             if mtime != seen:  # read a checkpoint only when a new one was written
                 seen, step = mtime, ckpt_step(ck)
-            if step is not None and (sig == signal.SIGTERM or
-                                     max_metric_step(uri, out_dir / "mlflow_run_id.txt", key) > step):
+            if step is not None and (
+                sig == signal.SIGTERM or max_metric_step(uri, out_dir / "mlflow_run_id.txt", key) > step
+            ):
                 break
         time.sleep(0.1)
     else:
@@ -115,8 +119,12 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, out_dir: Path, sig: int,
             b.kill()
             b.wait()
     # ckpt_s: from the signal to the last checkpoint's write (negative: none written after it)
-    return {"rc": rc, "exit_s": time.monotonic() - sent, "ckpt_step": ckpt_step(ck),
-            "ckpt_s": ck.stat().st_mtime - sent_wall}
+    return {
+        "rc": rc,
+        "exit_s": time.monotonic() - sent,
+        "ckpt_step": ckpt_step(ck),
+        "ckpt_s": ck.stat().st_mtime - sent_wall,
+    }
 
 
 def run_to_end(spec: dict, results: Path, monkeypatch) -> None:
@@ -126,8 +134,11 @@ def run_to_end(spec: dict, results: Path, monkeypatch) -> None:
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(results))
     monkeypatch.setenv("NPF_MLFLOW_FLUSH_S", "0")
-    fn = {"train_expert": expert.train_expert, "train_offline": offline.train_offline,
-          "npf.online.stages:train_online": online.train_online}[spec["stage"]]
+    fn = {
+        "train_expert": expert.train_expert,
+        "train_offline": offline.train_offline,
+        "npf.online.stages:train_online": online.train_online,
+    }[spec["stage"]]
     fn(validate(spec["config"]), *spec["args"], **spec.get("kwargs", {}))
 
 
@@ -135,8 +146,7 @@ def runs_named(uri: str, name: str):
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(uri)
-    runs = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id])
-            if r.info.run_name == name]
+    runs = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id]) if r.info.run_name == name]
     return c, runs
 
 
@@ -184,13 +194,23 @@ EXPERT_RUN = f"expert/{SUITE}/{TASK}/seed{SEED}"
 
 
 def expert_config(results: Path) -> dict:
-    return {"results_dir": str(results), "device": "cpu",
-            # 3 episodes of 1000 steps; one update every 4th step (updates at steps ≡ 2 mod 4 from 502,
-            # so losses are logged at 750, 1250, …)
-            "experts": {"seeds": [SEED], "total_steps": 3000, "checkpoint_every": 1000, "learning_starts": 499,
-                        "updates_per_step": 0.25, "eval_episodes": 1, "log_every": 250,
-                        "sac": {"hidden": [32, 32], "batch_size": 32}},
-            "datasets": {"expert_seed": SEED}}
+    return {
+        "results_dir": str(results),
+        "device": "cpu",
+        # 3 episodes of 1000 steps; one update every 4th step (updates at steps ≡ 2 mod 4 from 502,
+        # so losses are logged at 750, 1250, …)
+        "experts": {
+            "seeds": [SEED],
+            "total_steps": 3000,
+            "checkpoint_every": 1000,
+            "learning_starts": 499,
+            "updates_per_step": 0.25,
+            "eval_episodes": 1,
+            "log_every": 250,
+            "sac": {"hidden": [32, 32], "batch_size": 32},
+        },
+        "datasets": {"expert_seed": SEED},
+    }
 
 
 def expert_dir(results: Path) -> Path:
@@ -207,8 +227,9 @@ def expert_reference(tmp_path_factory):
 
 
 # the quick suite interrupts the expert with SIGTERM and train_offline with SIGKILL; -m slow adds the others
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
-                         ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)], ids=["SIGTERM", "SIGKILL"]
+)
 def test_expert_interrupted_then_resumed_equals_uninterrupted(sig, expert_reference, tmp_path, monkeypatch):
     results = tmp_path / "results"
     out = expert_dir(results)
@@ -256,11 +277,23 @@ def test_expert_interrupted_then_resumed_equals_uninterrupted(sig, expert_refere
 # ------------------------------------------------------------------------------------- offline
 def offline_config(results: Path) -> dict:
     h = [32, 32]
-    return {"results_dir": str(results), "device": "cpu", "tasks": {"cheetah": ["forward", "backward"]},
-            "pathways": {"score_batch_size": 16},
-            "offline": {"methods": ["npf"], "algos": ["iql"], "updates": 200, "batch_size": 32,
-                        "eval_interval": 100, "eval_episodes": 1, "checkpoint_every": 25, "log_every": 5,
-                        "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h}}}
+    return {
+        "results_dir": str(results),
+        "device": "cpu",
+        "tasks": {"cheetah": ["forward", "backward"]},
+        "pathways": {"score_batch_size": 16},
+        "offline": {
+            "methods": ["npf"],
+            "algos": ["iql"],
+            "updates": 200,
+            "batch_size": 32,
+            "eval_interval": 100,
+            "eval_episodes": 1,
+            "checkpoint_every": 25,
+            "log_every": 5,
+            "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h},
+        },
+    }
 
 
 def offline_dir(results: Path) -> Path:
@@ -286,14 +319,19 @@ def offline_reference(tmp_path_factory):
         yield {"results": results, "masks": masks}
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL],
-                         ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL], ids=["SIGTERM", "SIGKILL"]
+)
 def test_offline_interrupted_then_resumed_equals_uninterrupted(sig, offline_reference, tmp_path, monkeypatch):
     results = tmp_path / "results"
     install_datasets(results)
     out = offline_dir(results)
-    spec = {"stage": "train_offline", "config": offline_config(results), "args": ["cheetah", "npf", "iql", 0, str(out)],
-            "kwargs": {"pathways_path": str(offline_reference["masks"])}}
+    spec = {
+        "stage": "train_offline",
+        "config": offline_config(results),
+        "args": ["cheetah", "npf", "iql", 0, str(out)],
+        "kwargs": {"pathways_path": str(offline_reference["masks"])},
+    }
     uri = store_uri(results)
     proc = spawn(spec, results, tmp_path / "first.log")
     k = kill_after_first_checkpoint(proc, out, sig, uri, "loss/critic")
@@ -314,7 +352,7 @@ def test_offline_interrupted_then_resumed_equals_uninterrupted(sig, offline_refe
     run_to_end(spec, results, monkeypatch)
     ref = offline_dir(offline_reference["results"])
     assert_state_equal(ckpt.load(out / "final.pt"), ckpt.load(ref / "final.pt"), "final")
-    rows = lambda p: list(csv.DictReader(open(p)))  # noqa: E731
+    rows = lambda p: list(csv.DictReader(open(p)))
     assert rows(out / "metrics.csv") == rows(ref / "metrics.csv")
     assert len(rows(out / "metrics.csv")) == 2
     assert_same_run_continued(uri, store_uri(offline_reference["results"]), "train/cheetah/npf-iql/seed0", run_id)
@@ -326,10 +364,23 @@ ONLINE_RUN = "online/mt10/sac-npf/seed0"
 
 def online_config(results: Path) -> dict:
     # 150-step MT10 episodes; checkpoints every episode; pretraining copies until step 300, then merged
-    return {"results_dir": str(results), "device": "cpu", "tasks": {"mt10": ["reach", "drawer-close"]},
-            "online": {"total_steps": 900, "learning_starts": 150, "pretrain_steps": 300, "batch_size": 16,
-                       "eval_interval": 300, "eval_episodes": 1, "checkpoint_every": 150, "log_every": 10,
-                       "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": [16, 16]}}}
+    return {
+        "results_dir": str(results),
+        "device": "cpu",
+        "tasks": {"mt10": ["reach", "drawer-close"]},
+        "online": {
+            "total_steps": 900,
+            "learning_starts": 150,
+            "pretrain_steps": 300,
+            "batch_size": 16,
+            "eval_interval": 300,
+            "eval_episodes": 1,
+            "checkpoint_every": 150,
+            "log_every": 10,
+            "dapd": {"M": 2, "interval": 1},
+            "sac": {"hidden": [16, 16]},
+        },
+    }
 
 
 def online_dir(results: Path) -> Path:
@@ -346,12 +397,14 @@ def online_reference(tmp_path_factory):
         yield {"results": results}
 
 
-def test_online_sigterm_checkpoints_at_the_next_step_then_resumes_identically(online_reference, tmp_path,
-                                                                                 monkeypatch):
+def test_online_sigterm_checkpoints_at_the_next_step_then_resumes_identically(online_reference, tmp_path, monkeypatch):
     results = tmp_path / "results"
     out = online_dir(results)
-    spec = {"stage": "npf.online.stages:train_online", "config": online_config(results),
-            "args": ["mt10", "sac-npf", 0, str(out)]}
+    spec = {
+        "stage": "npf.online.stages:train_online",
+        "config": online_config(results),
+        "args": ["mt10", "sac-npf", 0, str(out)],
+    }
     uri = store_uri(results)
     proc = spawn(spec, results, tmp_path / "first.log")
     k = kill_after_first_checkpoint(proc, out, signal.SIGTERM, uri, "loss/critic")
@@ -363,11 +416,13 @@ def test_online_sigterm_checkpoints_at_the_next_step_then_resumes_identically(on
     assert f"stopped at step {k['ckpt_step']}," in lines[0]
     assert not (out / "final.pt").exists()
     run_id = (out / "mlflow_run_id.txt").read_text()
-    c, runs = runs_named(uri, ONLINE_RUN)
+    _c, runs = runs_named(uri, ONLINE_RUN)
     assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "KILLED"
     assert runs[0].data.tags["npf.preempted_at_step"] == str(k["ckpt_step"])
-    print(f"SIGTERM: checkpoint at env step {k['ckpt_step']} {k['ckpt_s']:.2f} s after the signal, exit after "
-          f"{k['exit_s']:.2f} s")
+    print(
+        f"SIGTERM: checkpoint at env step {k['ckpt_step']} {k['ckpt_s']:.2f} s after the signal, exit after "
+        f"{k['exit_s']:.2f} s"
+    )
 
     run_to_end(spec, results, monkeypatch)
     ref = online_dir(online_reference["results"])
@@ -378,10 +433,24 @@ def test_online_sigterm_checkpoints_at_the_next_step_then_resumes_identically(on
 
 def cheetah_online_config(results: Path) -> dict:
     # one 1000-step episode of random actions, then training; a checkpoint at that boundary only
-    return {"results_dir": str(results), "device": "cpu", "tasks": {"cheetah": ["forward"]},
-            "online": {"suites": ["cheetah"], "total_steps": 2000, "learning_starts": 1000, "pretrain_steps": 0,
-                       "batch_size": 16, "eval_interval": 500, "eval_episodes": 1, "checkpoint_every": 1000,
-                       "log_every": 50, "dapd": {"M": 2, "interval": 1}, "sac": {"hidden": [16, 16]}}}
+    return {
+        "results_dir": str(results),
+        "device": "cpu",
+        "tasks": {"cheetah": ["forward"]},
+        "online": {
+            "suites": ["cheetah"],
+            "total_steps": 2000,
+            "learning_starts": 1000,
+            "pretrain_steps": 0,
+            "batch_size": 16,
+            "eval_interval": 500,
+            "eval_episodes": 1,
+            "checkpoint_every": 1000,
+            "log_every": 50,
+            "dapd": {"M": 2, "interval": 1},
+            "sac": {"hidden": [16, 16]},
+        },
+    }
 
 
 CHEETAH_RUN = "online/cheetah/sac-npf/seed0"
@@ -393,21 +462,30 @@ def cheetah_online_reference(tmp_path_factory):
 
     results = tmp_path_factory.mktemp("online-cheetah-ref")
     with own_store(results):
-        train_online(validate(cheetah_online_config(results)), "cheetah", "sac-npf", 0,
-                     results / "online" / "runs" / "cheetah" / "sac-npf" / "seed0")
+        train_online(
+            validate(cheetah_online_config(results)),
+            "cheetah",
+            "sac-npf",
+            0,
+            results / "online" / "runs" / "cheetah" / "sac-npf" / "seed0",
+        )
         yield {"results": results}
 
 
 def test_online_sigterm_mid_episode_on_a_loaded_cpu_checkpoints_within_10_s_then_resumes_identically(
-        cheetah_online_reference, tmp_path, monkeypatch):
+    cheetah_online_reference, tmp_path, monkeypatch
+):
     """SIGTERM during a 1000-step episode while two busy loops load the CPU: the job checkpoints
     after the current env step (not at the episode's end), within 10 s of the signal, exits 75,
     and the resume (which replays the episode's recorded actions) ends identical to an
     uninterrupted run."""
     results = tmp_path / "results"
     out = results / "online" / "runs" / "cheetah" / "sac-npf" / "seed0"
-    spec = {"stage": "npf.online.stages:train_online", "config": cheetah_online_config(results),
-            "args": ["cheetah", "sac-npf", 0, str(out)]}
+    spec = {
+        "stage": "npf.online.stages:train_online",
+        "config": cheetah_online_config(results),
+        "args": ["cheetah", "sac-npf", 0, str(out)],
+    }
     uri = store_uri(results)
     proc = spawn(spec, results, tmp_path / "first.log")
     k = kill_after_first_checkpoint(proc, out, signal.SIGTERM, uri, "loss/critic", timeout=600, busy_loops=2)
@@ -418,15 +496,18 @@ def test_online_sigterm_mid_episode_on_a_loaded_cpu_checkpoints_within_10_s_then
     assert 0 < k["ckpt_s"] < 10, k  # the checkpoint, written after the signal
     state = ckpt.load(out / "checkpoint.pt")
     assert state["episode_actions"].shape == (k["ckpt_step"] - 1000, 1, 6)  # the episode so far, 6-dim actions
-    print(f"SIGTERM on a loaded CPU: checkpoint at env step {k['ckpt_step']} {k['ckpt_s']:.2f} s after the signal, "
-          f"exit after {k['exit_s']:.2f} s")
+    print(
+        f"SIGTERM on a loaded CPU: checkpoint at env step {k['ckpt_step']} {k['ckpt_s']:.2f} s after the signal, "
+        f"exit after {k['exit_s']:.2f} s"
+    )
 
     run_to_end(spec, results, monkeypatch)
     ref = cheetah_online_reference["results"] / "online" / "runs" / "cheetah" / "sac-npf" / "seed0"
     assert_state_equal(ckpt.load(out / "final.pt"), ckpt.load(ref / "final.pt"), "final")
     assert (out / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
-    assert_same_run_continued(uri, store_uri(cheetah_online_reference["results"]), CHEETAH_RUN,
-                              (out / "mlflow_run_id.txt").read_text())
+    assert_same_run_continued(
+        uri, store_uri(cheetah_online_reference["results"]), CHEETAH_RUN, (out / "mlflow_run_id.txt").read_text()
+    )
 
 
 # ----------------------------------------------------------------------------------- unit level
@@ -472,10 +553,21 @@ def test_sigterm_to_snakemake_process_group_then_rerun(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NPF_DEBUG"}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", MLFLOW_TRACKING_URI=store_uri(results))
     out = results / "experts" / SUITE / TASK / "seed0"
-    cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "1", "--nolock", "--configfile",
-           str(tmp_path / "c.yaml"), "--allowed-rules", "experts", "--", str(out / "policy.pt")]
-    p = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=open(tmp_path / "sm1.log", "w"),
-                         stderr=subprocess.STDOUT)
+    cmd = [
+        str(REPO / ".venv" / "bin" / "snakemake"),
+        "--cores",
+        "1",
+        "--nolock",
+        "--configfile",
+        str(tmp_path / "c.yaml"),
+        "--allowed-rules",
+        "experts",
+        "--",
+        str(out / "policy.pt"),
+    ]
+    p = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=open(tmp_path / "sm1.log", "w"), stderr=subprocess.STDOUT
+    )
     while not (out / "checkpoint.pt").exists():
         assert p.poll() is None, (tmp_path / "sm1.log").read_text()
         time.sleep(0.1)

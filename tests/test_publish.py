@@ -8,6 +8,7 @@ Fixture: suite cheetah, tasks forward/backward, 2 seeds × 2 methods (NPF-IQL, M
 Training attempts (npf.provenance records) per run: seed 0 1800 s preempted + 1200 s finished, seed 1
 600 s finished, and a failed 5000 s attempt that does not count → 3600 s = "1 h 00 min (2 seeds)".
 """
+
 from __future__ import annotations
 
 import json
@@ -23,29 +24,61 @@ from npf.cli import main
 from npf.config import validate
 from npf.paper_numbers import PaperNumber
 from npf.provenance import load_attempts, load_config, record_attempt
-from npf.publish import (MAX_PNG_BYTES, NOT_MEASURED, fill_regions, fmt_hms, parse_duration, publish, row_verdict,
-                         run_verdict)
+from npf.publish import (
+    MAX_PNG_BYTES,
+    NOT_MEASURED,
+    fill_regions,
+    fmt_hms,
+    parse_duration,
+    row_verdict,
+    run_verdict,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-SCORES = {("npf", "iql"): {0: {"forward": 90.0, "backward": 100.0}, 1: {"forward": 80.0, "backward": 94.0}},
-          ("mt", "iql"): {0: {"forward": 100.0, "backward": 110.0}, 1: {"forward": 102.0, "backward": 104.0}}}
+SCORES = {
+    ("npf", "iql"): {0: {"forward": 90.0, "backward": 100.0}, 1: {"forward": 80.0, "backward": 94.0}},
+    ("mt", "iql"): {0: {"forward": 100.0, "backward": 110.0}, 1: {"forward": 102.0, "backward": 104.0}},
+}
 ATTEMPTS = {0: [(1800, "preempted"), (1200, "finished")], 1: [(5000, "failed"), (600, "finished")]}
 README = "# project\n\nintro by hand\n\n<!-- npf:begin table2-readme -->\n<!-- npf:end table2-readme -->\n\nmore\n"
 
 
 def make_results(root: Path, scores=SCORES, suite: str = "cheetah") -> Path:
-    cfg = validate({"results_dir": str(root), "suites": [suite], "offline": {"updates": 1234, "batch_size": 64},
-                    "datasets": {"episodes": 7}, "experts": {"total_steps": 4321}})
+    cfg = validate(
+        {
+            "results_dir": str(root),
+            "suites": [suite],
+            "offline": {"updates": 1234, "batch_size": 64},
+            "datasets": {"episodes": 7},
+            "experts": {"total_steps": 4321},
+        }
+    )
     for (m, a), seeds in scores.items():
         for s, tasks in seeds.items():
             p = root / f"eval/{suite}/{m}-{a}/seed{s}.json"
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"suite": suite, "method": m, "algo": a, "seed": s, "metric": "normalized",
-                                     "tasks": {t: {"normalized_mean": v, "success": 0.0} for t, v in tasks.items()}}))
+            p.write_text(
+                json.dumps(
+                    {
+                        "suite": suite,
+                        "method": m,
+                        "algo": a,
+                        "seed": s,
+                        "metric": "normalized",
+                        "tasks": {t: {"normalized_mean": v, "success": 0.0} for t, v in tasks.items()},
+                    }
+                )
+            )
             log = root / f"logs/train_offline/{suite}/{m}-{a}/seed{s}.log"
             for wall, status in ATTEMPTS[s]:
-                record_attempt(log, "train_offline", {"suite": suite, "method": m, "algo": a, "seed": s}, cfg,
-                               time.time() - wall, status)
+                record_attempt(
+                    log,
+                    "train_offline",
+                    {"suite": suite, "method": m, "algo": a, "seed": s},
+                    cfg,
+                    time.time() - wall,
+                    status,
+                )
             curve = root / f"runs/{suite}/{m}-{a}/seed{s}/metrics.csv"
             curve.parent.mkdir(parents=True, exist_ok=True)
             curve.write_text("step,score_mean,score/forward,score/backward\n100,10,5,15\n200,50,40,60\n")
@@ -66,7 +99,7 @@ def build(*extra: str, dirs=("results/tiny",)) -> int:
 
 
 def row(page: str, run: str, after: str = "**HalfCheetah 5-task**") -> list[str]:
-    section = page[page.index(after):]
+    section = page[page.index(after) :]
     line = next(ln for ln in section.splitlines() if ln.startswith(f"| {run} |"))
     return [c.strip() for c in line.strip("|").split("|")]
 
@@ -77,14 +110,14 @@ def test_table_cells_are_the_hand_computed_statistics(site):
     npf = row(page, "NPF-IQL")
     assert npf[1] == "91.0 ± 4.0 (2 seeds)"
     assert npf[2].startswith("92.0 [")
-    assert npf[3] == "89.67 ± 12.44"          # the paper's number, in its own column
-    assert npf[4] == "reproduced"             # |91 − 89.67| ≤ 4 + 12.44
+    assert npf[3] == "89.67 ± 12.44"  # the paper's number, in its own column
+    assert npf[4] == "reproduced"  # |91 − 89.67| ≤ 4 + 12.44
     assert npf[5] == "1,234 updates × batch 64/task; 7 trajectories/task from 4,321-step experts"
     assert npf[6] == "1 h 00 min (2 seeds)"
     mt = row(page, "MT-IQL")
     assert mt[1] == "104.0 ± 1.0 (2 seeds)" and mt[2].startswith("103.0 [")
     assert mt[3] == "—" and mt[4] == "no paper number"
-    lo, hi = (float(x) for x in npf[2][npf[2].index("[") + 1:-1].split(","))
+    lo, hi = (float(x) for x in npf[2][npf[2].index("[") + 1 : -1].split(","))
     assert lo <= 92.0 <= hi
     assert "**HalfCheetah 5-task**: reproduced (from NPF-IQL; NPF-BCQ not measured yet)." in page
     assert "1,234" not in row(page, "NPF-BCQ")[5]
@@ -97,7 +130,7 @@ def test_missing_results_say_not_measured_yet(site):
     assert f"**Quadruped 4-task**: {NOT_MEASURED}." in page
     assert row(page, "NPF-IQL", "**Quadruped 4-task**")[1:4] == [NOT_MEASURED, "", "116.71 ± 0.57"]
     assert f"**Meta-World MT10**: {NOT_MEASURED}." in page
-    table8 = page[page.index("<!-- npf:begin table8 -->"):page.index("<!-- npf:end table8 -->")]
+    table8 = page[page.index("<!-- npf:begin table8 -->") : page.index("<!-- npf:end table8 -->")]
     assert NOT_MEASURED in table8
     # the README: Table 2's three rows, ours beside the paper's
     lines = [ln for ln in readme.splitlines() if ln.startswith("| ") and "Table 2 row" not in ln]
@@ -108,7 +141,7 @@ def test_missing_results_say_not_measured_yet(site):
 
 
 def test_rebuild_is_identical_and_keeps_hand_written_text(site):
-    assert build("--wall-time", "results/tiny/=2h50m") == 0   # the same folder, spelt differently
+    assert build("--wall-time", "results/tiny/=2h50m") == 0  # the same folder, spelt differently
     page = Path("docs/results.md")
     png = Path("docs/results/tiny/fig10_curves_cheetah.png")
     first, first_png = page.read_text(), png.read_bytes()
@@ -135,7 +168,7 @@ def test_figures_are_committable_pngs_linked_from_the_page(site):
     stale.write_bytes(b"old")
     assert build() == 0
     pngs = sorted(Path("docs/results/tiny").glob("*"))
-    assert [p.name for p in pngs] == ["fig10_curves_cheetah.png"]   # PNG only; the stale one is gone
+    assert [p.name for p in pngs] == ["fig10_curves_cheetah.png"]  # PNG only; the stale one is gone
     assert 0 < pngs[0].stat().st_size <= MAX_PNG_BYTES
     page = Path("docs/results.md").read_text()
     assert "](results/tiny/fig10_curves_cheetah.png)" in page
@@ -148,7 +181,7 @@ def test_a_missing_region_is_appended_and_broken_markers_are_refused(site, capsy
     assert build() == 0
     text = Path("docs/results.md").read_text()
     assert text.startswith("# my page\n\n<!-- npf:begin table2 -->\n*Offline")
-    assert "\nend\n\n<!-- npf:begin command -->" in text   # the others appended after the hand text
+    assert "\nend\n\n<!-- npf:begin command -->" in text  # the others appended after the hand text
     broken = "x\n<!-- npf:begin table2 -->\nno end\n"
     Path("docs/results.md").write_text(broken)
     assert build() == 1
@@ -182,10 +215,13 @@ def test_no_results_at_all_gives_the_skeleton(tmp_path, monkeypatch):
     Path("README.md").write_text(README)
     assert build(dirs=()) == 0
     page = Path("docs/results.md").read_text()
-    tables = page[page.index("<!-- npf:begin table2 -->"):page.index("<!-- npf:end table4 -->")]
-    runs = [ln for ln in tables.splitlines() if ln.startswith("| ") and not ln.startswith(("| Run", "| Reported"))
-            and "(Sodhani" not in ln]
-    assert len(runs) == 3 * 6 + 6 + 4      # Table 2: 3 suites × 6 runs; Table 3: 6; Table 4: 4
+    tables = page[page.index("<!-- npf:begin table2 -->") : page.index("<!-- npf:end table4 -->")]
+    runs = [
+        ln
+        for ln in tables.splitlines()
+        if ln.startswith("| ") and not ln.startswith(("| Run", "| Reported")) and "(Sodhani" not in ln
+    ]
+    assert len(runs) == 3 * 6 + 6 + 4  # Table 2: 3 suites × 6 runs; Table 3: 6; Table 4: 4
     assert all(ln.split("|")[2].strip() == NOT_MEASURED for ln in runs)
     assert not Path("docs/results").exists()
 
@@ -195,7 +231,7 @@ def test_verdict_rule():
         return stats.Summary(mean, std, seeds, 5, mean, mean, mean)
 
     p_bcq, p_iql = PaperNumber(87.20, 2.34), PaperNumber(89.67, 12.44)
-    assert run_verdict(sm(84.0, 1.0), p_bcq) == "reproduced"            # 3.2 ≤ 1 + 2.34
+    assert run_verdict(sm(84.0, 1.0), p_bcq) == "reproduced"  # 3.2 ≤ 1 + 2.34
     assert run_verdict(sm(83.0, 1.0), p_bcq) == "not reproduced (Δ -4.2)"
     assert run_verdict(sm(83.0, 1.0, seeds=1), p_bcq) == "not reproduced (Δ -4.2)"
     assert run_verdict(None, p_bcq) == NOT_MEASURED
@@ -207,8 +243,9 @@ def test_verdict_rule():
     assert row_verdict({}) == NOT_MEASURED
 
 
-@pytest.mark.parametrize("text, seconds", [("2h50m", 10200), ("170m", 10200), ("95s", 95), ("1h", 3600),
-                                           ("2:50:00", 10200), ("1h05m", 3900)])
+@pytest.mark.parametrize(
+    "text, seconds", [("2h50m", 10200), ("170m", 10200), ("95s", 95), ("1h", 3600), ("2:50:00", 10200), ("1h05m", 3900)]
+)
 def test_durations_round_trip(text, seconds):
     assert parse_duration(text) == seconds
     assert parse_duration(fmt_hms(seconds)) == seconds
@@ -226,8 +263,12 @@ def test_stage_wrapper_records_each_attempt_and_the_config(tmp_path):
 
     cfg = validate({"results_dir": str(tmp_path / "res"), "suites": ["cheetah"]})
     log = tmp_path / "res/logs/train_offline/cheetah/npf-iql/seed0.log"
-    job = SimpleNamespace(log=[str(log)], rule="train_offline", config=cfg,
-                          wildcards={"suite": "cheetah", "method": "npf", "algo": "iql", "seed": "0"})
+    job = SimpleNamespace(
+        log=[str(log)],
+        rule="train_offline",
+        config=cfg,
+        wildcards={"suite": "cheetah", "method": "npf", "algo": "iql", "seed": "0"},
+    )
     saved = sys.stdout, sys.stderr
     try:
         with pytest.raises(SystemExit) as e, stage(job):
@@ -257,17 +298,38 @@ def test_mt10_offline_and_online_rows(tmp_path, monkeypatch):
     budget from the online section, cited baselines in their own table)."""
     monkeypatch.chdir(tmp_path)
     root = Path("results/mt")
-    cfg = validate({"results_dir": str(root), "suites": ["mt10"],
-                    "online": {"methods": ["sac-npf"], "total_steps": 5000, "batch_size": 32, "pretrain_steps": 700}})
+    cfg = validate(
+        {
+            "results_dir": str(root),
+            "suites": ["mt10"],
+            "online": {"methods": ["sac-npf"], "total_steps": 5000, "batch_size": 32, "pretrain_steps": 700},
+        }
+    )
     runs = {("npf", "bcq"): [[100.0, 0.0], [100.0, 100.0]], ("sac-npf", "sac"): [[0.0, 100.0], [0.0, 0.0]]}
     for (m, a), per_seed in runs.items():
         for s, tasks in enumerate(per_seed):
             p = root / f"eval/mt10/{m}-{a}/seed{s}.json"
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"suite": "mt10", "method": m, "algo": a, "seed": s, "metric": "success",
-                                     "tasks": {t: {"success": v} for t, v in zip(("reach", "push"), tasks)}}))
-    record_attempt(root / "logs/train_online/mt10/sac-npf/seed0.log", "train_online_npf",
-                   {"suite": "mt10", "method": "sac-npf", "seed": 0}, cfg, time.time() - 125, "finished")
+            p.write_text(
+                json.dumps(
+                    {
+                        "suite": "mt10",
+                        "method": m,
+                        "algo": a,
+                        "seed": s,
+                        "metric": "success",
+                        "tasks": {t: {"success": v} for t, v in zip(("reach", "push"), tasks)},
+                    }
+                )
+            )
+    record_attempt(
+        root / "logs/train_online/mt10/sac-npf/seed0.log",
+        "train_online_npf",
+        {"suite": "mt10", "method": "sac-npf", "seed": 0},
+        cfg,
+        time.time() - 125,
+        "finished",
+    )
     assert main(["publish", "--out", "docs/results.md", str(root)]) == 0
     page = Path("docs/results.md").read_text()
     t3 = row(page, "NPF-BCQ", "## Table 3")
@@ -281,7 +343,7 @@ def test_mt10_offline_and_online_rows(tmp_path, monkeypatch):
     assert t4[5] == "5,000 env steps/task, batch 32/task, pretraining 700"
     assert t4[6] == "2 min (1 of 2 seeds recorded)"
     assert "| CARE (Sodhani et al. 2021) | 84.0 ± 5.1 | 486,000 |" in page
-    assert row(page, "PCGrad", "## Table 4")[1:4] == [NOT_MEASURED, "", "—"]   # ours never gets the cited 72
+    assert row(page, "PCGrad", "## Table 4")[1:4] == [NOT_MEASURED, "", "—"]  # ours never gets the cited 72
 
 
 def test_a_weak_expert_keeps_its_suites_numbers_off_the_page(site):
@@ -297,7 +359,7 @@ def test_a_weak_expert_keeps_its_suites_numbers_off_the_page(site):
     assert npf[4] == "withheld" and npf[2] == ""
     assert "91.0" not in page and "91.0" not in readme and "104.0" not in page
     assert "**HalfCheetah 5-task**: withheld: the expert of backward" in page
-    per_task = page[page.index("<!-- npf:begin per-task -->"):page.index("<!-- npf:end per-task -->")]
+    per_task = page[page.index("<!-- npf:begin per-task -->") : page.index("<!-- npf:end per-task -->")]
     assert NOT_MEASURED in per_task
     assert "Figure 10: learning curves, HalfCheetah 5-task**: withheld (weak expert, see the table)." in page
     assert not Path("docs/results/tiny/fig10_curves_cheetah.png").exists()
@@ -316,8 +378,14 @@ def test_results_without_records_take_budget_and_times_from_mlflow(tmp_path, mon
     make_results(root)
     for p in root.glob("logs/**/*.attempts.jsonl"):
         p.unlink()
-    cfg = validate({"results_dir": str(root), "suites": ["cheetah"], "offline": {"updates": 999, "batch_size": 16,
-                    "per_algo": {"iql": {"updates": 555}}}, "datasets": {"episodes": 3}})
+    cfg = validate(
+        {
+            "results_dir": str(root),
+            "suites": ["cheetah"],
+            "offline": {"updates": 999, "batch_size": 16, "per_algo": {"iql": {"updates": 555}}},
+            "datasets": {"episodes": 3},
+        }
+    )
     for m in ("npf", "mt"):
         for s in (0, 1):
             wc = {"suite": "cheetah", "method": m, "algo": "iql", "seed": s}

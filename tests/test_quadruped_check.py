@@ -1,5 +1,6 @@
 """The quadruped rewards rank behaviours the way the task names say, and the task measures of
 ``npf.envs.quadruped_check`` are what the simulator state says."""
+
 from __future__ import annotations
 
 import math
@@ -10,10 +11,10 @@ import torch
 
 pytest.importorskip("pybullet_data", reason="the A1 URDF ships in the pybullet wheel")
 
-from npf.algos.sac import SAC, SACConfig  # noqa: E402
-from npf.envs import quadruped_check as qc  # noqa: E402
-from npf.envs.quadruped import A1MultitaskEnv  # noqa: E402
-from npf.expert_policy import save_expert_policy  # noqa: E402
+from npf.algos.sac import SAC, SACConfig
+from npf.envs import quadruped_check as qc
+from npf.envs.quadruped import A1MultitaskEnv
+from npf.expert_policy import save_expert_policy
 
 
 @pytest.mark.parametrize("task, walk", [("pace-forward", "trot-forward"), ("pace-backward", "trot-backward")])
@@ -22,8 +23,10 @@ def test_walking_the_right_way_beats_standing_which_beats_random(task, walk):
     earns more than uniform random actions (which fall); the trot in the other direction earns
     less than standing still (its velocity term is ~0 and it wobbles)."""
     other = "trot-backward" if walk == "trot-forward" else "trot-forward"
-    m = {name: qc.measure(task, name, episodes=3 if name != "random" else 10) for name in
-         (walk, "stand", "random", other)}
+    m = {
+        name: qc.measure(task, name, episodes=3 if name != "random" else 10)
+        for name in (walk, "stand", "random", other)
+    }
     assert m[walk]["return"] > m["stand"]["return"] + 100 > m["random"]["return"] + 100
     assert m[other]["return"] < m["stand"]["return"]
     sign = 1.0 if walk == "trot-forward" else -1.0
@@ -100,7 +103,7 @@ def test_progress_pays_from_the_first_centimetre_per_second(task, direction):
     where the Gaussian around 0.5 m/s paid ~0.3 / 0.75; standing still earns (almost) none of it."""
     env = A1MultitaskEnv(task)
     env.reset(seed=1)
-    vel, xs = [], []
+    vel, _xs = [], []
     for k in range(600):
         _, _, terminated, _, info = env.step(qc.trot_action(k, direction))
         vel.append(info["reward_velocity"])

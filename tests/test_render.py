@@ -1,6 +1,7 @@
 """Offscreen rollouts of a policy (npf/render.py): the image strip and GIF hold the frames of the
 rollout they claim, the expert stage logs them to MLflow, and a machine without a usable GL
 backend gets a warning, not a failed job."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,9 @@ def random_policy(path: Path, suite: str, task: str) -> Path:
     env = make_env(suite, task)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
-    save_expert_policy(path, SAC(obs_dim, act_dim, SACConfig(hidden=(16, 16)), torch.device("cpu"), seed=0),
-                obs_dim, act_dim, {})
+    save_expert_policy(
+        path, SAC(obs_dim, act_dim, SACConfig(hidden=(16, 16)), torch.device("cpu"), seed=0), obs_dim, act_dim, {}
+    )
     return path
 
 
@@ -71,9 +73,19 @@ def test_expert_stage_logs_the_rollout_to_mlflow(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
-                    "experts": {"total_steps": 1000, "learning_starts": 1000, "eval_episodes": 1, "render_steps": 20,
-                                "sac": {"hidden": [16, 16]}}})
+    cfg = validate(
+        {
+            "results_dir": str(tmp_path / "results"),
+            "device": "cpu",
+            "experts": {
+                "total_steps": 1000,
+                "learning_starts": 1000,
+                "eval_episodes": 1,
+                "render_steps": 20,
+                "sac": {"hidden": [16, 16]},
+            },
+        }
+    )
     out = tmp_path / "results" / "experts" / "cheetah" / "forward" / "seed0"
     train_expert(cfg, "cheetah", "forward", 0, out)
     run_id = (out / "mlflow_run_id.txt").read_text().strip()
@@ -105,8 +117,13 @@ def test_quadruped_camera_follows_the_robot():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", TRACKING_PROBE], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"})
+    r = subprocess.run(
+        [sys.executable, "-c", TRACKING_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"},
+    )
     if r.returncode != 0:
         pytest.skip(f"no EGL rendering here: {r.stderr.strip().splitlines()[-1:]}")
     before, after = map(int, r.stdout.split())
@@ -123,10 +140,21 @@ def test_config_declared_suite_is_rendered_too(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
-        cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu", "suites": ["balance"],
-                        "custom_suites": {"balance": {"tasks": {"pole": {"env_id": "InvertedPendulum-v5"}}}},
-                        "experts": {"total_steps": 1000, "learning_starts": 1000, "eval_episodes": 1,
-                                    "render_steps": 20, "sac": {"hidden": [16, 16]}}})
+        cfg = validate(
+            {
+                "results_dir": str(tmp_path / "results"),
+                "device": "cpu",
+                "suites": ["balance"],
+                "custom_suites": {"balance": {"tasks": {"pole": {"env_id": "InvertedPendulum-v5"}}}},
+                "experts": {
+                    "total_steps": 1000,
+                    "learning_starts": 1000,
+                    "eval_episodes": 1,
+                    "render_steps": 20,
+                    "sac": {"hidden": [16, 16]},
+                },
+            }
+        )
         out = tmp_path / "results" / "experts" / "balance" / "pole" / "seed0"
         train_expert(cfg, "balance", "pole", 0, out)
     finally:

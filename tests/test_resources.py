@@ -1,5 +1,6 @@
 """Memory per job (npf.resources, the rules' mem_mb): the config key wins; train_offline's
 estimate follows its datasets' size and networks and leaves room for several jobs on a small node."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,9 @@ def test_offline_estimate_follows_the_data_and_the_networks():
     big = mem_mb(cfg, "train_offline", suite="cheetah", algo="iql", input_mb=1000)
     assert small % 500 == 0 and big % 500 == 0
     assert 2500 <= big - small <= 3500  # the data are held ~3x (arrays, replay buffer, normalized copy)
-    wide = repo_config(offline={"iql": {"actor_hidden": [2048] * 4, "critic_hidden": [2048] * 4,
-                                        "value_hidden": [2048] * 4}})
+    wide = repo_config(
+        offline={"iql": {"actor_hidden": [2048] * 4, "critic_hidden": [2048] * 4, "value_hidden": [2048] * 4}}
+    )
     assert mem_mb(wide, "train_offline", suite="cheetah", algo="iql", input_mb=10) > small
     # the issue's node: 18 GB for 2 cores must run two default training jobs at once
     assert 2 * small <= 18000

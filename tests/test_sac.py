@@ -1,6 +1,7 @@
 """SAC: finite losses on both batch layouts, the critic target and actor loss against a hand
 computation, the tanh-Gaussian log-prob against torch.distributions, and learning on a tiny
 budget (deterministic return well above the random policy's on cheetah-forward)."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from algo_fixtures import random_batch
 from torch import nn
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from npf.algos.sac import SAC, SACConfig
 from npf.nets import TanhGaussianPolicy
-from algo_fixtures import random_batch
 
 torch.set_num_threads(1)
 
@@ -58,12 +59,12 @@ def manual_policy_sample(policy: TanhGaussianPolicy, obs: torch.Tensor, gen: tor
 def test_losses_and_update_finite(lead, num_temperatures):
     algo = SAC(OBS, ACT, SACConfig(hidden=[16, 16], batch_size=8), "cpu", num_temperatures=num_temperatures, seed=0)
     b = batch(*lead)
-    before = params(algo.actor, algo.critic, algo.critic_target) + [algo.log_alpha.detach().clone()]
+    before = [*params(algo.actor, algo.critic, algo.critic_target), algo.log_alpha.detach().clone()]
     losses = algo.losses(b)
     assert set(losses) == {"actor", "critic"}
     for name, loss in losses.items():
         assert loss.shape == () and torch.isfinite(loss), name
-    after = params(algo.actor, algo.critic, algo.critic_target) + [algo.log_alpha.detach().clone()]
+    after = [*params(algo.actor, algo.critic, algo.critic_target), algo.log_alpha.detach().clone()]
     assert all(torch.equal(x, y) for x, y in zip(before, after)), "losses() changed parameters"
 
     a, logp = algo.actor(b["obs"], generator=algo.generator)
@@ -75,7 +76,7 @@ def test_losses_and_update_finite(lead, num_temperatures):
         assert all(math.isfinite(v) for v in m.values()), m
     assert algo.num_updates == 3  # the last update (index 2) also trained actor and temperature
     assert {"loss/critic", "loss/actor", "loss/alpha", "alpha", "entropy"} <= set(m)
-    after = params(algo.actor, algo.critic, algo.critic_target) + [algo.log_alpha.detach().clone()]
+    after = [*params(algo.actor, algo.critic, algo.critic_target), algo.log_alpha.detach().clone()]
     assert all(not torch.equal(x, y) for x, y in zip(before, after)), "some parameter was not trained"
     assert torch.isfinite(algo.act(b["obs"])).all() and algo.act(b["obs"]).abs().max() < 1
 
@@ -143,7 +144,9 @@ def test_critic_target_and_losses_by_hand(monkeypatch):
         # actor: E[α log π(a|s) − min(Q1, Q2)(s, a)], a ~ π(·|s) with the generator's next draw
         a1, logp1, _ = manual_policy_sample(algo.actor, b["obs"], gen)
         xa = torch.cat([b["obs"], a1], -1)
-        actor_loss = (alpha * logp1 - torch.minimum(manual_mlp(algo.critic.q1, xa), manual_mlp(algo.critic.q2, xa))).mean()
+        actor_loss = (
+            alpha * logp1 - torch.minimum(manual_mlp(algo.critic.q1, xa), manual_mlp(algo.critic.q2, xa))
+        ).mean()
 
     assert len(targets) == 2
     for t in targets:
@@ -237,24 +240,41 @@ def test_sac_learns_cheetah_forward(tmp_path, monkeypatch):
 
     seed, episodes = 1, 3
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    cfg = validate({
-        "results_dir": str(tmp_path / "results"), "device": "cpu",
-        "experts": {"seeds": [seed], "total_steps": 15000, "learning_starts": 1000, "checkpoint_every": 100_000,
-                    "eval_episodes": episodes, "sac": {"hidden": [64, 64], "batch_size": 128, "init_temperature": 0.1}},
-        "datasets": {"expert_seed": seed},
-    })
+    cfg = validate(
+        {
+            "results_dir": str(tmp_path / "results"),
+            "device": "cpu",
+            "experts": {
+                "seeds": [seed],
+                "total_steps": 15000,
+                "learning_starts": 1000,
+                "checkpoint_every": 100_000,
+                "eval_episodes": episodes,
+                "sac": {"hidden": [64, 64], "batch_size": 128, "init_temperature": 0.1},
+            },
+            "datasets": {"expert_seed": seed},
+        }
+    )
     result = train_expert(cfg, "cheetah", "forward", seed, tmp_path / "expert")
     assert result["env_steps"] == 15000
 
     eval_seed = 10_000 + seed  # the expert stage's evaluation episodes
     rng = np.random.default_rng(0)
-    rand = evaluate_policy(lambda o: rng.uniform(-1, 1, size=(len(o), 6)).astype(np.float32),
-                           [make_env("cheetah", "forward") for _ in range(episodes)], episodes, seed=eval_seed)
+    rand = evaluate_policy(
+        lambda o: rng.uniform(-1, 1, size=(len(o), 6)).astype(np.float32),
+        [make_env("cheetah", "forward") for _ in range(episodes)],
+        episodes,
+        seed=eval_seed,
+    )
     # re-evaluate the saved policy independently on the same episodes: it is the reported one
     pol = load_expert_policy(tmp_path / "expert" / "policy.pt")
     with torch.no_grad():
-        det = evaluate_policy(lambda o: pol(torch.as_tensor(o), deterministic=True)[0].numpy(),
-                              [make_env("cheetah", "forward") for _ in range(episodes)], episodes, seed=eval_seed)
+        det = evaluate_policy(
+            lambda o: pol(torch.as_tensor(o), deterministic=True)[0].numpy(),
+            [make_env("cheetah", "forward") for _ in range(episodes)],
+            episodes,
+            seed=eval_seed,
+        )
     assert len(det["returns"]) == len(rand["returns"]) == episodes
     np.testing.assert_allclose(det["returns"].mean(), result["eval_return_mean"], rtol=1e-6)
 

@@ -1,4 +1,5 @@
 """offline.dataset_sizes (Fig. 5): runs on the first K trajectories per task, their tidy scores."""
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,14 @@ def episodes_dataset(obs_dim=39, act_dim=4, lengths=LENGTHS, seed=0) -> dict:
     term[ends[1]] = True
     tout = np.zeros(t, bool)
     tout[np.delete(ends, 1)] = True
-    return {"observations": rng.standard_normal((t, obs_dim)).astype(np.float32),
-            "actions": rng.uniform(-1, 1, (t, act_dim)).astype(np.float32),
-            "rewards": np.arange(t, dtype=np.float32),  # row number: shows which rows were kept
-            "next_observations": rng.standard_normal((t, obs_dim)).astype(np.float32),
-            "terminals": term, "timeouts": tout}
+    return {
+        "observations": rng.standard_normal((t, obs_dim)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (t, act_dim)).astype(np.float32),
+        "rewards": np.arange(t, dtype=np.float32),  # row number: shows which rows were kept
+        "next_observations": rng.standard_normal((t, obs_dim)).astype(np.float32),
+        "terminals": term,
+        "timeouts": tout,
+    }
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
@@ -55,18 +59,23 @@ def test_more_episodes_than_the_dataset_holds_is_an_error():
 
 def test_dataset_sizes_are_validated():
     assert validate({})["offline"]["dataset_sizes"] == []
-    for raw, key in (({"offline": {"dataset_sizes": [0]}}, "offline.dataset_sizes"),
-                     ({"offline": {"dataset_sizes": [5, 5]}}, "offline.dataset_sizes"),
-                     ({"datasets": {"episodes": 10}, "offline": {"dataset_sizes": [5, 20]}}, "datasets.episodes")):
+    for raw, key in (
+        ({"offline": {"dataset_sizes": [0]}}, "offline.dataset_sizes"),
+        ({"offline": {"dataset_sizes": [5, 5]}}, "offline.dataset_sizes"),
+        ({"datasets": {"episodes": 10}, "offline": {"dataset_sizes": [5, 20]}}, "datasets.episodes"),
+    ):
         with pytest.raises(ConfigError) as e:
             validate(raw)
         assert "\n" not in str(e.value) and key in str(e.value), str(e.value)
 
 
 def test_snakemake_plans_the_sample_complexity_runs(tmp_path):
-    out = dry_run(tmp_path, "suites: [cheetah]\ntasks: {cheetah: [forward, jump]}\ndatasets: {episodes: 8}\n"
-                            "offline: {methods: [npf, mt], algos: [iql], seeds: [0, 1], dataset_sizes: [2, 5, 8]}\n"
-                            "online: {methods: [], dapd_ablation: {variants: []}}\n")
+    out = dry_run(
+        tmp_path,
+        "suites: [cheetah]\ntasks: {cheetah: [forward, jump]}\ndatasets: {episodes: 8}\n"
+        "offline: {methods: [npf, mt], algos: [iql], seeds: [0, 1], dataset_sizes: [2, 5, 8]}\n"
+        "online: {methods: [], dapd_ablation: {variants: []}}\n",
+    )
     runs = set(re.findall(r"sample_complexity/runs/cheetah/(\w+-\w+/n\d+/seed\d+)/final\.pt", out))
     assert runs == {f"{m}-iql/n{k}/seed{s}" for m in ("npf", "mt") for k in (2, 5) for s in (0, 1)}, out
     masks = set(re.findall(r"sample_complexity/pathways/cheetah/(iql/n\d+/seed\d+)/masks\.pt", out))
@@ -75,35 +84,56 @@ def test_snakemake_plans_the_sample_complexity_runs(tmp_path):
     assert evals == runs
     assert "sample_complexity/scores.csv" in out
     # K = datasets.episodes is the main run, not trained again: the scores job reads its JSON
-    job = out[out.index("rule sample_complexity_scores:"):]
-    inputs = job[job.index("input:") + len("input:"):].splitlines()[0].split(", ")
+    job = out[out.index("rule sample_complexity_scores:") :]
+    inputs = job[job.index("input:") + len("input:") :].splitlines()[0].split(", ")
     main = {i.split("/results/eval/cheetah/")[1] for i in inputs if "/results/eval/" in i}
     assert main == {f"{m}-iql/seed{s}.json" for m in ("npf", "mt") for s in (0, 1)}, inputs
     assert sum("/sample_complexity/eval/" in i for i in inputs) == 8 and len(inputs) == 12, inputs
     assert "n8/" not in out
     # the main runs are still planned, once each
     assert set(re.findall(r"/runs/cheetah/(\w+-\w+/seed\d+)/final\.pt", out)) == {
-        f"{m}-iql/seed{s}" for m in ("npf", "mt") for s in (0, 1)}
+        f"{m}-iql/seed{s}" for m in ("npf", "mt") for s in (0, 1)
+    }
 
 
 def test_runs_train_on_the_subset_and_tidy_rows_match_the_eval_jsons(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tasks = ["reach", "push"]
-    cfg = validate({"results_dir": str(tmp_path), "device": "cpu", "suites": ["mt10"], "tasks": {"mt10": tasks},
-                    "experts": {"source": "scripted"}, "datasets": {"episodes": 4},
-                    "offline": {"methods": ["mt"], "algos": ["iql"], "updates": 3, "batch_size": 8,
-                                "eval_interval": 3, "eval_episodes": 1, "checkpoint_every": 3, "log_every": 1,
-                                "dataset_sizes": [2],
-                                "iql": {"actor_hidden": [16], "critic_hidden": [16], "value_hidden": [16]}},
-                    "evaluation": {"episodes": 1, "envs_per_task": 1}})
+    cfg = validate(
+        {
+            "results_dir": str(tmp_path),
+            "device": "cpu",
+            "suites": ["mt10"],
+            "tasks": {"mt10": tasks},
+            "experts": {"source": "scripted"},
+            "datasets": {"episodes": 4},
+            "offline": {
+                "methods": ["mt"],
+                "algos": ["iql"],
+                "updates": 3,
+                "batch_size": 8,
+                "eval_interval": 3,
+                "eval_episodes": 1,
+                "checkpoint_every": 3,
+                "log_every": 1,
+                "dataset_sizes": [2],
+                "iql": {"actor_hidden": [16], "critic_hidden": [16], "value_hidden": [16]},
+            },
+            "evaluation": {"episodes": 1, "envs_per_task": 1},
+        }
+    )
     for i, t in enumerate(tasks):
-        save_dataset(tmp_path / "datasets" / "mt10" / f"{t}.npz", episodes_dataset(seed=i),
-                     {"suite": "mt10", "task": t, "scores": {"random": 0.0, "expert": 1.0}})
+        save_dataset(
+            tmp_path / "datasets" / "mt10" / f"{t}.npz",
+            episodes_dataset(seed=i),
+            {"suite": "mt10", "task": t, "scores": {"random": 0.0, "expert": 1.0}},
+        )
     full = load_suite_data(cfg, "mt10", torch.device("cpu"))
     sub = load_suite_data(cfg, "mt10", torch.device("cpu"), max_episodes=2)
     assert [b.size for b in full.buffers] == [14, 14] and [b.size for b in sub.buffers] == [8, 8]
-    assert np.allclose(sub.normalizers[0].mean, load_dataset(tmp_path / "datasets/mt10/reach.npz")
-                       .arrays["observations"][:8].mean(0))
+    assert np.allclose(
+        sub.normalizers[0].mean, load_dataset(tmp_path / "datasets/mt10/reach.npz").arrays["observations"][:8].mean(0)
+    )
     paths = []
     for seed in (0, 1):
         run = tmp_path / "sample_complexity" / "runs" / "mt10" / "mt-iql" / "n2" / f"seed{seed}"
@@ -121,8 +151,12 @@ def test_runs_train_on_the_subset_and_tidy_rows_match_the_eval_jsons(tmp_path, m
         for task, r in ev["tasks"].items():
             row = back[(back.seed == ev["seed"]) & (back.task == task)]
             assert len(row) == 1
-            assert (row.dataset_size.item(), row.method.item(), row.algo.item(), row.suite.item()) == (2, "mt", "iql",
-                                                                                                     "mt10")
+            assert (row.dataset_size.item(), row.method.item(), row.algo.item(), row.suite.item()) == (
+                2,
+                "mt",
+                "iql",
+                "mt10",
+            )
             assert row.score.item() == pytest.approx(r["success"]) and row.metric.item() == "success"
     # Fig. 5 picks the tidy file up
     figs = write_figures(tmp_path, tmp_path / "figures")
@@ -131,8 +165,14 @@ def test_runs_train_on_the_subset_and_tidy_rows_match_the_eval_jsons(tmp_path, m
 
 def test_tidy_takes_a_main_run_with_its_listed_size(tmp_path):
     main, sub = tmp_path / "seed0.json", tmp_path / "n5_seed0.json"
-    ev = {"suite": "cheetah", "method": "npf", "algo": "iql", "seed": 0, "metric": "normalized",
-          "tasks": {"forward": {"normalized_mean": 50.0}, "jump": {"normalized_mean": 70.0}}}
+    ev = {
+        "suite": "cheetah",
+        "method": "npf",
+        "algo": "iql",
+        "seed": 0,
+        "metric": "normalized",
+        "tasks": {"forward": {"normalized_mean": 50.0}, "jump": {"normalized_mean": 70.0}},
+    }
     main.write_text(json.dumps(ev))
     sub.write_text(json.dumps(ev | {"dataset_size": 5, "tasks": {"forward": {"normalized_mean": 20.0}}}))
     with pytest.raises(ValueError, match="no 'dataset_size'"):
@@ -140,5 +180,8 @@ def test_tidy_takes_a_main_run_with_its_listed_size(tmp_path):
     with pytest.raises(ValueError, match="trained on 5 trajectories per task, listed as 7"):
         tidy_scores([sub], sizes=[7])
     t = tidy_scores([main, sub], sizes=[100, 5])
-    assert t[["dataset_size", "task", "score"]].values.tolist() == [[5, "forward", 20.0], [100, "forward", 50.0],
-                                                                      [100, "jump", 70.0]]
+    assert t[["dataset_size", "task", "score"]].values.tolist() == [
+        [5, "forward", 20.0],
+        [100, "forward", 50.0],
+        [100, "jump", 70.0],
+    ]

@@ -1,4 +1,5 @@
 """experts.source scripted: Meta-World's controllers (+ Gaussian noise) collect the MT10 datasets."""
+
 from __future__ import annotations
 
 import math
@@ -15,6 +16,7 @@ from npf.envs.scripted import scripted_policy, scripted_policy_name, with_gaussi
 from npf.rollout import evaluate_policy
 from npf.stages.dataset import collect_dataset
 
+
 @pytest.mark.parametrize("task", SUITES["mt10"])
 def test_scripted_policy_solves_each_mt10_task(task):
     ev = evaluate_policy(scripted_policy("mt10", task), [make_env("mt10", task)], episodes=1, seed=0)
@@ -30,7 +32,7 @@ def test_policy_names_follow_metaworld():
 
 
 def test_noise_has_the_configured_std_and_is_clipped():
-    zeros = lambda obs: np.zeros((len(obs), 4), np.float32)  # noqa: E731
+    zeros = lambda obs: np.zeros((len(obs), 4), np.float32)
     obs = np.zeros((50_000, 39))
     a = with_gaussian_noise(zeros, 0.2, np.random.default_rng(0))(obs)
     assert a.shape == (50_000, 4) and a.dtype == np.float32
@@ -46,9 +48,11 @@ def test_scripted_source_is_validated():
     cfg = validate({"suites": ["mt10"], "experts": {"source": "scripted", "noise_std": 0.3}})
     assert cfg["experts"]["source"] == "scripted" and cfg["experts"]["noise_std"] == 0.3
     assert validate({})["experts"]["source"] == "sac"
-    for raw, key in (({"suites": ["cheetah"], "experts": {"source": "scripted"}}, "suite cheetah"),
-                     ({"experts": {"source": "script"}}, "experts.source"),
-                     ({"experts": {"noise_std": -0.1}}, "experts.noise_std")):
+    for raw, key in (
+        ({"suites": ["cheetah"], "experts": {"source": "scripted"}}, "suite cheetah"),
+        ({"experts": {"source": "script"}}, "experts.source"),
+        ({"experts": {"noise_std": -0.1}}, "experts.noise_std"),
+    ):
         with pytest.raises(ConfigError) as e:
             validate(raw)
         assert "\n" not in str(e.value) and key in str(e.value), str(e.value)
@@ -57,20 +61,33 @@ def test_scripted_source_is_validated():
 
 
 def test_snakemake_plans_no_experts_jobs_for_scripted_suites(tmp_path):
-    out = dry_run(tmp_path, "suites: [cheetah, mt10]\ntasks: {mt10: [reach, push], cheetah: [forward]}\n"
-                            "experts: {per_suite: {mt10: {source: scripted}}}\noffline: {methods: [mt], algos: [iql]}\n"
-                            "online: {methods: [], dapd_ablation: {variants: []}}\n")
+    out = dry_run(
+        tmp_path,
+        "suites: [cheetah, mt10]\ntasks: {mt10: [reach, push], cheetah: [forward]}\n"
+        "experts: {per_suite: {mt10: {source: scripted}}}\noffline: {methods: [mt], algos: [iql]}\n"
+        "online: {methods: [], dapd_ablation: {variants: []}}\n",
+    )
     assert set(re.findall(r"experts/(\w+)/([\w-]+)/seed\d+/policy\.pt", out)) == {("cheetah", "forward")}, out
-    assert set(re.findall(r"datasets/(\w+)/([\w-]+)\.npz", out)) == {("cheetah", "forward"), ("mt10", "reach"),
-                                                                      ("mt10", "push")}, out
+    assert set(re.findall(r"datasets/(\w+)/([\w-]+)\.npz", out)) == {
+        ("cheetah", "forward"),
+        ("mt10", "reach"),
+        ("mt10", "push"),
+    }, out
 
 
 def test_scripted_dataset_round_trip(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     std = 0.05
-    cfg = validate({"results_dir": str(tmp_path), "device": "cpu", "suites": ["mt10"],
-                    "tasks": {"mt10": ["reach"]}, "experts": {"source": "scripted", "noise_std": std},
-                    "datasets": {"episodes": 3, "num_envs": 2, "random_episodes": 1, "eval_episodes": 1}})
+    cfg = validate(
+        {
+            "results_dir": str(tmp_path),
+            "device": "cpu",
+            "suites": ["mt10"],
+            "tasks": {"mt10": ["reach"]},
+            "experts": {"source": "scripted", "noise_std": std},
+            "datasets": {"episodes": 3, "num_envs": 2, "random_episodes": 1, "eval_episodes": 1},
+        }
+    )
     man = collect_dataset(cfg, "mt10", "reach", None, tmp_path / "reach.npz")
     ds = load_dataset(tmp_path / "reach.npz")
     assert ds.manifest == man

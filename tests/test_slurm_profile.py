@@ -9,6 +9,7 @@
 
 The real cluster run is tests/slurm/test_slurm_cluster.py (opt-in).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,11 +26,21 @@ REPO = Path(__file__).resolve().parent.parent
 PROFILE = REPO / "slurm" / "config.yaml"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 # the rules that declare a GPU in workflow/rules/*.smk (the profile must cover every one of them)
-GPU_RULES = {m.group(1) for f in (REPO / "workflow" / "rules").glob("*.smk")
-             for m in re.finditer(r"^rule (\w+):(?:(?!^rule ).)*?^\s+gpu=1,", f.read_text(), re.S | re.M)}
+GPU_RULES = {
+    m.group(1)
+    for f in (REPO / "workflow" / "rules").glob("*.smk")
+    for m in re.finditer(r"^rule (\w+):(?:(?!^rule ).)*?^\s+gpu=1,", f.read_text(), re.S | re.M)
+}
 LIGHT_RULES = {"datasets", "pathways", "evaluate"}
-ENV_KEYS = ("NPF_SLURM_PARTITION", "NPF_SLURM_GPU_PARTITION", "NPF_SLURM_ACCOUNT", "NPF_SLURM_GPUS",
-            "NPF_SLURM_GPU_MODEL", "NPF_SLURM_JOBS", "NPF_SLURM_STATUS_COMMAND")
+ENV_KEYS = (
+    "NPF_SLURM_PARTITION",
+    "NPF_SLURM_GPU_PARTITION",
+    "NPF_SLURM_ACCOUNT",
+    "NPF_SLURM_GPUS",
+    "NPF_SLURM_GPU_MODEL",
+    "NPF_SLURM_JOBS",
+    "NPF_SLURM_STATUS_COMMAND",
+)
 
 
 def _clean_env(**extra) -> dict:
@@ -61,19 +72,27 @@ def test_profile_keys(monkeypatch):
     assert int(p["latency-wait"]) >= 5
     assert int(p["jobs"]) >= 1
     assert p["slurm-requeue"] == "True"
-    assert GPU_RULES >= {"experts", "train_offline", "train_online", "train_online_npf", "dapd_ablation"}
+    assert {"experts", "train_offline", "train_online", "train_online_npf", "dapd_ablation"} <= GPU_RULES
     assert sorted(p["set-resources"]) == sorted(f"{r}:gpu=1" for r in GPU_RULES)
     assert p["default-resources"] == []  # no partition/account unless asked for
 
 
 def test_profile_env_settings(monkeypatch):
-    p = parse_profile(monkeypatch, NPF_SLURM_PARTITION="all", NPF_SLURM_ACCOUNT="123456",
-                      NPF_SLURM_GPU_PARTITION="gpu", NPF_SLURM_GPU_MODEL="a100", NPF_SLURM_GPUS="2",
-                      NPF_SLURM_JOBS="7", NPF_SLURM_STATUS_COMMAND="sacct")
+    p = parse_profile(
+        monkeypatch,
+        NPF_SLURM_PARTITION="all",
+        NPF_SLURM_ACCOUNT="123456",
+        NPF_SLURM_GPU_PARTITION="gpu",
+        NPF_SLURM_GPU_MODEL="a100",
+        NPF_SLURM_GPUS="2",
+        NPF_SLURM_JOBS="7",
+        NPF_SLURM_STATUS_COMMAND="sacct",
+    )
     # quoted: the values are Python expressions to Snakemake ("all" would be the builtin)
     assert p["default-resources"] == ["slurm_partition='all'", "slurm_account='123456'"]
     assert sorted(p["set-resources"]) == sorted(
-        f"{r}:{kv}" for r in GPU_RULES for kv in ("gpu=2", "gpu_model='a100'", "slurm_partition='gpu'"))
+        f"{r}:{kv}" for r in GPU_RULES for kv in ("gpu=2", "gpu_model='a100'", "slurm_partition='gpu'")
+    )
     assert p["jobs"] == "7" and p["slurm-status-command"] == "sacct"
     p = parse_profile(monkeypatch, NPF_SLURM_GPUS="0", NPF_SLURM_GPU_MODEL="a100")
     assert sorted(p["set-resources"]) == sorted(f"{r}:gpu=0" for r in GPU_RULES)
@@ -94,14 +113,23 @@ def test_profile_options_exist(monkeypatch):
 def dry_run(tmp_path: Path, **env) -> dict[str, list[dict[str, str]]]:
     """`snakemake --profile slurm -n` from the repo root; planned resources per rule."""
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "results_dir": str(tmp_path / "results"),
-        "tasks": {"cheetah": ["forward", "jump"]},
-        "offline": {"methods": ["npf", "mt"], "algos": ["iql"], "dataset_sizes": [1]},  # + Fig. 5's rules
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "results_dir": str(tmp_path / "results"),
+                "tasks": {"cheetah": ["forward", "jump"]},
+                "offline": {"methods": ["npf", "mt"], "algos": ["iql"], "dataset_sizes": [1]},  # + Fig. 5's rules
+            }
+        )
+    )
     proc = subprocess.run(
         [str(SNAKEMAKE), "--profile", "slurm", "--configfile", str(cfg), "-n", "--nolock"],
-        cwd=REPO, env=_clean_env(**env), capture_output=True, text=True, timeout=300)
+        cwd=REPO,
+        env=_clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     planned: dict[str, list[dict[str, str]]] = {}
@@ -146,21 +174,39 @@ class _Res(dict):
     __getattr__ = dict.get
 
 
-@pytest.mark.parametrize("rule, resources, want, unwanted", [
-    ("experts", {"gpu": 1, "runtime": 240, "mem_mb": 8000}, ["--gpus=1", "-t 240", "--mem 8000"], ["--ntasks"]),
-    ("train_offline", {"gpu": 1, "gpu_model": "a100", "runtime": 360, "mem_mb": 16000},
-     ["--gpus=a100:1", "-t 360", "--mem 16000", "--cpus-per-task=1"], []),
-    ("train_offline", {"gpu": 0, "runtime": 360, "mem_mb": 16000}, ["--ntasks=1"], ["--gpus", "--gres"]),
-    ("datasets", {"runtime": 60, "mem_mb": 4000}, ["--ntasks=1", "--cpus-per-task=1", "-t 60"], ["--gpus", "--gres"]),
-])
+@pytest.mark.parametrize(
+    "rule, resources, want, unwanted",
+    [
+        ("experts", {"gpu": 1, "runtime": 240, "mem_mb": 8000}, ["--gpus=1", "-t 240", "--mem 8000"], ["--ntasks"]),
+        (
+            "train_offline",
+            {"gpu": 1, "gpu_model": "a100", "runtime": 360, "mem_mb": 16000},
+            ["--gpus=a100:1", "-t 360", "--mem 16000", "--cpus-per-task=1"],
+            [],
+        ),
+        ("train_offline", {"gpu": 0, "runtime": 360, "mem_mb": 16000}, ["--ntasks=1"], ["--gpus", "--gres"]),
+        (
+            "datasets",
+            {"runtime": 60, "mem_mb": 4000},
+            ["--ntasks=1", "--cpus-per-task=1", "-t 60"],
+            ["--gpus", "--gres"],
+        ),
+    ],
+)
 def test_plugin_turns_resources_into_sbatch_flags(rule, resources, want, unwanted):
     """What the slurm plugin (2.8) submits for the planned resources of each kind of rule."""
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     job = SimpleNamespace(resources=_Res(resources), threads=1, name=rule)
-    params = {"run_uuid": "u", "slurm_logfile": "x.log", "comment_str": rule, "account": "",
-              "partition": "-p gpu", "workdir": str(REPO)}
+    params = {
+        "run_uuid": "u",
+        "slurm_logfile": "x.log",
+        "comment_str": rule,
+        "account": "",
+        "partition": "-p gpu",
+        "workdir": str(REPO),
+    }
     call = get_submit_command(job, params) + set_gres_string(job)
     for flag in want:
         assert flag in call, (flag, call)
@@ -178,11 +224,14 @@ def fake_sinfo(tmp_path: Path, monkeypatch, script: str) -> None:
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
 
-@pytest.mark.parametrize("script, gpus, says", [
-    ("printf '(null)\\n(null)\\n'", 0, True),  # sinfo -o %G on nodes without generic resources
-    ("printf '(null)\\ngpu:a100:4\\n'", 1, False),
-    ("echo 'slurm_load_partitions: Unable to contact slurm controller' >&2; exit 1", 1, False),
-])
+@pytest.mark.parametrize(
+    "script, gpus, says",
+    [
+        ("printf '(null)\\n(null)\\n'", 0, True),  # sinfo -o %G on nodes without generic resources
+        ("printf '(null)\\ngpu:a100:4\\n'", 1, False),
+        ("echo 'slurm_load_partitions: Unable to contact slurm controller' >&2; exit 1", 1, False),
+    ],
+)
 def test_profile_detects_a_cluster_without_gpus(tmp_path, monkeypatch, capfd, script, gpus, says):
     fake_sinfo(tmp_path, monkeypatch, script)
     p = parse_profile(monkeypatch)
@@ -191,8 +240,9 @@ def test_profile_detects_a_cluster_without_gpus(tmp_path, monkeypatch, capfd, sc
     lines = [ln for ln in err.splitlines() if "NPF_SLURM_GPUS=0" in ln]
     assert len(lines) == (1 if says else 0), err
     # NPF_SLURM_GPUS wins over the detection
-    assert sorted(parse_profile(monkeypatch, NPF_SLURM_GPUS="2")["set-resources"]) == \
-        sorted(f"{r}:gpu=2" for r in GPU_RULES)
+    assert sorted(parse_profile(monkeypatch, NPF_SLURM_GPUS="2")["set-resources"]) == sorted(
+        f"{r}:gpu=2" for r in GPU_RULES
+    )
 
 
 def test_bad_gpu_count_is_one_line(monkeypatch):

@@ -4,6 +4,7 @@ The reference never touches :mod:`npf.pathways`' kernels: task by task it comput
 ``act(x[n] @ (W ⊙ m[n])ᵀ + b ⊙ bm[n])`` with plain autograd on copies of the parameters.
 Tolerances: 1e-5 in float32, 1e-10 in float64. No test needs a GPU.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,11 +40,11 @@ def awkward_masks(n, out_f, in_f, seed=0, density=0.3):
     pathway through the layer (all-zero mask) and one with a full one."""
     g = torch.Generator().manual_seed(seed)
     m = torch.rand(n, out_f, in_f, generator=g) < density
-    m[:, 1, :] = False             # empty output row
-    m[:, :, 2] = False             # empty input column
-    m[0] = False                   # task 0: fully masked layer
+    m[:, 1, :] = False  # empty output row
+    m[:, :, 2] = False  # empty input column
+    m[0] = False  # task 0: fully masked layer
     if n > 2:
-        m[2] = True                # task 2: dense pathway (a masked-dense task under auto)
+        m[2] = True  # task 2: dense pathway (a masked-dense task under auto)
     return m
 
 
@@ -82,10 +83,10 @@ def test_network_matches_masked_dense_reference(dtype, backend, mask_bias, force
     n, dims = 4, [7, 24, 20, 3]
     net = MLP(dims[0], dims[-1], dims[1:-1], "relu", "tanh").to(dtype)
     layers = [m for m in net if isinstance(m, MaskedLinear)]
-    masks = [awkward_masks(n, l.out_features, l.in_features, seed=i) for i, l in enumerate(layers)]
+    masks = [awkward_masks(n, lin.out_features, lin.in_features, seed=i) for i, lin in enumerate(layers)]
     masks[1][:] = False  # a layer fully masked for every task
     g = torch.Generator().manual_seed(1)
-    bmasks = [torch.rand(n, l.out_features, generator=g) < 0.7 if mask_bias else None for l in layers]
+    bmasks = [torch.rand(n, lin.out_features, generator=g) < 0.7 if mask_bias else None for lin in layers]
     for layer, m, bm in zip(layers, masks, bmasks):
         layer.set_masks(m, bm)
         attach_plan(layer, backend)
@@ -93,10 +94,10 @@ def test_network_matches_masked_dense_reference(dtype, backend, mask_bias, force
     x = torch.randn(n, 2, 5, dims[0], generator=g, dtype=dtype).transpose(1, 2).requires_grad_(True)
     y = net(x)
     gy = torch.randn(y.shape, generator=g, dtype=dtype)
-    grads = torch.autograd.grad(y, [x] + [p for l in layers for p in (l.weight, l.bias)], gy)
+    grads = torch.autograd.grad(y, [x] + [p for lin in layers for p in (lin.weight, lin.bias)], gy)
 
-    ws = [l.weight.detach().clone().requires_grad_(True) for l in layers]
-    bs = [l.bias.detach().clone().requires_grad_(True) for l in layers]
+    ws = [lin.weight.detach().clone().requires_grad_(True) for lin in layers]
+    bs = [lin.bias.detach().clone().requires_grad_(True) for lin in layers]
     xr = x.detach().clone().requires_grad_(True)
     mf = [m.to(dtype) for m in masks]
     bmf = [None if bm is None else bm.to(dtype) for bm in bmasks]
@@ -118,7 +119,7 @@ def test_single_layer_every_plan_and_no_input_grad(dtype, monkeypatch):
     masks = awkward_masks(n, out_f, in_f, seed=3)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(n, 9, in_f, generator=g, dtype=dtype)
-    for plan_cfg in ((10 ** 9, 0.1), (0, 0.0), (0, 1.0), (0, 0.4)):
+    for plan_cfg in ((10**9, 0.1), (0, 0.0), (0, 1.0), (0, 0.4)):
         monkeypatch.setattr(P, "CPU_BMM_MAX_ELEMENTS", plan_cfg[0])
         monkeypatch.setattr(P, "CPU_SPARSE_MAX_DENSITY", plan_cfg[1])
         for backend in NPF_BACKENDS:
@@ -130,23 +131,25 @@ def test_single_layer_every_plan_and_no_input_grad(dtype, monkeypatch):
                 y = layer.pathway_forward(x, activation=act)
                 yr = reference_mlp(x, [layer.weight], [layer.bias], [masks.to(dtype)], [None], [act])
                 close(y.detach(), yr.detach(), dtype)
-                gw, gb = torch.autograd.grad((y ** 2).sum(), [layer.weight, layer.bias])
-                gwr, gbr = torch.autograd.grad((yr ** 2).sum(), [layer.weight, layer.bias])
+                gw, gb = torch.autograd.grad((y**2).sum(), [layer.weight, layer.bias])
+                gwr, gbr = torch.autograd.grad((yr**2).sum(), [layer.weight, layer.bias])
                 close(gw, gwr, dtype)
                 close(gb, gbr, dtype)
             layer.weight.requires_grad_(False)
             xg = x.clone().requires_grad_(True)
             (gx,) = torch.autograd.grad(layer(xg).sum(), [xg])
-            (gxr,) = torch.autograd.grad(reference_mlp(xg, [layer.weight], [layer.bias], [masks.to(dtype)],
-                                                       [None], [None]).sum(), [xg])
+            (gxr,) = torch.autograd.grad(
+                reference_mlp(xg, [layer.weight], [layer.bias], [masks.to(dtype)], [None], [None]).sum(), [xg]
+            )
             close(gx, gxr, dtype)
 
 
 def test_outputs_are_transposed_views_that_chain_without_copies():
     torch.manual_seed(0)
     net = MLP(6, 2, [32, 32], "relu")
-    pw = Pathways({"net": {k: awkward_masks(3, *p.shape, seed=i)
-                           for i, (k, p) in enumerate(maskable_parameters(net).items())}})
+    pw = Pathways(
+        {"net": {k: awkward_masks(3, *p.shape, seed=i) for i, (k, p) in enumerate(maskable_parameters(net).items())}}
+    )
 
     class One:
         roles = ("net",)
@@ -172,14 +175,14 @@ def test_many_optimizer_steps_identical_across_backends(fused_adam, monkeypatch)
     """float64, 40 full updates (critic + actor + targets) of TinyAC through MultitaskLearner: every
     backend ends with the same weights as the autograd reference. With fused Adam the weights change
     without moving their version counters, so a stale sparse view would show up here."""
-    monkeypatch.setattr(P, "CPU_BMM_MAX_ELEMENTS", 0)      # tiny layers: force the task loop
+    monkeypatch.setattr(P, "CPU_BMM_MAX_ELEMENTS", 0)  # tiny layers: force the task loop
     monkeypatch.setattr(P, "CPU_SPARSE_MAX_DENSITY", 0.3)  # auto: CSR for sparse tasks only
     n = 3
     probe = TinyAC(hidden=(24, 20))
     pw = Pathways.discover(probe, [make_batch(s) for s in range(n)], keep_ratio=0.2)
     batches = [[make_batch(100 * step + t) for t in range(n)] for step in range(40)]
     final = {}
-    for backend in ("autograd",) + NPF_BACKENDS:
+    for backend in ("autograd", *NPF_BACKENDS):
         algo = TinyAC(hidden=(24, 20))
         if fused_adam:
             algo.actor_opt = torch.optim.Adam(algo.actor.parameters(), lr=1e-2, fused=True)
@@ -187,8 +190,11 @@ def test_many_optimizer_steps_identical_across_backends(fused_adam, monkeypatch)
         learner = MultitaskLearner(algo, "npf", n, pw, backend=backend)
         for b in batches:
             learner.update(b)
-        final[backend] = {f"{r}.{k}": v.detach().clone() for r, net in {**algo.networks(), **{
-            f"{r}_target": t for r, t in algo.targets().items()}}.items() for k, v in net.state_dict().items()}
+        final[backend] = {
+            f"{r}.{k}": v.detach().clone()
+            for r, net in {**algo.networks(), **{f"{r}_target": t for r, t in algo.targets().items()}}.items()
+            for k, v in net.state_dict().items()
+        }
     for backend in NPF_BACKENDS:
         for k, v in final["autograd"].items():
             assert torch.allclose(final[backend][k], v, rtol=1e-10, atol=1e-10), (backend, k)
@@ -279,8 +285,12 @@ def test_plan_rules():
     twelve = [int(0.12 * out_f * in_f)] * n
     assert choose_plan(n, out_f, in_f, twelve, "auto", rows=256) == ("loop", [True] * n)
     assert choose_plan(n, out_f, in_f, twelve, "auto", rows=2560) == ("loop", [False] * n)
-    assert P.sparse_density_threshold(None) == P.sparse_density_threshold(P.CPU_LARGE_BATCH_ROWS) > \
-        P.sparse_density_threshold(P.CPU_LARGE_BATCH_ROWS + 1) == P.CPU_SPARSE_MAX_DENSITY
+    assert (
+        P.sparse_density_threshold(None)
+        == P.sparse_density_threshold(P.CPU_LARGE_BATCH_ROWS)
+        > P.sparse_density_threshold(P.CPU_LARGE_BATCH_ROWS + 1)
+        == P.CPU_SPARSE_MAX_DENSITY
+    )
 
 
 def test_batch_regimes_switch_plans_and_keep_views_per_plan(monkeypatch):
@@ -301,7 +311,9 @@ def test_batch_regimes_switch_plans_and_keep_views_per_plan(monkeypatch):
         y = layer(x)
         ref = reference_mlp(x, [layer.weight], [layer.bias], [masks.double()], [None], [None])
         close(y, ref, torch.float64)
-        for a, b in zip(torch.autograd.grad(y.sum(), [x, layer.weight]), torch.autograd.grad(ref.sum(), [x, layer.weight])):
+        for a, b in zip(
+            torch.autograd.grad(y.sum(), [x, layer.weight]), torch.autograd.grad(ref.sum(), [x, layer.weight])
+        ):
             close(a, b, torch.float64)
         with torch.no_grad():
             layer.weight.mul_(0.9)  # a weight update between calls: both plans' views must follow
@@ -336,6 +348,7 @@ def test_speed_knobs_are_read_from_the_backends_module(monkeypatch):
     """``npf.pathways.CPU_*`` reads the backends' own knob; writing it through the package (which
     would change no plan) is an error, writing it in npf.pathways.backends changes the plans."""
     import npf.pathways
+
     args = (2, 40, 40, [100, 1500], "auto")  # 2·40·40 = 3200 entries; densities 6 % and 94 %
     assert choose_plan(*args) == ("bmm", [False, False])
     with pytest.raises(AttributeError, match="npf.pathways.backends"):
@@ -358,8 +371,8 @@ def test_nonfinite_weight_outside_every_pathway_changes_no_output(backend, force
     torch.manual_seed(0)
     net = MLP(dims[0], dims[-1], dims[1:-1], "relu").to(dtype)
     layers = [m for m in net if isinstance(m, MaskedLinear)]
-    masks = [awkward_masks(n, l.out_features, l.in_features, seed=i, density=0.4) for i, l in enumerate(layers)]
-    clean = [l.weight.detach().clone() for l in layers]
+    masks = [awkward_masks(n, lin.out_features, lin.in_features, seed=i, density=0.4) for i, lin in enumerate(layers)]
+    clean = [lin.weight.detach().clone() for lin in layers]
     for layer, m, clean_w, value in zip(layers, masks, clean, (math.inf, math.nan)):
         outside = tuple((~m.any(0)).nonzero()[0])  # an entry in no task's pathway
         with torch.no_grad():
@@ -373,8 +386,9 @@ def test_nonfinite_weight_outside_every_pathway_changes_no_output(backend, force
     y = net(x)
     y.sum().backward()
     ws = [w.requires_grad_(True) for w in clean]
-    yr = reference_mlp(x, ws, [l.bias.detach() for l in layers], [m.to(dtype) for m in masks], [None, None],
-                       ["relu", None])
+    yr = reference_mlp(
+        x, ws, [lin.bias.detach() for lin in layers], [m.to(dtype) for m in masks], [None, None], ["relu", None]
+    )
     yr.sum().backward()
     assert torch.isfinite(y).all()
     close(y.detach(), yr.detach(), dtype)

@@ -1,4 +1,5 @@
 """npf.stats against hand-computed values and a direct loop over rliable's resampling scheme."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,7 @@ import pytest
 from npf import stats
 
 # 3 seeds × 4 tasks; sorted: 0 1 2 | 3 4 5 6 7 8 | 9 10 100 → IQM = mean(3..8) = 5.5
-HAND = np.array([[10.0, 0.0, 7.0, 3.0],
-                 [1.0, 100.0, 4.0, 9.0],
-                 [2.0, 5.0, 6.0, 8.0]])
+HAND = np.array([[10.0, 0.0, 7.0, 3.0], [1.0, 100.0, 4.0, 9.0], [2.0, 5.0, 6.0, 8.0]])
 
 
 def test_iqm_of_a_hand_made_matrix():
@@ -39,7 +38,7 @@ def _loop_ci(m: np.ndarray, reps: int, seed: int, level: float = 0.95) -> tuple[
     samples = np.stack([m[rng.integers(0, n, (reps, n)), j] for j in range(k)], axis=2)  # [reps, runs, tasks]
     flat = np.sort(samples.reshape(reps, -1), axis=1)
     cut = flat.shape[1] // 4  # 15 scores: trim 3 each side, as trim_mean(0.25) does
-    vals = flat[:, cut:flat.shape[1] - cut].mean(axis=1)
+    vals = flat[:, cut : flat.shape[1] - cut].mean(axis=1)
     a = (1 - level) / 2
     return tuple(np.quantile(vals, [a, 1 - a]))
 
@@ -85,8 +84,7 @@ def test_interval_is_reproducible_and_one_run_is_its_point():
     assert stats.stratified_bootstrap_ci(one, "mean") == (5.0, 5.0)
 
 
-@pytest.mark.parametrize("bad, match", [(np.array([1.0, 2.0]), "runs × tasks"),
-                                        (np.array([[1.0, np.nan]]), "NaN")])
+@pytest.mark.parametrize("bad, match", [(np.array([1.0, 2.0]), "runs × tasks"), (np.array([[1.0, np.nan]]), "NaN")])
 def test_bad_score_matrix(bad, match):
     with pytest.raises(ValueError, match=match):
         stats.summarize_matrix(bad)

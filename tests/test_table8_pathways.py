@@ -1,4 +1,5 @@
 """Table 8 from the trained runs: actor weights per NPF pathway vs separate and dense actors."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ def masks_from_flat(kept: list[set[int]]) -> dict:
     out, start = {}, 0
     for name, shape in SHAPES.items():
         size = shape[0] * shape[1]
-        out[name] = torch.from_numpy(flat[:, start:start + size].reshape(len(kept), *shape).copy())
+        out[name] = torch.from_numpy(flat[:, start : start + size].reshape(len(kept), *shape).copy())
         start += size
     return out
 
@@ -37,7 +38,7 @@ def write_run(root, suite, algo, seed, kept):
 
 def test_counts_and_table_from_hand_made_masks(tmp_path):
     write_run(tmp_path, "mt10", "iql", 0, [set(range(5)), set(range(3, 10)), {20, 21, 22}])  # 5, 7, 3; union 13
-    write_run(tmp_path, "mt10", "iql", 1, [set(range(6)), set(range(6)), set(range(6))])       # 6 each; union 6
+    write_run(tmp_path, "mt10", "iql", 1, [set(range(6)), set(range(6)), set(range(6))])  # 6 each; union 6
     # an MT run has no pathways and is not counted
     (tmp_path / "runs" / "mt10" / "mt-iql" / "seed0").mkdir(parents=True)
     torch.save({"tasks": TASKS}, tmp_path / "runs" / "mt10" / "mt-iql" / "seed0" / "final.pt")
@@ -46,8 +47,10 @@ def test_counts_and_table_from_hand_made_masks(tmp_path):
     assert set(c["dense"]) == {28} and c.groupby("seed")["union"].first().tolist() == [13, 6]
 
     t = table8_pathways(c)
-    rows = {r["Actor"].split(" (")[0].split(":")[0] + (" union" if "all 3" in r["Actor"] else ""): r
-            for r in t.frame.to_dict("records")}
+    rows = {
+        r["Actor"].split(" (")[0].split(":")[0] + (" union" if "all 3" in r["Actor"] else ""): r
+        for r in t.frame.to_dict("records")
+    }
     task_vals = np.array([5, 7, 3, 6, 6, 6])
     per_task = rows["NPF"]
     assert per_task["Weights"] == f"{task_vals.mean():,.0f} ± {task_vals.std():,.0f}"

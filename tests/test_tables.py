@@ -1,6 +1,7 @@
 """Tables 2, 3, 4, 6, 7, 8: numbers equal an independent mean/std over seeds, paper columns equal
 the published numbers, reported baselines stay in their own labelled rows/columns, and missing
 inputs produce no table."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,21 @@ import pytest
 from npf import paper_numbers as paper
 from npf import tables
 from npf.tables import (
-    load_eval_results, load_param_counts, table2, table3, table4, table6, table7, table8, write_tables,
+    load_eval_results,
+    load_param_counts,
+    table2,
+    table3,
+    table4,
+    table6,
+    table7,
+    table8,
+    write_tables,
 )
 
-SUITES = {"cheetah": ("normalized", ["forward", "backward", "jump"]),
-          "mt10": ("success", ["reach", "push", "pick-place"])}
+SUITES = {
+    "cheetah": ("normalized", ["forward", "backward", "jump"]),
+    "mt10": ("success", ["reach", "push", "pick-place"]),
+}
 METHODS, ALGOS, SEEDS = ("npf", "mt"), ("bcq", "iql"), (0, 1, 2)
 LABEL = {("npf", "bcq"): "NPF-BCQ", ("npf", "iql"): "NPF-IQL", ("mt", "bcq"): "MT-BCQ", ("mt", "iql"): "MT-IQL"}
 
@@ -25,8 +36,7 @@ LABEL = {("npf", "bcq"): "NPF-BCQ", ("npf", "iql"): "NPF-IQL", ("mt", "bcq"): "M
 def _write_eval(root: Path, suite, method, algo, seed, metric, scores: dict[str, float]) -> None:
     ev = {"suite": suite, "method": method, "algo": algo, "seed": seed, "metric": metric, "tasks": {}}
     for t, v in scores.items():
-        row = {"return_mean": 10.0 * v, "return_std": 1.0, "success": v if metric == "success" else 0.0,
-               "episodes": 10}
+        row = {"return_mean": 10.0 * v, "return_std": 1.0, "success": v if metric == "success" else 0.0, "episodes": 10}
         if metric == "normalized":
             row |= {"normalized_mean": v, "normalized_std": 2.0}
         ev["tasks"][t] = row
@@ -101,8 +111,9 @@ def test_summarize_means_over_tasks_per_seed_first(results):
     assert (row["mean"], row["std"], row["n"]) == (pytest.approx(m), pytest.approx(s), 3)
     s1 = tables.summarize(load_eval_results(root), ddof=1)
     per_seed = [np.mean(list(v.values())) for v in truth[("cheetah", "npf", "iql")].values()]
-    assert s1[(s1.suite == "cheetah") & (s1.method == "npf") & (s1.algo == "iql")]["std"].item() == \
-        pytest.approx(np.std(per_seed, ddof=1))
+    assert s1[(s1.suite == "cheetah") & (s1.method == "npf") & (s1.algo == "iql")]["std"].item() == pytest.approx(
+        np.std(per_seed, ddof=1)
+    )
 
 
 # ------------------------------------------------------------------------------------ Table 2 / 3
@@ -163,12 +174,21 @@ def test_table4_online_with_reported_rows(results):
     rep = df[df["Method"].str.contains("reported")]
     assert len(rep) == 4
     assert set(rep["Success % (ours)"]) == {"—"}
-    for name, val in (("SAC+ME", "74.00 ± 4.30"), ("PCGrad", "72.00 ± 2.20"), ("Soft-Modularization", "73.00 ± 4.30"),
-                      ("CARE", "84.00 ± 5.10")):
+    for name, val in (
+        ("SAC+ME", "74.00 ± 4.30"),
+        ("PCGrad", "72.00 ± 2.20"),
+        ("Soft-Modularization", "73.00 ± 4.30"),
+        ("CARE", "84.00 ± 5.10"),
+    ):
         row = rep[rep["Method"].str.startswith(name)]
         assert row["Success % (paper, full task set)"].item() == val
     non_rep = df[~df["Method"].str.contains("reported")]
-    assert not set(non_rep["Success % (paper, full task set)"]) & {"74.00 ± 4.30", "72.00 ± 2.20", "73.00 ± 4.30", "84.00 ± 5.10"}
+    assert not set(non_rep["Success % (paper, full task set)"]) & {
+        "74.00 ± 4.30",
+        "72.00 ± 2.20",
+        "73.00 ± 4.30",
+        "84.00 ± 5.10",
+    }
 
 
 def test_table4_absent_without_online_runs(results):
@@ -207,11 +227,19 @@ def test_table7_per_task_overall_and_cds(results):
 
 # ------------------------------------------------------------------------------------ Table 8
 def test_table8_counts_and_paper():
-    counts = pd.DataFrame({"algo": ["iql"] * 3, "seed": [0, 1, 2], "n_tasks": [10] * 3, "dense": [1000] * 3,
-                           "keep_ratio": [0.05] * 3, "union": [180, 200, 220]})
+    counts = pd.DataFrame(
+        {
+            "algo": ["iql"] * 3,
+            "seed": [0, 1, 2],
+            "n_tasks": [10] * 3,
+            "dense": [1000] * 3,
+            "keep_ratio": [0.05] * 3,
+            "union": [180, 200, 220],
+        }
+    )
     df = parse_md(table8(counts).to_markdown())
     col = "ours (IQL, 3 seeds)"
-    key = lambda lab: lab[:3] + ("%" if "%" in lab else "")  # noqa: E731
+    key = lambda lab: lab[:3] + ("%" if "%" in lab else "")
     rows = dict(zip(df["Policy weights"].map(key), df[col]))
     assert rows["(A)"] == "10,000" and rows["(B)"] == "500"
     m, s = parse_pm(rows["(C)"])  # counts are printed as integers
@@ -228,9 +256,20 @@ def test_load_param_counts_from_masks_pt(tmp_path):
     rng = np.random.default_rng(0)
     n, shapes = 3, [(4, 5), (2, 4)]
     masks = [rng.random((n, *s)) < 0.3 for s in shapes]
-    state = {"pathways": {"format": "npf.pathways/1", "num_tasks": n, "keep_ratio": 0.3, "mask_bias": False,
-                          "masks": {"actor": {f"l{i}.weight": {"shape": [n, *s], "bits": torch.from_numpy(
-                              np.packbits(m.reshape(-1)))} for i, (s, m) in enumerate(zip(shapes, masks))}}}}
+    state = {
+        "pathways": {
+            "format": "npf.pathways/1",
+            "num_tasks": n,
+            "keep_ratio": 0.3,
+            "mask_bias": False,
+            "masks": {
+                "actor": {
+                    f"l{i}.weight": {"shape": [n, *s], "bits": torch.from_numpy(np.packbits(m.reshape(-1)))}
+                    for i, (s, m) in enumerate(zip(shapes, masks))
+                }
+            },
+        }
+    }
     p = tmp_path / "pathways" / "mt10" / "iql" / "seed0" / "masks.pt"
     p.parent.mkdir(parents=True)
     torch.save(state, p)
@@ -283,7 +322,12 @@ def test_paper_numbers_match_paper_md():
         assert pn("table4", "mt10", k).mean == v and pn("table4", "mt10", k).reported
     for k in ("mt-bcq", "mt-iql", "mhmt-bcq", "mhmt-iql"):
         assert pn("table3", "mt10", k).reported
-    assert [pn("table3", "mt10", k).mean for k in ("mt-bcq", "mt-iql", "mhmt-bcq", "mhmt-iql")] == [81.5, 79.1, 95.9, 96.5]
+    assert [pn("table3", "mt10", k).mean for k in ("mt-bcq", "mt-iql", "mhmt-bcq", "mhmt-iql")] == [
+        81.5,
+        79.1,
+        95.9,
+        96.5,
+    ]
     assert paper.TABLE8["mt10"]["npf_union"].fmt(0) == "198956 ± 7636"
     assert paper.TABLE8["mt10"]["separate_dense"].mean == 10 * paper.TABLE8["mt10"]["dense_per_task"]
     # every NPF number is ours-to-reproduce, never "reported"
@@ -294,8 +338,10 @@ def test_paper_numbers_match_paper_md():
 
 
 def test_suite_label_counts_the_runs_tasks():
-    assert tables.suite_label("cheetah", ["forward", "backward", "jump", "forward-jump", "backward-jump"]) == \
-        "HalfCheetah (5 tasks)"
+    assert (
+        tables.suite_label("cheetah", ["forward", "backward", "jump", "forward-jump", "backward-jump"])
+        == "HalfCheetah (5 tasks)"
+    )
     assert tables.suite_label("cheetah", ["jump"]) == "HalfCheetah (1 of 5 tasks: jump)"
     assert tables.suite_label("mt10", 4) == "Meta-World MT10 (4 of 10 tasks)"
     assert tables.suite_label("not-registered", ["a", "b"]) == "not-registered (2 tasks)"

@@ -5,6 +5,7 @@ a local store. Training never waits on the store, nothing logged is lost
 the spool next to the run-id file syncs at the next flush, at the end, on a resume, or with
 ``python -m npf.tracking sync``. Eight concurrent writers to one server lose nothing either.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,11 +44,26 @@ class Server:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
         self.proc = subprocess.Popen(
-            [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{self.root / 'store.db'}",
-             "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1"],
-            cwd=self.root, env=env, start_new_session=True, stdout=open(self.root / "server.log", "a"),
-            stderr=subprocess.STDOUT)
+            [
+                MLFLOW,
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'store.db'}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            cwd=self.root,
+            env=env,
+            start_new_session=True,
+            stdout=open(self.root / "server.log", "a"),
+            stderr=subprocess.STDOUT,
+        )
         while time.monotonic() - t0 < timeout:
             assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
             try:
@@ -98,7 +114,8 @@ CHILD = r"""
 import json, math, os, sys, time
 from pathlib import Path
 from npf.tracking import Tracker
-uri, rid, first, last, pause, prog = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), Path(sys.argv[6])
+uri, rid, prog = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[6])
+first, last, pause = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 worst, slow = 0.0, []
 def timed(f, *a, **k):
     global worst
@@ -128,9 +145,23 @@ prog.write_text(json.dumps({"step": step - 1, "worst_s": worst, "slow": slow, "d
 def child(uri: str, job: Path, first: int, last: int, pause: float = 0.01) -> subprocess.Popen:
     job.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen([PY, "-c", CHILD, uri, str(job / "mlflow_run_id.txt"), str(first), str(last), str(pause),
-                             str(job / "progress.json")], cwd=REPO, env=env, stdout=open(job / "out.log", "w"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            PY,
+            "-c",
+            CHILD,
+            uri,
+            str(job / "mlflow_run_id.txt"),
+            str(first),
+            str(last),
+            str(pause),
+            str(job / "progress.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=open(job / "out.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def progress(job: Path) -> dict:
@@ -169,8 +200,7 @@ def assert_complete(uri: str, job: Path, first: int, last: int, resumes: str | N
     """The run holds exactly steps [first, last) of every metric, with the logged values."""
     c = client(uri)
     rid = (job / "mlflow_run_id.txt").read_text().strip()
-    runs = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id])
-            if r.info.run_name == job.name]
+    runs = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id]) if r.info.run_name == job.name]
     assert [r.info.run_id for r in runs] == [rid], "expected exactly one run"
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -231,15 +261,25 @@ def test_leftover_spool_synced_by_cli_and_by_resume(local_store, tmp_path):
     with open(spool, "a") as f:
         f.write('{"op":"metrics","m":[["a",0.5,1,1')  # a record torn by a kill during the write
     t0 = time.monotonic()
-    cli = subprocess.run([PY, "-m", "npf.tracking", "sync", str(tmp_path), "--uri", dead], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [PY, "-m", "npf.tracking", "sync", str(tmp_path), "--uri", dead],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 1 and "still pending" in cli.stdout, cli.stdout + cli.stderr
     assert time.monotonic() - t0 < 30
     assert "dropped an incomplete record" in cli.stderr
     assert len(spool.read_text().splitlines()) == n  # everything kept but the torn line
     # a store is back
-    cli = subprocess.run([PY, "-m", "npf.tracking", "sync", str(tmp_path), "--uri", live], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [PY, "-m", "npf.tracking", "sync", str(tmp_path), "--uri", live],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0 and "sent" in cli.stdout, cli.stdout + cli.stderr
     assert_complete(live, job, 0, 100)
     # a resume from a checkpoint at step 50 re-logs 50..99 (same values) and goes on to 200
@@ -267,11 +307,13 @@ def test_eight_concurrent_writers_lose_nothing(running_server, tmp_path):
 
 def test_http_retries_are_short(tmp_path):
     """The client gives up on a dead server at once (no 7 retries with exponential backoff)."""
-    code = ("import os, time\nfrom npf.tracking import Tracker\nt = time.monotonic()\n"
-            f"tr = Tracker('e', 'r', {str(tmp_path / 'rid.txt')!r}, {{}}, {{}}, 'http://127.0.0.1:{free_port()}')\n"
-            "tr.log_metrics({'x': 1.0}, 0)\ntr.finish()\n"
-            "print(os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'], os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'],"
-            " round(time.monotonic() - t, 2))\n")
+    code = (
+        "import os, time\nfrom npf.tracking import Tracker\nt = time.monotonic()\n"
+        f"tr = Tracker('e', 'r', {str(tmp_path / 'rid.txt')!r}, {{}}, {{}}, 'http://127.0.0.1:{free_port()}')\n"
+        "tr.log_metrics({'x': 1.0}, 0)\ntr.finish()\n"
+        "print(os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'], os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'],"
+        " round(time.monotonic() - t, 2))\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     r = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
@@ -297,10 +339,22 @@ def test_training_job_survives_a_dead_store(local_store, tmp_path, monkeypatch):
         shutil.copy(f, results / "datasets" / "cheetah" / f.name)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead_uri())
     h = [32, 32]
-    cfg = validate({"results_dir": str(results), "device": "cpu", "tasks": {"cheetah": ["forward", "backward"]},
-                    "offline": {"updates": 40, "batch_size": 16, "eval_interval": 40, "eval_episodes": 1,
-                                "checkpoint_every": 10, "log_every": 5,
-                                "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h}}})
+    cfg = validate(
+        {
+            "results_dir": str(results),
+            "device": "cpu",
+            "tasks": {"cheetah": ["forward", "backward"]},
+            "offline": {
+                "updates": 40,
+                "batch_size": 16,
+                "eval_interval": 40,
+                "eval_episodes": 1,
+                "checkpoint_every": 10,
+                "log_every": 5,
+                "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h},
+            },
+        }
+    )
     out = results / "runs" / "cheetah" / "mt-iql" / "seed0"
     t0 = time.monotonic()
     train_offline(cfg, "cheetah", "mt", "iql", 0, out)
@@ -312,8 +366,13 @@ def test_training_job_survives_a_dead_store(local_store, tmp_path, monkeypatch):
         for key, value, _, step in rec.get("m", []):
             spooled.setdefault(key, []).append((step, value))
     assert len(spooled["loss/critic"]) == 8
-    r = subprocess.run([PY, "-m", "npf.tracking", "sync", str(results), "--uri", local_store], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [PY, "-m", "npf.tracking", "sync", str(results), "--uri", local_store],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     c = client(local_store)
     rid = (out / "mlflow_run_id.txt").read_text().strip()

@@ -1,5 +1,6 @@
 """A dataset whose expert is no better than random makes normalized scores meaningless (the
 denominator expert − random is noise): the datasets stage says so, in its log and on its run."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,8 @@ import torch
 from npf.algos.sac import SAC, SACConfig
 from npf.config import validate
 from npf.evaluate import normalized_score, weak_expert
-from npf.stages import dataset
 from npf.expert_policy import save_expert_policy
+from npf.stages import dataset
 
 torch.set_num_threads(1)
 
@@ -24,8 +25,13 @@ def test_expert_within_one_random_std_is_weak():
     assert "experts.total_steps" in msg
 
 
-@pytest.mark.parametrize("scores", [{"random": 100.0, "random_std": 10.0, "expert": 50.0},   # worse
-                                    {"random": 100.0, "random_std": 0.0, "expert": 100.0}])  # equal
+@pytest.mark.parametrize(
+    "scores",
+    [
+        {"random": 100.0, "random_std": 10.0, "expert": 50.0},  # worse
+        {"random": 100.0, "random_std": 0.0, "expert": 100.0},
+    ],
+)  # equal
 def test_expert_not_above_random_is_weak(scores):
     assert weak_expert(scores) is not None
 
@@ -38,8 +44,9 @@ def test_expert_clearly_above_random_is_fine():
 def test_expert_must_also_beat_the_mid_range_action():
     # the quadruped 30K-step experts beat random by more than a std but not the A1 standing still
     s = {"random": 100.1, "random_std": 47.3, "expert": 436.1, "neutral": 467.1, "neutral_std": 0.5}  # pace-backward
-    assert weak_expert(s).startswith("the expert (436.1) is not clearly better than the constant mid-range action "
-                                     "(467.1 ± 0.5)")
+    assert weak_expert(s).startswith(
+        "the expert (436.1) is not clearly better than the constant mid-range action (467.1 ± 0.5)"
+    )
     assert weak_expert({**s, "expert": 467.5}) is not None  # within one std of standing still
     assert weak_expert({**s, "expert": 900.0}) is None
 
@@ -53,9 +60,13 @@ def test_dataset_stage_warns_in_the_log_and_on_the_run(tmp_path, monkeypatch, ca
     monkeypatch.setattr(dataset, "weak_expert", lambda s: seen.append(s) or "too weak for this test")
     policy = tmp_path / "policy.pt"
     save_expert_policy(policy, SAC(39, 4, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 39, 4, {})
-    cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
-                    "datasets": {"episodes": 2, "num_envs": 2, "random_episodes": 2, "eval_episodes": 1,
-                                 "weak_expert": "warn"}})
+    cfg = validate(
+        {
+            "results_dir": str(tmp_path / "results"),
+            "device": "cpu",
+            "datasets": {"episodes": 2, "num_envs": 2, "random_episodes": 2, "eval_episodes": 1, "weak_expert": "warn"},
+        }
+    )
     out = tmp_path / "results" / "datasets" / "mt10" / "reach.npz"
     manifest = dataset.collect_dataset(cfg, "mt10", "reach", policy, out)
     assert seen == []  # MT10 is scored by success, not normalized returns: no check
@@ -78,8 +89,13 @@ def test_dataset_stage_stops_on_a_weak_expert_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     policy = tmp_path / "policy.pt"
     save_expert_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
-    cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
-                    "datasets": {"episodes": 2, "num_envs": 2, "random_episodes": 2, "eval_episodes": 1}})
+    cfg = validate(
+        {
+            "results_dir": str(tmp_path / "results"),
+            "device": "cpu",
+            "datasets": {"episodes": 2, "num_envs": 2, "random_episodes": 2, "eval_episodes": 1},
+        }
+    )
     assert cfg["datasets"]["weak_expert"] == "error"
     seen = []
     monkeypatch.setattr(dataset, "weak_expert", lambda s: seen.append(s) or "too weak for this test")
@@ -107,9 +123,20 @@ def test_neutral_score_is_the_mid_range_action_return(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     policy = tmp_path / "policy.pt"
     save_expert_policy(policy, SAC(17, 6, SACConfig(hidden=[8]), torch.device("cpu"), seed=0), 17, 6, {})
-    cfg = validate({"results_dir": str(tmp_path / "results"), "device": "cpu",
-                    "datasets": {"episodes": 1, "num_envs": 1, "random_episodes": 1, "eval_episodes": 1,
-                                 "weak_expert": "warn", "seed": 7}})
+    cfg = validate(
+        {
+            "results_dir": str(tmp_path / "results"),
+            "device": "cpu",
+            "datasets": {
+                "episodes": 1,
+                "num_envs": 1,
+                "random_episodes": 1,
+                "eval_episodes": 1,
+                "weak_expert": "warn",
+                "seed": 7,
+            },
+        }
+    )
     manifest = dataset.collect_dataset(cfg, "cheetah", "forward", policy, tmp_path / "d.npz")
     env = make_env("cheetah", "forward")
     env.reset(seed=episode_seed(7 + 3, 0, 0))  # the neutral episodes' base seed: datasets.seed + 3

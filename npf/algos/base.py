@@ -8,12 +8,14 @@ In multitask training the first leading axis is the task axis N. Losses are redu
 task, ``N · mean`` is exactly Σ_n mean_b(loss_n), the paper's summed gradient (Algorithm 1);
 ``loss_scale = 1`` gives the average (Section 4.3, online).
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +38,7 @@ class Algorithm:
     device: torch.device = torch.device("cpu")
 
     # ---------------------------------------------------------------- construction helpers
-    def _configure(self, cfg: Any, cfg_type: type, obs_dim: int, act_dim: int,
-                   device: str | torch.device) -> Any:
+    def _configure(self, cfg: Any, cfg_type: type, obs_dim: int, act_dim: int, device: str | torch.device) -> Any:
         """Set ``cfg`` (a ``cfg_type``, or a mapping/None for ``cfg_type.from_dict``), the dims and
         the device (a string goes through :func:`npf.nets.resolve_device`); returns the config."""
         self.cfg = cfg if isinstance(cfg, cfg_type) else cfg_type.from_dict(cfg)
@@ -76,8 +77,13 @@ class Algorithm:
 
     def _batch(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         d = self.device
-        return (batch["obs"].to(d), batch["act"].to(d), batch["rew"].to(d),
-                batch["next_obs"].to(d), batch["done"].to(d))
+        return (
+            batch["obs"].to(d),
+            batch["act"].to(d),
+            batch["rew"].to(d),
+            batch["next_obs"].to(d),
+            batch["done"].to(d),
+        )
 
     @staticmethod
     def _step(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
@@ -95,6 +101,7 @@ class Algorithm:
         (interleaved), keep ``on`` only where it is faster by :data:`npf.algos.compile.MIN_GAIN`,
         and restore the state so that the timed updates leave no trace (see npf.algos.compile)."""
         from npf.algos import compile as compiling
+
         mode = compiling.compile_mode(mode)
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile: unknown value {mode!r} (choose {', '.join(COMPILE_MODES)})")

@@ -14,10 +14,12 @@ Actions live in [-1, 1] (max_action = 1). Batch tensors may carry any leading di
 pathway masks attached by other code. The ``num_samples`` repeated actions are therefore laid out
 along the batch axis (-2), ``[..., B·S, d]``, so the task axis always stays first.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -55,15 +57,14 @@ class BCQConfig:
     """activation of the hidden layers (the authors used tanh for the MuJoCo offline networks)"""
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "bcq") -> "BCQConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "bcq") -> BCQConfig:
         return from_dict(cls, d, where)
 
 
 class VAE(nn.Module):
     """Conditional VAE over actions: encoder (s, a) → (μ, log σ) of z, decoder (s, z) → tanh action."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden, activation: str = "relu",
-                 factory: MLPFactory = mlp):
+    def __init__(self, obs_dim: int, act_dim: int, hidden, activation: str = "relu", factory: MLPFactory = mlp):
         super().__init__()
         self.latent_dim = 2 * act_dim
         # One output layer for [μ, log σ] (the reference's two heads, concatenated).
@@ -87,8 +88,9 @@ class VAE(nn.Module):
 class Perturbation(nn.Module):
     """ξ_φ(s, a) = clip(a + Φ·tanh(f(s, a)), -1, 1)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden, phi: float, activation: str = "relu",
-                 factory: MLPFactory = mlp):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden, phi: float, activation: str = "relu", factory: MLPFactory = mlp
+    ):
         super().__init__()
         self.phi = phi
         self.net = factory(obs_dim + act_dim, act_dim, hidden, activation, "tanh")
@@ -102,9 +104,15 @@ class BCQ(Algorithm):
     roles = ("actor", "critic", "vae")
     compilable = ("_vae_loss_fn", "_critic_loss_fn", "_actor_loss_fn")
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: BCQConfig | Mapping | None = None,
-                 device: str | torch.device = "cpu", factory: MLPFactory = mlp,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: BCQConfig | Mapping | None = None,
+        device: str | torch.device = "cpu",
+        factory: MLPFactory = mlp,
+        seed: int | None = None,
+    ):
         c = self._configure(cfg, BCQConfig, obs_dim, act_dim, device)
         with self.seeded_init(seed):
             self.actor = Perturbation(obs_dim, act_dim, c.actor_hidden, c.phi, c.activation, factory)
@@ -151,10 +159,10 @@ class BCQ(Algorithm):
         c = self.cfg
         s = c.num_samples
         lead, b = next_obs.shape[:-2], next_obs.shape[-2]
-        rep = torch.repeat_interleave(next_obs, s, dim=-2)                   # [..., B·S, d]
+        rep = torch.repeat_interleave(next_obs, s, dim=-2)  # [..., B·S, d]
         q1, q2 = self.critic_target(rep, self.actor_target(rep, self._sample_vae_actions(rep, z)))
         q = c.lmbda * torch.min(q1, q2) + (1.0 - c.lmbda) * torch.max(q1, q2)  # [..., B·S, 1]
-        q = q.reshape(*lead, b, s).max(dim=-1, keepdim=True).values          # [..., B, 1]
+        q = q.reshape(*lead, b, s).max(dim=-1, keepdim=True).values  # [..., B, 1]
         return rew + (1.0 - done) * c.gamma * q
 
     def critic_loss(self, obs, act, rew, next_obs, done) -> tuple[Tensor, Tensor]:
@@ -199,12 +207,14 @@ class BCQ(Algorithm):
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
         self.num_updates += 1
-        return scalars({
-            "loss/vae": vae_loss.detach(),
-            "loss/critic": critic_loss.detach(),
-            "loss/actor": actor_loss.detach(),
-            "q/mean": q1.detach().mean(),
-        })
+        return scalars(
+            {
+                "loss/vae": vae_loss.detach(),
+                "loss/critic": critic_loss.detach(),
+                "loss/actor": actor_loss.detach(),
+                "q/mean": q1.detach().mean(),
+            }
+        )
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
@@ -215,8 +225,8 @@ class BCQ(Algorithm):
         """
         obs = obs.to(self.device)
         s = self.cfg.num_samples
-        rep = obs.unsqueeze(-2).expand(*obs.shape[:-1], s, obs.shape[-1])    # [..., S, d]
-        a = self.actor(rep, self._sample_vae_actions(rep))                    # [..., S, act]
-        q1, _ = self.critic(rep, a)                                           # [..., S, 1]
+        rep = obs.unsqueeze(-2).expand(*obs.shape[:-1], s, obs.shape[-1])  # [..., S, d]
+        a = self.actor(rep, self._sample_vae_actions(rep))  # [..., S, act]
+        q1, _ = self.critic(rep, a)  # [..., S, 1]
         idx = q1.argmax(dim=-2, keepdim=True).expand(*a.shape[:-2], 1, a.shape[-1])
         return a.gather(-2, idx).squeeze(-2)

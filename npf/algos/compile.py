@@ -7,6 +7,7 @@ optimizers to the fused Adam kernel. The numbers then equal eager ones within fl
 bit for bit (a fused kernel sums in another order). ``off`` is eager with foreach Adam: bit for bit
 today's numbers. ``auto`` decides at the first update from a measurement on that batch (below).
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,14 +69,17 @@ def _deciding_update(algo):
         del algo.update
         decide(algo, batch)
         return algo.update(batch)
+
     return update
 
 
 def _clock(algo):
     if algo.device.type == "cuda":
+
         def now():
             torch.cuda.synchronize(algo.device)
             return time.perf_counter()
+
         return now
     return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
 
@@ -104,9 +108,8 @@ def decide(algo, batch, rounds: int = AUTO_ROUNDS) -> dict:
                 times[kind].append(now() - t)
         eager, compiled = (statistics.median(times[k]) * 1e3 for k in ("eager", "compiled"))
         report.update(eager_ms=eager, compiled_ms=compiled, compiled=eager >= MIN_GAIN * compiled)
-        why = (f"eager {eager:.2f} ms, compiled {compiled:.2f} ms per update; "
-               f"compile {report['compile_s']:.0f} s")
-    except Exception as e:  # noqa: BLE001 — a backend that cannot compile this update: stay eager
+        why = f"eager {eager:.2f} ms, compiled {compiled:.2f} ms per update; compile {report['compile_s']:.0f} s"
+    except Exception as e:
         report["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
         why = f"compile failed: {report['error']}"
     _eager(algo)
@@ -114,9 +117,12 @@ def decide(algo, batch, rounds: int = AUTO_ROUNDS) -> dict:
     if report["compiled"]:
         _compiled(algo)
     algo.compile_report = report
-    print(f"compile: auto → {'on' if report['compiled'] else 'off'} ({type(algo).__name__}: {why})",
-          file=sys.stderr, flush=True)
+    print(
+        f"compile: auto → {'on' if report['compiled'] else 'off'} ({type(algo).__name__}: {why})",
+        file=sys.stderr,
+        flush=True,
+    )
     return report
 
 
-__all__ = ["MIN_GAIN", "AUTO_ROUNDS", "compile_mode", "set_mode", "decide", "optimizers"]
+__all__ = ["AUTO_ROUNDS", "MIN_GAIN", "compile_mode", "decide", "optimizers", "set_mode"]

@@ -6,6 +6,7 @@ under it). :func:`json_schema` turns the class into the JSON schema of its confi
 :mod:`npf.config` places into the pipeline's schema, so the block is checked, with ranges, before
 any job starts; :func:`from_dict` validates a mapping against the same schema and builds the config.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,10 +14,12 @@ import copy
 import dataclasses
 import functools
 import inspect
+import itertools
 import textwrap
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import jsonschema
 
@@ -38,9 +41,14 @@ def field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
@@ -69,8 +77,13 @@ def _schema(cls: type) -> dict:
         s = _type_schema(hints[f.name], f.metadata.get("schema", {}))
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         props[f.name] = {**s, "default": default, "description": docs.get(f.name, "")}
-    return {"type": "object", "additionalProperties": False, "default": {},
-            "description": f"{cls.__name__} ({cls.__module__})", "properties": props}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": f"{cls.__name__} ({cls.__module__})",
+        "properties": props,
+    }
 
 
 def json_schema(cls: type, defaults: bool = True) -> dict:

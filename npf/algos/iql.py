@@ -14,11 +14,13 @@ Update order follows the reference: V step, then actor and critic steps using th
 target update. Batch tensors may carry any leading dims ``[..., B, d]`` (first = task axis in
 multitask training, with pathway masks attached to the networks by other code).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -66,15 +68,23 @@ class IQLConfig:
             raise ValueError(f"iql: log_std_min ({self.log_std_min}) must be below log_std_max ({self.log_std_max})")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "iql") -> "IQLConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "iql") -> IQLConfig:
         return from_dict(cls, d, where)
 
 
 class GaussianPolicy(nn.Module):
     """π(·|s) = N(tanh(f(s)), diag exp(log_std)²), log_std a learnable vector (not state dependent)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden, activation: str = "relu",
-                 factory: MLPFactory = mlp, log_std_min: float = -5.0, log_std_max: float = 2.0):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden,
+        activation: str = "relu",
+        factory: MLPFactory = mlp,
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+    ):
         super().__init__()
         self.net = factory(obs_dim, act_dim, hidden, activation, "tanh")
         self.log_std = nn.Parameter(torch.zeros(act_dim))
@@ -100,13 +110,20 @@ class IQL(Algorithm):
     roles = ("actor", "critic", "value")
     compilable = ("target_q", "value_loss", "critic_loss", "actor_loss")
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: IQLConfig | Mapping | None = None,
-                 device: str | torch.device = "cpu", factory: MLPFactory = mlp,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: IQLConfig | Mapping | None = None,
+        device: str | torch.device = "cpu",
+        factory: MLPFactory = mlp,
+        seed: int | None = None,
+    ):
         c = self._configure(cfg, IQLConfig, obs_dim, act_dim, device)
         with self.seeded_init(seed):
-            self.actor = GaussianPolicy(obs_dim, act_dim, c.actor_hidden, c.activation, factory,
-                                        c.log_std_min, c.log_std_max)
+            self.actor = GaussianPolicy(
+                obs_dim, act_dim, c.actor_hidden, c.activation, factory, c.log_std_min, c.log_std_max
+            )
             self.critic = TwinQ(obs_dim, act_dim, c.critic_hidden, c.activation, factory)
             self.value = factory(obs_dim, 1, c.value_hidden, c.activation)
         self._finish_init(c.lr, seed, targets=("critic",))
@@ -169,14 +186,16 @@ class IQL(Algorithm):
 
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         self.num_updates += 1
-        return scalars({
-            "loss/value": value_loss.detach(),
-            "loss/critic": critic_loss.detach(),
-            "loss/actor": actor_loss.detach(),
-            "q/mean": q1.detach().mean(),
-            "v/mean": v.detach().mean(),
-            "adv/mean": adv.mean(),
-        })
+        return scalars(
+            {
+                "loss/value": value_loss.detach(),
+                "loss/critic": critic_loss.detach(),
+                "loss/actor": actor_loss.detach(),
+                "q/mean": q1.detach().mean(),
+                "v/mean": v.detach().mean(),
+                "adv/mean": adv.mean(),
+            }
+        )
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:

@@ -1,6 +1,7 @@
 """Soft Actor-Critic (Haarnoja et al. 2018): twin Q, tanh-Gaussian policy, learned temperature,
 delayed policy updates. Written once over plain networks; masks and task conditioning are added
 from outside (see npf.pathways / npf.multitask)."""
+
 from __future__ import annotations
 
 import copy
@@ -39,7 +40,7 @@ class SACConfig:
     """adam, or adamw (MT10 online)"""
 
     @classmethod
-    def from_dict(cls, d: dict | None, where: str = "sac") -> "SACConfig":
+    def from_dict(cls, d: dict | None, where: str = "sac") -> SACConfig:
         return from_dict(cls, d, where)
 
 
@@ -47,8 +48,16 @@ class SAC(Algorithm):
     roles = ("actor", "critic")
     compilable = ("_critic_loss_fn", "_actor_loss_fn")
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu",
-                 factory: MLPFactory = mlp, num_temperatures: int | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: SACConfig,
+        device: torch.device | str = "cpu",
+        factory: MLPFactory = mlp,
+        num_temperatures: int | None = None,
+        seed: int | None = None,
+    ):
         self.cfg, self.device = cfg, torch.device(device)
         if seed is not None:
             torch.manual_seed(seed)
@@ -57,8 +66,9 @@ class SAC(Algorithm):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         # One temperature, or one per task ([N, 1, 1], broadcasting over [N, B, 1]) for MT-SAC.
         shape = (1,) if num_temperatures is None else (num_temperatures, 1, 1)
-        self.log_alpha = torch.full(shape, float(torch.log(torch.tensor(cfg.init_temperature))),
-                                    device=self.device, requires_grad=True)
+        self.log_alpha = torch.full(
+            shape, float(torch.log(torch.tensor(cfg.init_temperature))), device=self.device, requires_grad=True
+        )
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
         self.actor_act_dim = act_dim
         self.actor_opt = make_optimizer(cfg.optimizer, self.actor.parameters(), cfg.lr)
@@ -80,8 +90,9 @@ class SAC(Algorithm):
 
     def _noise(self, obs: Tensor) -> Tensor:
         """The policy's standard normal noise for ``obs [..., obs_dim]``, from the own generator."""
-        return torch.randn((*obs.shape[:-1], self.actor_act_dim), generator=self.generator,
-                           device=obs.device, dtype=obs.dtype)
+        return torch.randn(
+            (*obs.shape[:-1], self.actor_act_dim), generator=self.generator, device=obs.device, dtype=obs.dtype
+        )
 
     def _critic_loss(self, batch: Batch, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
         eps = self._noise(batch["next_obs"]) if eps is None else eps
@@ -129,8 +140,14 @@ class SAC(Algorithm):
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_opt.step()
-            metrics.update({"loss/actor": actor_loss.detach(), "loss/alpha": alpha_loss.detach(),
-                            "alpha": self.alpha.detach().mean(), "entropy": -logp.detach().mean()})
+            metrics.update(
+                {
+                    "loss/actor": actor_loss.detach(),
+                    "loss/alpha": alpha_loss.detach(),
+                    "alpha": self.alpha.detach().mean(),
+                    "entropy": -logp.detach().mean(),
+                }
+            )
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         self.num_updates += 1
         return scalars(metrics)

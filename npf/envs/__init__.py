@@ -16,9 +16,10 @@ the seed does not move the goal (fixed, ``goal_seed=0`` as in the paper; see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, Mapping
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -98,8 +99,10 @@ def _suite_spec(suite: str) -> SuiteSpec:
     try:
         return SUITE_SPECS[suite]
     except KeyError:
-        raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITE_SPECS)} (a suite declared under "
-                         f"custom_suites in a config is known once npf.config.validate(config) has run)") from None
+        raise ValueError(
+            f"unknown suite {suite!r}; valid suites: {', '.join(SUITE_SPECS)} (a suite declared under "
+            f"custom_suites in a config is known once npf.config.validate(config) has run)"
+        ) from None
 
 
 def _check_task(suite: str, task: str) -> SuiteSpec:
@@ -144,9 +147,7 @@ def make_vec_env(suite: str, task: str, num_envs: int, seed: int | None) -> gym.
     env_id(suite, task)  # validate before building anything
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fns = [
-        partial(make_env, suite, task, seed=None if seed is None else seed + i) for i in range(num_envs)
-    ]
+    fns = [partial(make_env, suite, task, seed=None if seed is None else seed + i) for i in range(num_envs)]
     venv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     if seed is not None:
         venv.action_space.seed(seed)
@@ -179,14 +180,25 @@ def register_custom_suites(config: Mapping[str, Any] | None) -> list[str]:
         if old is not None:
             for task in old.tasks:
                 gym.registry.pop(f"npf/{old.id_prefix}-{task}-v0", None)
-        spec = SuiteSpec(name=suite, id_prefix=suite, entry_point=_custom.ENTRY_POINT,
-                         tasks={t: c.entry_kwargs() for t, c in tasks.items()}, episode_length=length,
-                         success_metric=bool(decl.get("success_metric", False)), custom=True)
+        spec = SuiteSpec(
+            name=suite,
+            id_prefix=suite,
+            entry_point=_custom.ENTRY_POINT,
+            tasks={t: c.entry_kwargs() for t, c in tasks.items()},
+            episode_length=length,
+            success_metric=bool(decl.get("success_metric", False)),
+            custom=True,
+        )
         SUITE_SPECS[suite] = spec
         SUITES[suite] = spec.task_names()
         for task, kwargs in spec.tasks.items():
-            gym.register(id=env_id(suite, task), entry_point=spec.entry_point, kwargs=dict(kwargs),
-                         max_episode_steps=length, disable_env_checker=spec.disable_env_checker)
+            gym.register(
+                id=env_id(suite, task),
+                entry_point=spec.entry_point,
+                kwargs=dict(kwargs),
+                max_episode_steps=length,
+                disable_env_checker=spec.disable_env_checker,
+            )
         _CUSTOM_REGISTERED[suite] = fp
     return names
 
@@ -226,10 +238,10 @@ __all__ = [
     "SuiteSpec",
     "env_id",
     "episode_length",
+    "forget_custom_suites",
     "is_success_suite",
     "make_env",
     "make_vec_env",
-    "forget_custom_suites",
     "register_all",
     "register_custom_suites",
 ]

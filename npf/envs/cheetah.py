@@ -115,7 +115,7 @@ class HalfCheetahMultitaskEnv(HalfCheetahEnv):
             self.observation_space.seed(seed)
 
     @classmethod
-    def from_spec(cls, spec: CheetahRewardSpec, **kwargs: Any) -> "HalfCheetahMultitaskEnv":
+    def from_spec(cls, spec: CheetahRewardSpec, **kwargs: Any) -> HalfCheetahMultitaskEnv:
         return cls(**asdict(spec), **kwargs)
 
     @property

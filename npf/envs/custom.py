@@ -26,12 +26,14 @@ length (the multitask networks are shared; nothing is padded): :func:`check_suit
 task once and raises a one-line ``ValueError`` naming the task otherwise. Discrete action
 spaces are rejected the same way.
 """
+
 from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -60,20 +62,29 @@ def space_problem(env: gym.Env) -> str | None:
     """Why the env cannot be an npf task (None if it can)."""
     obs, act = env.observation_space, env.action_space
     if not isinstance(act, spaces.Box):
-        return (f"action space {act} is not continuous (npf needs a gymnasium.spaces.Box; "
-                f"discrete-action envs are not supported)")
+        return (
+            f"action space {act} is not continuous (npf needs a gymnasium.spaces.Box; "
+            f"discrete-action envs are not supported)"
+        )
     if len(act.shape) != 1:
         return f"action space has shape {act.shape}, npf needs a flat (1-D) Box"
     if not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
         return f"action space {act} has infinite bounds (they are rescaled to [-1, 1])"
     if not isinstance(obs, spaces.Box) or len(obs.shape) != 1:
-        return (f"observation space {obs} is not a flat (1-D) Box "
-                f"(wrap the env, e.g. with gymnasium.wrappers.FlattenObservation, and register that)")
+        return (
+            f"observation space {obs} is not a flat (1-D) Box "
+            f"(wrap the env, e.g. with gymnasium.wrappers.FlattenObservation, and register that)"
+        )
     return None
 
 
-def make_custom_task(base_id: str, env_kwargs: Mapping[str, Any] | None = None, reward_scale: float = 1.0,
-                     seed: int | None = None, **make_kwargs: Any) -> gym.Env:
+def make_custom_task(
+    base_id: str,
+    env_kwargs: Mapping[str, Any] | None = None,
+    reward_scale: float = 1.0,
+    seed: int | None = None,
+    **make_kwargs: Any,
+) -> gym.Env:
     """Entry point of a custom task: the base env, action-rescaled and reward-scaled.
 
     ``seed`` seeds the env at construction (``reset(seed=seed)`` once, and the action space), so
@@ -81,8 +92,7 @@ def make_custom_task(base_id: str, env_kwargs: Mapping[str, Any] | None = None, 
     ``render_mode``) go to ``gymnasium.make`` of the base env; the time limit is the npf
     registration's (the base env's own ``TimeLimit`` is not applied).
     """
-    env = gym.make(base_id, max_episode_steps=-1, disable_env_checker=True,
-                   **{**dict(env_kwargs or {}), **make_kwargs})
+    env = gym.make(base_id, max_episode_steps=-1, disable_env_checker=True, **{**dict(env_kwargs or {}), **make_kwargs})
     problem = space_problem(env)
     if problem:
         env.close()
@@ -154,8 +164,9 @@ def check_suite(suite: str, tasks: Mapping[str, CustomTask]) -> tuple[int, int, 
         try:
             env = gym.make(t.base_id, max_episode_steps=-1, disable_env_checker=True, **dict(t.kwargs))
         except Exception as e:  # unknown kwargs, missing optional dependency (box2d, ...), ...
-            raise ValueError(f"{where}: cannot build {t.base_id} with kwargs {dict(t.kwargs)}: "
-                             f"{type(e).__name__}: {_one_line(e)}") from None
+            raise ValueError(
+                f"{where}: cannot build {t.base_id} with kwargs {dict(t.kwargs)}: {type(e).__name__}: {_one_line(e)}"
+            ) from None
         try:
             problem = space_problem(env)
             if problem:
@@ -167,11 +178,17 @@ def check_suite(suite: str, tasks: Mapping[str, CustomTask]) -> tuple[int, int, 
             first = (task, dims)
         elif dims != first[1]:
             (o0, a0, l0), (o1, a1, l1) = first[1], dims
-            what = (f"observation size {o1} vs {o0}" if o1 != o0 else
-                    f"action size {a1} vs {a0}" if a1 != a0 else
-                    f"episode length {l1} vs {l0} (set max_episode_steps)")
-            raise ValueError(f"{where} ({t.base_id}): {what} of task {first[0]!r}; the tasks of a suite share "
-                             f"one network, so their observation/action sizes and episode lengths must match")
+            what = (
+                f"observation size {o1} vs {o0}"
+                if o1 != o0
+                else f"action size {a1} vs {a0}"
+                if a1 != a0
+                else f"episode length {l1} vs {l0} (set max_episode_steps)"
+            )
+            raise ValueError(
+                f"{where} ({t.base_id}): {what} of task {first[0]!r}; the tasks of a suite share "
+                f"one network, so their observation/action sizes and episode lengths must match"
+            )
     assert first is not None
     return first[1]
 

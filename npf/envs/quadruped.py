@@ -97,8 +97,8 @@ m_v = exp(−‖v_xy − v*‖² / σ_v²) for hop-turn; for pace and sidestep (
 m_v = clip(v∥ / |v*|, 0, 1) · exp(−v⊥² / σ_v²), v∥ the velocity along v*, v⊥ across it.
 Every term is bounded: reward ∈ [0.05, 2.25] for every task on a step that does not end in a
 fall, and 50 less on the one that does, so surviving always pays and falling costs at once (not
-only the reward no longer collected, which a critic learns late); standing still earns only ≈ 0.35–0.5 of the maximum (the
-task terms carry most of the return).  ``info`` holds every term (``reward_alive``,
+only the reward no longer collected, which a critic learns late); standing still earns only
+≈ 0.35–0.5 of the maximum (the task terms carry most of the return).  ``info`` holds every term (``reward_alive``,
 ``reward_velocity``, ``reward_heading``, ``reward_upright``, ``reward_height``,
 ``reward_hop``, ``reward_torque`` (≤ 0), ``reward_action_rate`` (≤ 0), ``reward_fall`` (0 or
 −50); they sum to the
@@ -271,24 +271,45 @@ def build_a1_spec(urdf_path: str | Path | None = None) -> mujoco.MjSpec:
     for name in JOINT_NAMES:
         spec.joint(name).armature = ARMATURE
 
-    spec.add_texture(name="grid", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
-                     rgb1=[0.2, 0.3, 0.4], rgb2=[0.1, 0.15, 0.2], width=256, height=256)
+    spec.add_texture(
+        name="grid",
+        type=mujoco.mjtTexture.mjTEXTURE_2D,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+        rgb1=[0.2, 0.3, 0.4],
+        rgb2=[0.1, 0.15, 0.2],
+        width=256,
+        height=256,
+    )
     material = spec.add_material(name="grid", texrepeat=[8, 8], texuniform=True, reflectance=0.1)
     textures = list(material.textures)
     textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "grid"
     material.textures = textures
-    spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
-                     rgb1=[0.4, 0.6, 0.8], rgb2=[0.0, 0.0, 0.0], width=256, height=256)
-    spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05], material="grid",
-                            friction=list(FLOOR_FRICTION), contype=1, conaffinity=1, condim=3)
+    spec.add_texture(
+        name="sky",
+        type=mujoco.mjtTexture.mjTEXTURE_SKYBOX,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
+        rgb1=[0.4, 0.6, 0.8],
+        rgb2=[0.0, 0.0, 0.0],
+        width=256,
+        height=256,
+    )
+    spec.worldbody.add_geom(
+        name="floor",
+        type=mujoco.mjtGeom.mjGEOM_PLANE,
+        size=[0, 0, 0.05],
+        material="grid",
+        friction=list(FLOOR_FRICTION),
+        contype=1,
+        conaffinity=1,
+        condim=3,
+    )
     spec.worldbody.add_light(name="light", pos=[0, 0, 3], dir=[0, 0, -1], directional=True)
 
     for i, name in enumerate(JOINT_NAMES):
         j = spec.joint(name)
         lo, hi = (float(x) for x in j.range)
         effort = float(j.actfrcrange[1])
-        act = spec.add_actuator(name=name.replace("_joint", "_motor"), target=name,
-                                trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act = spec.add_actuator(name=name.replace("_joint", "_motor"), target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
         act.gaintype = mujoco.mjtGain.mjGAIN_FIXED
         act.biastype = mujoco.mjtBias.mjBIAS_AFFINE
         gain = np.zeros(10)
@@ -339,7 +360,7 @@ class A1MultitaskEnv(gym.Env, EzPickle):
         urdf_path: A1 URDF (default: the one in ``pybullet_data``).
     """
 
-    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": int(round(1.0 / DT))}
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": int(round(1.0 / DT))}  # noqa: RUF012 (gymnasium API)
 
     def __init__(
         self,
@@ -351,8 +372,16 @@ class A1MultitaskEnv(gym.Env, EzPickle):
         height: int = 480,
         urdf_path: str | None = None,
     ):
-        EzPickle.__init__(self, task=task, episode_steps=episode_steps, seed=seed, render_mode=render_mode,
-                          width=width, height=height, urdf_path=urdf_path)
+        EzPickle.__init__(
+            self,
+            task=task,
+            episode_steps=episode_steps,
+            seed=seed,
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            urdf_path=urdf_path,
+        )
         if task not in QUADRUPED_TASKS:
             raise ValueError(f"unknown quadruped task {task!r}; valid: {', '.join(QUADRUPED_TASKS)}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -445,16 +474,25 @@ class A1MultitaskEnv(gym.Env, EzPickle):
         mujoco.mju_quat2Mat(rot, quat)
         lin_vel_body = rot.reshape(3, 3).T @ d.qvel[0:3]
         phase = min(self._step_count, self.episode_steps) / self.episode_steps
-        return np.concatenate([
-            d.qpos[7:19],
-            d.qvel[6:18],
-            [math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch), math.sin(yaw_rel), math.cos(yaw_rel)],
-            d.qvel[3:6],
-            lin_vel_body,
-            d.qpos[2:3],
-            self._last_action,
-            [phase],
-        ]).astype(np.float64)
+        return np.concatenate(
+            [
+                d.qpos[7:19],
+                d.qvel[6:18],
+                [
+                    math.sin(roll),
+                    math.cos(roll),
+                    math.sin(pitch),
+                    math.cos(pitch),
+                    math.sin(yaw_rel),
+                    math.cos(yaw_rel),
+                ],
+                d.qvel[3:6],
+                lin_vel_body,
+                d.qpos[2:3],
+                self._last_action,
+                [phase],
+            ]
+        ).astype(np.float64)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -506,7 +544,7 @@ class A1MultitaskEnv(gym.Env, EzPickle):
         dxy = (pos_after[0:2] - pos_before[0:2]) / self.dt
         v_xy = np.array([c * dxy[0] + sn * dxy[1], -sn * dxy[0] + c * dxy[1]])  # R(−ψ0) · dxy
         v_z = float(pos_after[2] - pos_before[2]) / self.dt
-        qw, qx, qy, qz = (float(v) for v in d.qpos[3:7])
+        _qw, qx, qy, _qz = (float(v) for v in d.qpos[3:7])
         roll, pitch, yaw = quat_to_rpy(d.qpos[3:7])
         yaw_rel = wrap_angle(yaw - self._yaw0)
         up_z = 1.0 - 2.0 * (qx * qx + qy * qy)
@@ -517,7 +555,7 @@ class A1MultitaskEnv(gym.Env, EzPickle):
         terms = {
             "reward_alive": W_ALIVE,
             "reward_velocity": s.velocity_weight * self._velocity_match(v_xy, v_target),
-            "reward_heading": s.yaw_weight * math.exp(-wrap_angle(yaw_rel - yaw_target) ** 2 / SIGMA_YAW**2),
+            "reward_heading": s.yaw_weight * math.exp(-(wrap_angle(yaw_rel - yaw_target) ** 2) / SIGMA_YAW**2),
             "reward_upright": W_UPRIGHT * min(max(up_z, 0.0), 1.0),
             "reward_height": W_HEIGHT * min(max((z - Z_FALL) / (Z_NOMINAL - Z_FALL), 0.0), 1.0),
             "reward_hop": s.hop_weight * min(abs(v_z), V_HOP) / V_HOP,
@@ -559,10 +597,17 @@ class A1MultitaskEnv(gym.Env, EzPickle):
             from gymnasium.envs.mujoco.mujoco_rendering import MujocoRenderer
 
             self._renderer = MujocoRenderer(
-                self.model, self.data,
-                default_cam_config={"type": mujoco.mjtCamera.mjCAMERA_TRACKING, "trackbodyid": self.trunk_body,
-                                    "distance": 1.6, "elevation": -20.0, "azimuth": 120.0},
-                width=self.width, height=self.height,
+                self.model,
+                self.data,
+                default_cam_config={
+                    "type": mujoco.mjtCamera.mjCAMERA_TRACKING,
+                    "trackbodyid": self.trunk_body,
+                    "distance": 1.6,
+                    "elevation": -20.0,
+                    "azimuth": 120.0,
+                },
+                width=self.width,
+                height=self.height,
             )
         # Gymnasium's renderer draws with its free camera (it resets the camera type each frame):
         # follow the trunk by moving the free camera's look-at point
@@ -577,12 +622,12 @@ class A1MultitaskEnv(gym.Env, EzPickle):
 
 
 __all__ = [
-    "A1MultitaskEnv",
     "DT",
     "EPISODE_LENGTH",
     "OBS_DIM",
     "OBS_SLICES",
     "QUADRUPED_TASKS",
+    "A1MultitaskEnv",
     "QuadrupedTaskSpec",
     "a1_urdf_path",
     "build_a1_model",

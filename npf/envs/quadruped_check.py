@@ -10,6 +10,7 @@ open-loop diagonal trot).
 
     python -m npf.envs.quadruped_check pace-forward results/.../policy.pt random stand --episodes 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,16 @@ def rollout(env: A1MultitaskEnv, act, seed: int) -> dict:
     y_half = infos[min(half, len(infos)) - 1]["y_position"]
     yaws = np.array([i["yaw"] for i in infos])
     return {
-        "return": ret, "steps": len(infos), "fell": bool(infos[-1]["fell"]),
-        "x": infos[-1]["x_position"], "y": infos[-1]["y_position"],
+        "return": ret,
+        "steps": len(infos),
+        "fell": bool(infos[-1]["fell"]),
+        "x": infos[-1]["x_position"],
+        "y": infos[-1]["y_position"],
         "vx": infos[-1]["x_position"] / (len(infos) * DT),
-        "y_first_half": y_half, "y_second_half": infos[-1]["y_position"] - y_half if len(infos) > half else 0.0,
-        "yaw_max": float(yaws.max()), "yaw_final": float(yaws[-1]),
+        "y_first_half": y_half,
+        "y_second_half": infos[-1]["y_position"] - y_half if len(infos) > half else 0.0,
+        "yaw_max": float(yaws.max()),
+        "yaw_final": float(yaws[-1]),
         "abs_vz": float(np.mean([abs(i["velocity_z"]) for i in infos])),
     }
 
@@ -79,6 +85,7 @@ def policy_fn(name: str, seed: int = 0):
     def act(k, o):
         with torch.no_grad():
             return pol(torch.as_tensor(o, dtype=torch.float32).unsqueeze(0), deterministic=True)[0][0].numpy()
+
     return act
 
 

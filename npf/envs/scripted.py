@@ -10,10 +10,11 @@ Gaussian noise of std ``experts.noise_std`` to every action so the data covers m
 controller's single trajectory. Actions are clipped to the action space [-1, 1] (the controllers'
 gains can exceed it; Meta-World clips too).
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,8 +26,10 @@ Policy = Callable[[np.ndarray], np.ndarray]
 
 def _policy_class(suite: str, task: str):
     if suite not in SCRIPTED_SUITES:
-        raise ValueError(f"suite {suite!r} has no scripted policies (experts.source scripted works for: "
-                         f"{', '.join(SCRIPTED_SUITES)})")
+        raise ValueError(
+            f"suite {suite!r} has no scripted policies (experts.source scripted works for: "
+            f"{', '.join(SCRIPTED_SUITES)})"
+        )
     from metaworld.policies import ENV_POLICY_MAP  # lazy: importing metaworld is slow
 
     key = f"{task}-v3"

@@ -4,17 +4,26 @@ NPF phases: ``pretrain`` (N stacked per-task copies with the same initial weight
 on its own pathway) then ``shared`` (the copies merged into one network with N frozen pathways,
 task gradients averaged). Baselines are ``shared`` from the start.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from npf.algos.sac import SAC
 from npf.baselines import PCGradSAC
-from npf.dapd import (DAPDController, attach_copy_masks, broadcast_state, copies_factory, copies_group_grad_norms,
-                      copies_snip_scores, merge_copies, shared_snip_scores)
+from npf.dapd import (
+    DAPDController,
+    attach_copy_masks,
+    broadcast_state,
+    copies_factory,
+    copies_group_grad_norms,
+    copies_snip_scores,
+    merge_copies,
+    shared_snip_scores,
+)
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.online.settings import CONDITIONING, METHODS, OnlineSettings
 from npf.online_buffers import TaskReplay
@@ -28,8 +37,18 @@ class OnlineAgent:
     ``shared`` (one network, N pathways). Baselines are always ``shared``.
     """
 
-    def __init__(self, method: str, num_tasks: int, obs_dim: int, act_dim: int, settings: OnlineSettings,
-                 device: torch.device, seed: int, dapd_threshold: float | None, backend: str | None = None):
+    def __init__(
+        self,
+        method: str,
+        num_tasks: int,
+        obs_dim: int,
+        act_dim: int,
+        settings: OnlineSettings,
+        device: torch.device,
+        seed: int,
+        dapd_threshold: float | None,
+        backend: str | None = None,
+    ):
         if method not in CONDITIONING:
             raise ValueError(f"online method must be one of {METHODS}, got {method!r}")
         self.method, self.n, self.settings, self.device = method, num_tasks, settings, device
@@ -38,14 +57,28 @@ class OnlineAgent:
         self.npf = self.cond == "npf"
         self.pretrain_steps = settings.pretrain_steps if method == "sac-npf" else 0
         cls = PCGradSAC if method == "pcgrad" else SAC
-        self.shared: SAC = cls(obs_dim_for(self.cond, obs_dim, num_tasks), act_dim, settings.sac, device,
-                               factory=factory_for(self.cond, num_tasks), num_temperatures=num_tasks, seed=seed)
+        self.shared: SAC = cls(
+            obs_dim_for(self.cond, obs_dim, num_tasks),
+            act_dim,
+            settings.sac,
+            device,
+            factory=factory_for(self.cond, num_tasks),
+            num_temperatures=num_tasks,
+            seed=seed,
+        )
         self.copies: SAC | None = None
         self.phase = "shared"
         if self.npf and self.pretrain_steps > 0:
             self.phase = "pretrain"
-            self.copies = SAC(obs_dim, act_dim, settings.sac, device, factory=copies_factory(num_tasks),
-                              num_temperatures=num_tasks, seed=seed)
+            self.copies = SAC(
+                obs_dim,
+                act_dim,
+                settings.sac,
+                device,
+                factory=copies_factory(num_tasks),
+                num_temperatures=num_tasks,
+                seed=seed,
+            )
             for role, net in self.shared.networks().items():
                 self.copies.networks()[role].load_state_dict(broadcast_state(net.state_dict(), num_tasks))
             for role, tgt in self.shared.targets().items():
@@ -55,8 +88,19 @@ class OnlineAgent:
         self.learner: MultitaskLearner | None = None
         if not self.npf:
             self.learner = MultitaskLearner(self.shared, self.cond, num_tasks, reduce="mean", **self._backend)
-        self.dapd = DAPDController(num_tasks, settings.dapd_mode, settings.dapd_M, settings.dapd_interval,
-                                   settings.keep_ratio, dapd_threshold, settings.stop_window) if self.npf else None
+        self.dapd = (
+            DAPDController(
+                num_tasks,
+                settings.dapd_mode,
+                settings.dapd_M,
+                settings.dapd_interval,
+                settings.keep_ratio,
+                dapd_threshold,
+                settings.stop_window,
+            )
+            if self.npf
+            else None
+        )
         self.merged_at: int | None = None  # update count at the merge
         self.merged_at_step: int | None = None  # env step of the merge
 
@@ -96,8 +140,9 @@ class OnlineAgent:
         if self.phase == "pretrain":
             every = copies_snip_scores(self.copies, dapd_buffer.contents(), self.settings.mask_bias)
             return {n: every[n] for n in tasks}
-        return {n: shared_snip_scores(self.shared, dapd_buffer.task_contents(n), n, self.settings.mask_bias)
-                for n in tasks}
+        return {
+            n: shared_snip_scores(self.shared, dapd_buffer.task_contents(n), n, self.settings.mask_bias) for n in tasks
+        }
 
     def discover(self, dapd_buffer: TaskReplay) -> None:
         masks = self.dapd.discover([self.scores(dapd_buffer, range(self.n))[n] for n in range(self.n)])
@@ -158,8 +203,9 @@ class OnlineAgent:
     def finalize(self, step: int | None = None) -> None:
         """Before writing final.pt (at env ``step``): a run stopped during pretraining is merged."""
         if self.npf and self.pathways is None:
-            raise RuntimeError("no pathways were discovered: total_steps must exceed learning_starts by at "
-                               "least one episode")
+            raise RuntimeError(
+                "no pathways were discovered: total_steps must exceed learning_starts by at least one episode"
+            )
         if self.phase == "pretrain":
             self.merge(step)
 
@@ -176,12 +222,16 @@ class OnlineAgent:
 
     # ---- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"method": self.method, "phase": self.phase, "shared": self.shared.state_dict(),
-                "copies": None if self.copies is None else self.copies.state_dict(),
-                "pathways": None if self.pathways is None else self.pathways.state_dict(),
-                "dapd": None if self.dapd is None else self.dapd.state_dict(),
-                "merged_at": -1 if self.merged_at is None else self.merged_at,
-                "merged_at_step": -1 if self.merged_at_step is None else self.merged_at_step}
+        return {
+            "method": self.method,
+            "phase": self.phase,
+            "shared": self.shared.state_dict(),
+            "copies": None if self.copies is None else self.copies.state_dict(),
+            "pathways": None if self.pathways is None else self.pathways.state_dict(),
+            "dapd": None if self.dapd is None else self.dapd.state_dict(),
+            "merged_at": -1 if self.merged_at is None else self.merged_at,
+            "merged_at_step": -1 if self.merged_at_step is None else self.merged_at_step,
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         if state["method"] != self.method:
@@ -212,9 +262,10 @@ def cpu_generators(state: Mapping) -> dict:
     return s
 
 
-
 def numpy_policy(agent: OnlineAgent, device: torch.device, deterministic: bool = True):
     """``agent`` as a function of numpy observations ``[N, E, obs_dim]`` → actions."""
+
     def policy(obs: np.ndarray) -> np.ndarray:
         return agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic).cpu().numpy()
+
     return policy

@@ -18,26 +18,27 @@ episode so far, which a resume replays from the episode's seeded reset to rebuil
 Outputs in ``out_dir``: ``final.pt``, ``metrics.csv`` (``step, updates, score_mean, score/<task>,
 return/<task>``), ``grad_norms.csv`` (NPF: ‖m_n ⊙ ∂L/∂w‖ per task), ``summary.json``, MLflow run.
 """
+
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from npf import checkpoint as ckpt
-from npf.checkpoint import CheckpointError
 from npf.algos.base import check_finite
+from npf.checkpoint import CheckpointError
+from npf.config import pathway_backend
 from npf.data import write_json
 from npf.envs import episode_length, is_success_suite, make_env
 from npf.nets import resolve_device
 from npf.online.agent import OnlineAgent, numpy_policy
 from npf.online.evaluate import PeriodicEvaluator
-from npf.config import pathway_backend
 from npf.online.settings import STATE_FORMAT, OnlineSettings
 from npf.online.tidy import GRAD_FIELDS, score_fields, write_csv
 from npf.online_buffers import ChunkStore, TaskReplay
@@ -114,14 +115,26 @@ class OnlineRun:
 
 
 # ------------------------------------------------------------------------------------ the loop
-def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed: int, settings: OnlineSettings,
-               out_dir: str | Path, *, stage: str, run_name: str, wildcards: dict,
-               stop_after_steps: int | None = None) -> dict:
+def run_online(
+    cfg: Mapping,
+    suite: str,
+    tasks: Sequence[str],
+    method: str,
+    seed: int,
+    settings: OnlineSettings,
+    out_dir: str | Path,
+    *,
+    stage: str,
+    run_name: str,
+    wildcards: dict,
+    stop_after_steps: int | None = None,
+) -> dict:
     """Train (or resume) one online multitask run. ``stop_after_steps`` simulates a kill after the
     first checkpoint at or past that step (tests)."""
     run = open_run(cfg, suite, tasks, method, seed, settings, out_dir, run_name, stop_after_steps)
-    run.tracker = stage_tracker(cfg, stage, suite, run_name, run.out_dir / "mlflow_run_id.txt", wildcards,
-                                fresh=run.resumable.last_good is None)
+    run.tracker = stage_tracker(
+        cfg, stage, suite, run_name, run.out_dir / "mlflow_run_id.txt", wildcards, fresh=run.resumable.last_good is None
+    )
     run.progress = Progress(settings.total_steps, run_name, initial=run.step)
     run.clock_start, run.wall_before = time.perf_counter(), run.timing["wall"]
     stop_asked = run.resumable.guard
@@ -147,8 +160,17 @@ def run_online(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed
 
 
 # ------------------------------------------------------------------------------------ set-up
-def open_run(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed: int, settings: OnlineSettings,
-             out_dir: str | Path, run_name: str, stop_after_steps: int | None) -> OnlineRun:
+def open_run(
+    cfg: Mapping,
+    suite: str,
+    tasks: Sequence[str],
+    method: str,
+    seed: int,
+    settings: OnlineSettings,
+    out_dir: str | Path,
+    run_name: str,
+    stop_after_steps: int | None,
+) -> OnlineRun:
     """Build a run's envs, agent and buffers; continue from ``checkpoint.pt`` when there is one."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,19 +185,40 @@ def open_run(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed: 
         raise ValueError(f"suite {suite}: tasks have different observation/action sizes {sorted(dims)}")
     obs_dim, act_dim = dims.pop()
     n = len(tasks)
-    agent = OnlineAgent(method, n, obs_dim, act_dim, settings, device, seed, settings.threshold(suite),
-                        pathway_backend(cfg))
+    agent = OnlineAgent(
+        method, n, obs_dim, act_dim, settings, device, seed, settings.threshold(suite), pathway_backend(cfg)
+    )
     agent.shared.set_compile(cfg.get("compile", "off"))
     replay = TaskReplay(n, min(settings.buffer_size, settings.total_steps * per_task), obs_dim, act_dim, device)
     dapd_buffer = TaskReplay(n, settings.td_episodes * episode_length(suite) * per_task, obs_dim, act_dim, device)
     sampler = torch.Generator(device=device)
     sampler.manual_seed(seed + 17)
-    run = OnlineRun(suite=suite, tasks=tasks, method=method, seed=seed, settings=settings, out_dir=out_dir,
-                    device=device, obs_dim=obs_dim, act_dim=act_dim, agent=agent, replay=replay,
-                    dapd_buffer=dapd_buffer, replay_store=ChunkStore(out_dir / "replay"), sampler=sampler,
-                    resumable=ResumableRun(run_name, out_dir / "checkpoint.pt", settings.checkpoint_every,
-                                           settings.total_steps, stop_after=stop_after_steps),
-                    envs=envs, episodes=[0] * (n * per_task), recent_returns=[[] for _ in range(n)])
+    run = OnlineRun(
+        suite=suite,
+        tasks=tasks,
+        method=method,
+        seed=seed,
+        settings=settings,
+        out_dir=out_dir,
+        device=device,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        agent=agent,
+        replay=replay,
+        dapd_buffer=dapd_buffer,
+        replay_store=ChunkStore(out_dir / "replay"),
+        sampler=sampler,
+        resumable=ResumableRun(
+            run_name,
+            out_dir / "checkpoint.pt",
+            settings.checkpoint_every,
+            settings.total_steps,
+            stop_after=stop_after_steps,
+        ),
+        envs=envs,
+        episodes=[0] * (n * per_task),
+        recent_returns=[[] for _ in range(n)],
+    )
     if run.checkpoint_path.exists():
         restore(run, ckpt.load(run.checkpoint_path, map_location="cpu"))
     else:
@@ -184,8 +227,9 @@ def open_run(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed: 
     run.obs = run.pool.reset()
     if run.episode_actions:
         replay_episode_so_far(run)
-    run.evaluator = PeriodicEvaluator(suite, tasks, settings.eval_episodes, 1000 + seed,
-                                      int(cfg.get("evaluation", {}).get("envs_per_task", 10)))
+    run.evaluator = PeriodicEvaluator(
+        suite, tasks, settings.eval_episodes, 1000 + seed, int(cfg.get("evaluation", {}).get("envs_per_task", 10))
+    )
     write_csv(run.metrics_path, run.eval_rows, score_fields(tasks))
     if agent.npf:
         write_csv(run.grads_path, run.grad_rows, GRAD_FIELDS)
@@ -193,11 +237,24 @@ def open_run(cfg: Mapping, suite: str, tasks: Sequence[str], method: str, seed: 
 
 
 def checkpoint_state(run: OnlineRun, replay_chunks: list[str]) -> dict:
-    state = {"format": STATE_FORMAT, "tasks": run.tasks, "method": run.method, "step": run.step,
-             "update_debt": run.update_debt, "started": run.training_started, "episodes": list(run.pool.episodes),
-             "agent": run.agent.state_dict(), "replay_chunks": replay_chunks, "td": run.dapd_buffer.state_dict(),
-             "gen": run.sampler.get_state(), "global_rng": ckpt.rng_state(), "eval_rows": run.eval_rows,
-             "grad_rows": run.grad_rows, "recent": run.recent_returns, "timing": run.timing}
+    state = {
+        "format": STATE_FORMAT,
+        "tasks": run.tasks,
+        "method": run.method,
+        "step": run.step,
+        "update_debt": run.update_debt,
+        "started": run.training_started,
+        "episodes": list(run.pool.episodes),
+        "agent": run.agent.state_dict(),
+        "replay_chunks": replay_chunks,
+        "td": run.dapd_buffer.state_dict(),
+        "gen": run.sampler.get_state(),
+        "global_rng": ckpt.rng_state(),
+        "eval_rows": run.eval_rows,
+        "grad_rows": run.grad_rows,
+        "recent": run.recent_returns,
+        "timing": run.timing,
+    }
     if not run.pool.at_episode_start:  # SIGTERM mid-episode: what rebuilds the simulators
         state["episode_actions"] = torch.from_numpy(np.stack(run.episode_actions))
         state["obs"] = torch.from_numpy(run.obs.copy())
@@ -214,8 +271,10 @@ def restore(run: OnlineRun, state: dict) -> None:
         run.replay_store.restore(run.replay, state["replay_chunks"])
         run.replay_store.prune(state["replay_chunks"])
     elif int(state["step"]) < total:
-        raise ValueError(f"{path}: this run finished at {state['step']} steps and its replay buffers were deleted; "
-                         f"it cannot be extended to total_steps {total}")
+        raise ValueError(
+            f"{path}: this run finished at {state['step']} steps and its replay buffers were deleted; "
+            f"it cannot be extended to total_steps {total}"
+        )
     run.dapd_buffer.load_state_dict(state["td"])
     run.sampler.set_state(state["gen"].cpu())
     ckpt.set_rng_state(state["global_rng"])
@@ -238,9 +297,11 @@ def replay_episode_so_far(run: OnlineRun) -> None:
         if run.pool.step(actions).finished:
             raise CheckpointError(f"{run.checkpoint_path}: an episode ended while replaying its recorded actions")
     if not np.array_equal(run.pool.obs, run.mid_episode_obs):
-        raise CheckpointError(f"{run.checkpoint_path}: replaying the episode's actions did not reproduce its "
-                              "observations (the environment is not deterministic); delete the checkpoint to "
-                              "start over")
+        raise CheckpointError(
+            f"{run.checkpoint_path}: replaying the episode's actions did not reproduce its "
+            "observations (the environment is not deterministic); delete the checkpoint to "
+            "start over"
+        )
     run.obs = run.pool.obs
 
 
@@ -254,9 +315,13 @@ def collect(run: OnlineRun) -> StepResult:
     t1 = time.perf_counter()
     result = run.pool.step(actions)
     t2 = time.perf_counter()
-    rows = dict(obs=run.obs.reshape(n, per_task, obs_dim), act=actions.reshape(n, per_task, act_dim),
-                rew=result.reward.reshape(n, per_task), next_obs=result.final_obs.reshape(n, per_task, obs_dim),
-                done=result.terminated.reshape(n, per_task).astype(np.float32))
+    rows = dict(
+        obs=run.obs.reshape(n, per_task, obs_dim),
+        act=actions.reshape(n, per_task, act_dim),
+        rew=result.reward.reshape(n, per_task),
+        next_obs=result.final_obs.reshape(n, per_task, obs_dim),
+        done=result.terminated.reshape(n, per_task).astype(np.float32),
+    )
     rows = {k: torch.as_tensor(v, dtype=torch.float32, device=run.device) for k, v in rows.items()}  # once, for both
     run.replay.add(**rows)
     run.dapd_buffer.add(**rows)
@@ -298,8 +363,16 @@ def log_grad_norms(run: OnlineRun, updates: int) -> None:
     norms = run.agent.group_grad_norms()
     logged = {}
     for i, task in enumerate(run.tasks):
-        run.grad_rows.append({"step": run.step, "updates": updates, "phase": run.agent.phase, "task": task,
-                              "grad_norm": float(norms["actor"][i]), "grad_norm_critic": float(norms["critic"][i])})
+        run.grad_rows.append(
+            {
+                "step": run.step,
+                "updates": updates,
+                "phase": run.agent.phase,
+                "task": task,
+                "grad_norm": float(norms["actor"][i]),
+                "grad_norm_critic": float(norms["critic"][i]),
+            }
+        )
         logged[f"grad_norm/{task}"] = float(norms["actor"][i])
         logged[f"grad_norm/critic/{task}"] = float(norms["critic"][i])
     run.tracker.log_metrics(logged, run.step)
@@ -310,12 +383,14 @@ def end_of_episodes(run: OnlineRun, result: StepResult) -> None:
     and, at the first boundary after ``learning_starts``, the start of training (NPF: discovery)."""
     n, per_task, agent = run.num_tasks, run.envs_per_task, run.agent
     if len(result.finished) != n * per_task:
-        raise RuntimeError(f"{run.suite}: episodes of different tasks ended at different steps; online training "
-                           "needs fixed-length episodes (lock step)")
+        raise RuntimeError(
+            f"{run.suite}: episodes of different tasks ended at different steps; online training "
+            "needs fixed-length episodes (lock step)"
+        )
     t0 = time.perf_counter()
     logged = {}
     by_task: dict[int, list[tuple[float, bool]]] = {}
-    for (env, episode_return, _, success) in result.finished:
+    for env, episode_return, _, success in result.finished:
         by_task.setdefault(env // per_task, []).append((episode_return, success))
     dapd_on = agent.npf and run.training_started
     for task, episodes in by_task.items():
@@ -371,8 +446,11 @@ def evaluate(run: OnlineRun) -> None:
     except EvaluationCut:
         return
     key = "success" if run.success_suite else "return"
-    row = {"step": run.step, "updates": run.agent.num_updates,
-           "score_mean": float(np.mean([scores[t][key] for t in run.tasks]))}
+    row = {
+        "step": run.step,
+        "updates": run.agent.num_updates,
+        "score_mean": float(np.mean([scores[t][key] for t in run.tasks])),
+    }
     row.update({f"score/{t}": scores[t][key] for t in run.tasks})
     row["return_mean"] = float(np.mean([scores[t]["return"] for t in run.tasks]))
     row.update({f"return/{t}": scores[t]["return"] for t in run.tasks})
@@ -393,12 +471,14 @@ def rates(run: OnlineRun) -> dict:
     timing = run.timing
     wall = run.wall_before + (time.perf_counter() - run.clock_start)
     transitions = timing["transitions"]
-    return {"env_steps_per_s": transitions / max(wall, 1e-9),
-            "collect_env_steps_per_s": transitions / max(timing["act"] + timing["env"] + timing["store"], 1e-9),
-            "raw_env_steps_per_s": transitions / max(timing["env"], 1e-9),
-            "updates_per_s": timing["updates"] / max(timing["update"], 1e-9),
-            "loop_updates_per_s": timing["updates"] / max(wall, 1e-9),
-            "wall_s": wall}
+    return {
+        "env_steps_per_s": transitions / max(wall, 1e-9),
+        "collect_env_steps_per_s": transitions / max(timing["act"] + timing["env"] + timing["store"], 1e-9),
+        "raw_env_steps_per_s": transitions / max(timing["env"], 1e-9),
+        "updates_per_s": timing["updates"] / max(timing["update"], 1e-9),
+        "loop_updates_per_s": timing["updates"] / max(wall, 1e-9),
+        "wall_s": wall,
+    }
 
 
 def log_rates(run: OnlineRun) -> None:
@@ -427,20 +507,37 @@ def finish(run: OnlineRun) -> dict:
     agent, settings = run.agent, run.settings
     agent.finalize(run.step)
     run.timing["wall"] = run.wall_before + (time.perf_counter() - run.clock_start)
-    final = {"format": STATE_FORMAT, "algo": agent.shared.state_dict(), "method": run.method, "suite": run.suite,
-             "tasks": run.tasks, "seed": run.seed, "obs_dim": run.obs_dim, "act_dim": run.act_dim,
-             "sac": asdict(settings.sac), "conditioning": agent.cond, "steps": run.step,
-             "updates": agent.num_updates}
+    final = {
+        "format": STATE_FORMAT,
+        "algo": agent.shared.state_dict(),
+        "method": run.method,
+        "suite": run.suite,
+        "tasks": run.tasks,
+        "seed": run.seed,
+        "obs_dim": run.obs_dim,
+        "act_dim": run.act_dim,
+        "sac": asdict(settings.sac),
+        "conditioning": agent.cond,
+        "steps": run.step,
+        "updates": agent.num_updates,
+    }
     if agent.pathways is not None:
         final["pathways"] = agent.pathways.state_dict()
     save_checkpoint(final, run.out_dir / "final.pt", run.step)
     if agent.npf:
         write_csv(run.grads_path, run.grad_rows, GRAD_FIELDS)
-    summary = {"suite": run.suite, "tasks": run.tasks, "method": run.method, "seed": run.seed,
-               "env_steps_per_task": run.step, "updates": agent.num_updates,
-               "final_score_mean": run.eval_rows[-1]["score_mean"], "rates": rates(run),
-               "timing_s": {k: v for k, v in run.timing.items() if k not in ("transitions", "updates")},
-               "transitions": run.timing["transitions"]}
+    summary = {
+        "suite": run.suite,
+        "tasks": run.tasks,
+        "method": run.method,
+        "seed": run.seed,
+        "env_steps_per_task": run.step,
+        "updates": agent.num_updates,
+        "final_score_mean": run.eval_rows[-1]["score_mean"],
+        "rates": rates(run),
+        "timing_s": {k: v for k, v in run.timing.items() if k not in ("transitions", "updates")},
+        "transitions": run.timing["transitions"],
+    }
     if agent.npf:
         summary["dapd"] = dapd_summary(run)
     write_json(run.out_dir / "summary.json", summary)
@@ -453,11 +550,18 @@ def finish(run: OnlineRun) -> dict:
 
 def dapd_summary(run: OnlineRun) -> dict:
     dapd, agent, tasks = run.agent.dapd, run.agent, run.tasks
-    return {"mode": run.settings.dapd_mode, "M": run.settings.dapd_M, "threshold": run.settings.threshold(run.suite),
-            "rescores": dict(zip(tasks, dapd.rescores)), "frozen": dict(zip(tasks, dapd.frozen)),
-            "frozen_at_step": dict(zip(tasks, dapd.frozen_at)), "frozen_by": dict(zip(tasks, dapd.frozen_by)),
-            "merged_at_update": agent.merged_at, "merged_at_step": agent.merged_at_step,
-            "density": {role: [float(x) for x in agent.pathways.density(role)] for role in agent.pathways.roles}}
+    return {
+        "mode": run.settings.dapd_mode,
+        "M": run.settings.dapd_M,
+        "threshold": run.settings.threshold(run.suite),
+        "rescores": dict(zip(tasks, dapd.rescores)),
+        "frozen": dict(zip(tasks, dapd.frozen)),
+        "frozen_at_step": dict(zip(tasks, dapd.frozen_at)),
+        "frozen_by": dict(zip(tasks, dapd.frozen_by)),
+        "merged_at_update": agent.merged_at,
+        "merged_at_step": agent.merged_at_step,
+        "density": {role: [float(x) for x in agent.pathways.density(role)] for role in agent.pathways.roles},
+    }
 
 
 def drop_replay(run: OnlineRun) -> None:

@@ -3,11 +3,12 @@
 ``online`` block of the config → :class:`OnlineSettings`; DAPD-ablation variant names; semantic
 checks; the ``(suite, method, seed)`` runs and their final output files.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Mapping
 
 from npf.algos.sac import SACConfig
 from npf.config import deep_merge, online_runs, suite_tasks
@@ -17,8 +18,14 @@ METHODS = ("sac-npf", "sac-npf-nopretrain", "mt-sac", "mh-sac", "pcgrad")
 #: methods with a final evaluation (Table 4); the no-pretrain run only feeds Fig. 4
 EVAL_METHODS = ("sac-npf", "mt-sac", "mh-sac", "pcgrad")
 NPF_METHODS = ("sac-npf", "sac-npf-nopretrain")
-CONDITIONING = {"sac-npf": "npf", "sac-npf-nopretrain": "npf", "mt-sac": "mt", "pcgrad": "mt", "mh-sac": "mhmt",
-                "sac": "mhmt"}  # "sac": dense single-task SAC (one head) for the DAPD ablation
+CONDITIONING = {
+    "sac-npf": "npf",
+    "sac-npf-nopretrain": "npf",
+    "mt-sac": "mt",
+    "pcgrad": "mt",
+    "mh-sac": "mhmt",
+    "sac": "mhmt",
+}  # "sac": dense single-task SAC (one head) for the DAPD ablation
 VARIANT_RE = re.compile(r"^(?:(single-shot)|(dense)|dapd(?:-M(\d+))?(-nothreshold)?)$")
 STATE_FORMAT = "npf.online/1"
 
@@ -64,14 +71,25 @@ def online_settings(cfg: Mapping) -> OnlineSettings:
     """The ``online`` block of a validated config as :class:`OnlineSettings`."""
     o, d = cfg["online"], cfg["online"]["dapd"]
     return OnlineSettings(
-        total_steps=int(o["total_steps"]), learning_starts=int(o["learning_starts"]),
-        envs_per_task=int(o["envs_per_task"]), updates_per_step=float(o["updates_per_step"]),
-        batch_size=int(o["batch_size"]), buffer_size=int(o["buffer_size"]), eval_interval=int(o["eval_interval"]),
-        eval_episodes=int(o["eval_episodes"]), checkpoint_every=int(o["checkpoint_every"]),
-        log_every=int(o["log_every"]), grad_norm_every=int(o["grad_norm_every"]),
-        pretrain_steps=int(o["pretrain_steps"]), keep_ratio=float(cfg["pathways"]["keep_ratio"]),
-        mask_bias=bool(cfg["pathways"]["mask_bias"]), dapd_mode=d["mode"], dapd_M=int(d["M"]),
-        dapd_interval=int(d["interval"]), td_episodes=int(d["td_episodes"]), stop_window=int(d["stop_window"]),
+        total_steps=int(o["total_steps"]),
+        learning_starts=int(o["learning_starts"]),
+        envs_per_task=int(o["envs_per_task"]),
+        updates_per_step=float(o["updates_per_step"]),
+        batch_size=int(o["batch_size"]),
+        buffer_size=int(o["buffer_size"]),
+        eval_interval=int(o["eval_interval"]),
+        eval_episodes=int(o["eval_episodes"]),
+        checkpoint_every=int(o["checkpoint_every"]),
+        log_every=int(o["log_every"]),
+        grad_norm_every=int(o["grad_norm_every"]),
+        pretrain_steps=int(o["pretrain_steps"]),
+        keep_ratio=float(cfg["pathways"]["keep_ratio"]),
+        mask_bias=bool(cfg["pathways"]["mask_bias"]),
+        dapd_mode=d["mode"],
+        dapd_M=int(d["M"]),
+        dapd_interval=int(d["interval"]),
+        td_episodes=int(d["td_episodes"]),
+        stop_window=int(d["stop_window"]),
         return_threshold=None if d["return_threshold"] is None else float(d["return_threshold"]),
         success_threshold=None if d["success_threshold"] is None else float(d["success_threshold"]),
         sac=_sac_config(o["sac"], int(o["batch_size"]), "online.sac"),
@@ -84,8 +102,10 @@ def parse_variant(variant: str, default_M: int) -> dict:
     either with ``-nothreshold`` (no stop rule), e.g. ``dapd-nothreshold``, ``dapd-M10-nothreshold``."""
     m = VARIANT_RE.match(variant)
     if not m:
-        raise ValueError(f"unknown DAPD ablation variant {variant!r} (use single-shot, dense, dapd-M<k>, "
-                         f"dapd-nothreshold or dapd-M<k>-nothreshold)")
+        raise ValueError(
+            f"unknown DAPD ablation variant {variant!r} (use single-shot, dense, dapd-M<k>, "
+            f"dapd-nothreshold or dapd-M<k>-nothreshold)"
+        )
     single, dense, M, nothr = m.groups()
     if dense:
         return {"method": "sac", "mode": "dapd", "M": default_M, "threshold": True}
@@ -103,16 +123,35 @@ def dapd_ablation_settings(cfg: Mapping, variant: str) -> tuple[str, OnlineSetti
     single task, so no pretraining."""
     a = cfg["online"]["dapd_ablation"]
     base = online_settings(cfg)
-    over = {k: a[k] for k in ("total_steps", "learning_starts", "batch_size", "buffer_size", "eval_interval",
-                              "eval_episodes", "checkpoint_every") if a.get(k) is not None}
+    over = {
+        k: a[k]
+        for k in (
+            "total_steps",
+            "learning_starts",
+            "batch_size",
+            "buffer_size",
+            "eval_interval",
+            "eval_episodes",
+            "checkpoint_every",
+        )
+        if a.get(k) is not None
+    }
     batch = int(over.get("batch_size", base.batch_size))
     sac = _sac_config(deep_merge(cfg["online"]["sac"], a["sac"]), batch, "online.dapd_ablation.sac")
     v = parse_variant(variant, base.dapd_M)
-    settings = replace(base, **over, sac=sac, pretrain_steps=0, dapd_mode=v["mode"], dapd_M=v["M"],
-                 keep_ratio=float(a["keep_ratio"]) if a.get("keep_ratio") is not None else base.keep_ratio,
-                 return_threshold=(None if a["return_threshold"] is None else float(a["return_threshold"]))
-                 if v["threshold"] else None,
-                 success_threshold=base.success_threshold if v["threshold"] else None)
+    settings = replace(
+        base,
+        **over,
+        sac=sac,
+        pretrain_steps=0,
+        dapd_mode=v["mode"],
+        dapd_M=v["M"],
+        keep_ratio=float(a["keep_ratio"]) if a.get("keep_ratio") is not None else base.keep_ratio,
+        return_threshold=(None if a["return_threshold"] is None else float(a["return_threshold"]))
+        if v["threshold"]
+        else None,
+        success_threshold=base.success_threshold if v["threshold"] else None,
+    )
     return v["method"], settings
 
 
@@ -129,9 +168,15 @@ def online_target_files(cfg: Mapping) -> list[str]:
         if method in EVAL_METHODS:
             out.append(f"{r}/eval/{suite}/{method}-sac/seed{seed}.json")
         if method in NPF_METHODS:
-            out += [f"{r}/online/grad_norms/{suite}/{method}/seed{seed}.csv",
-                    f"{r}/online/pretrain_curves/{suite}/{method}/seed{seed}.csv"]
+            out += [
+                f"{r}/online/grad_norms/{suite}/{method}/seed{seed}.csv",
+                f"{r}/online/pretrain_curves/{suite}/{method}/seed{seed}.csv",
+            ]
     a = cfg["online"]["dapd_ablation"]
-    out += [f"{r}/online/dapd_curves/{task}/{variant}/seed{seed}.csv"
-            for task in a["tasks"] for variant in a["variants"] for seed in a["seeds"]]
+    out += [
+        f"{r}/online/dapd_curves/{task}/{variant}/seed{seed}.csv"
+        for task in a["tasks"]
+        for variant in a["variants"]
+        for seed in a["seeds"]
+    ]
     return out

@@ -17,23 +17,55 @@ Masks are bool tensors ``[N, *weight.shape]`` keyed by the parameter's name insi
 (``"0.weight"``, ``"q1.2.weight"`` …), one dict per role. DAPD's score window is
 :class:`npf.dapd.ScoreAverager`.
 """
+
 from __future__ import annotations
 
 import sys
 import types
 
 from npf.pathways import backends
-from npf.pathways.backends import (BACKEND_ALIASES, BACKENDS, DEFAULT_BACKEND, FUSABLE_ACTIVATIONS,
-                                   FusedPathwayForward, LayerPlan, PathwayForward, SparseViews, choose_plan,
-                                   resolve_backend, sparse_density_threshold)
+from npf.pathways.backends import (
+    BACKEND_ALIASES,
+    BACKENDS,
+    DEFAULT_BACKEND,
+    FUSABLE_ACTIVATIONS,
+    FusedPathwayForward,
+    LayerPlan,
+    PathwayForward,
+    SparseViews,
+    choose_plan,
+    resolve_backend,
+    sparse_density_threshold,
+)
 from npf.pathways.container import STATE_FORMAT, Pathways
 from npf.pathways.layers import all_modules, maskable_parameters, masked_layers, masks_removed
 from npf.pathways.snip import Masks, Scores, num_kept, snip_scores, snip_scores_all, topk_masks
 
-__all__ = ["BACKENDS", "BACKEND_ALIASES", "DEFAULT_BACKEND", "FUSABLE_ACTIVATIONS", "FusedPathwayForward",
-           "LayerPlan", "Masks", "PathwayForward", "Pathways", "STATE_FORMAT", "Scores", "SparseViews",
-           "all_modules", "choose_plan", "maskable_parameters", "masked_layers", "masks_removed", "num_kept",
-           "resolve_backend", "snip_scores", "snip_scores_all", "sparse_density_threshold", "topk_masks"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ALIASES",
+    "DEFAULT_BACKEND",
+    "FUSABLE_ACTIVATIONS",
+    "STATE_FORMAT",
+    "FusedPathwayForward",
+    "LayerPlan",
+    "Masks",
+    "PathwayForward",
+    "Pathways",
+    "Scores",
+    "SparseViews",
+    "all_modules",
+    "choose_plan",
+    "maskable_parameters",
+    "masked_layers",
+    "masks_removed",
+    "num_kept",
+    "resolve_backend",
+    "snip_scores",
+    "snip_scores_all",
+    "sparse_density_threshold",
+    "topk_masks",
+]
 
 #: The backends' speed knobs live in :mod:`npf.pathways.backends`, where the plans read them:
 #: ``npf.pathways.<name>`` reads them there, and a write through the package is refused (it would

@@ -7,10 +7,11 @@ Public API: :data:`BACKENDS`, :func:`resolve_backend`, :func:`choose_plan`,
 :class:`SparseViews` (θ's values on a plan's CSR structure), :class:`PathwayForward` (the hook a
 :class:`~npf.nets.MaskedLinear` runs) and the ``CPU_*`` speed knobs below, read at plan time.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -65,8 +66,7 @@ def resolve_backend(backend: str) -> str:
     """Canonical backend name (``fused`` → ``auto``); a clear error for unknown names."""
     name = BACKEND_ALIASES.get(backend, backend)
     if name not in BACKENDS:
-        raise ValueError(f"pathway backend must be one of {BACKENDS} (or {sorted(BACKEND_ALIASES)}), "
-                         f"got {backend!r}")
+        raise ValueError(f"pathway backend must be one of {BACKENDS} (or {sorted(BACKEND_ALIASES)}), got {backend!r}")
     return name
 
 
@@ -76,8 +76,13 @@ def _silence_csr_beta_warning() -> None:
     if not _CSR_WARNED:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
-                                    torch.zeros(0), (1, 1), check_invariants=False)
+            torch.sparse_csr_tensor(
+                torch.zeros(2, dtype=torch.int64),
+                torch.zeros(0, dtype=torch.int64),
+                torch.zeros(0),
+                (1, 1),
+                check_invariants=False,
+            )
         _CSR_WARNED = True
 
 
@@ -100,6 +105,7 @@ def _install_step_hook() -> None:
     global _STEP_HOOK
     if _STEP_HOOK is None:
         from torch.optim.optimizer import register_optimizer_step_post_hook
+
         _STEP_HOOK = register_optimizer_step_post_hook(_count_optimizer_step)
 
 
@@ -107,9 +113,15 @@ def _weight_state(w: Tensor) -> tuple:
     return (w._version, getattr(w, "_npf_steps", 0), w.dtype, w.device)
 
 
-def choose_plan(num_tasks: int, out_features: int, in_features: int, task_nnz: Sequence[int],
-                backend: str, device: torch.device | str = "cpu", rows: int | None = None
-                ) -> tuple[str, list[bool]]:
+def choose_plan(
+    num_tasks: int,
+    out_features: int,
+    in_features: int,
+    task_nnz: Sequence[int],
+    backend: str,
+    device: torch.device | str = "cpu",
+    rows: int | None = None,
+) -> tuple[str, list[bool]]:
     """The execution plan of one masked layer: ``(mode, sparse)``, ``mode`` ``"bmm"`` (one batched
     masked-dense product over tasks) or ``"loop"`` (task by task inside one autograd function),
     ``sparse[n]`` whether task n runs through CSR kernels (loop mode only).
@@ -182,8 +194,8 @@ class LayerPlan:
             self.nnz = int(t.numel())
             dev = weight_mask.device
             # int32 CSR indices when they fit: MKL / cuSPARSE take them without a conversion copy.
-            itype = torch.int32 if max(self.nnz, n * max(out_f, in_f)) < 2 ** 31 - 1 else torch.int64
-            self.idx = (r * in_f + c).to(itype if out_f * in_f < 2 ** 31 - 1 else torch.int64)
+            itype = torch.int32 if max(self.nnz, n * max(out_f, in_f)) < 2**31 - 1 else torch.int64
+            self.idx = (r * in_f + c).to(itype if out_f * in_f < 2**31 - 1 else torch.int64)
             self.col = (t * in_f + c).to(itype)
             self.crow = torch.zeros(n * out_f + 1, dtype=torch.int64, device=dev)
             self.crow[1:] = torch.bincount(t * out_f + r, minlength=n * out_f).cumsum(0)
@@ -201,8 +213,9 @@ class LayerPlan:
         if dtype not in self._pattern:
             n, out_f, in_f = self.shape
             ones = torch.ones(self.nnz, dtype=dtype, device=self.idx.device)
-            self._pattern[dtype] = torch.sparse_csr_tensor(self.crow, self.col, ones, (n * out_f, n * in_f),
-                                                           check_invariants=False)
+            self._pattern[dtype] = torch.sparse_csr_tensor(
+                self.crow, self.col, ones, (n * out_f, n * in_f), check_invariants=False
+            )
         return self._pattern[dtype]
 
 
@@ -215,8 +228,9 @@ class SparseViews:
         self.plan = plan
         self.weight = weight
         self._flat = weight.detach().reshape(-1)
-        self.csr = torch.sparse_csr_tensor(plan.crow, plan.col, self._flat.index_select(0, plan.idx),
-                                           (n * out_f, n * in_f), check_invariants=False)
+        self.csr = torch.sparse_csr_tensor(
+            plan.crow, plan.col, self._flat.index_select(0, plan.idx), (n * out_f, n * in_f), check_invariants=False
+        )
         self._csr_t: Tensor | None = None
 
     @property
@@ -225,8 +239,9 @@ class SparseViews:
         if self._csr_t is None:
             p = self.plan
             n, out_f, in_f = p.shape
-            self._csr_t = torch.sparse_csr_tensor(p.crow_t, p.col_t, self._flat.index_select(0, p.idx_t),
-                                                  (n * in_f, n * out_f), check_invariants=False)
+            self._csr_t = torch.sparse_csr_tensor(
+                p.crow_t, p.col_t, self._flat.index_select(0, p.idx_t), (n * in_f, n * out_f), check_invariants=False
+            )
         return self._csr_t
 
 
@@ -241,8 +256,8 @@ def _spmm(out: Tensor, csr: Tensor, dense: Tensor, beta: float, rows_per_task: i
     if r <= block:
         return torch.addmm(out, csr, dense, beta=beta, out=out)
     for c0 in range(0, r, block):
-        o = out[:, c0:c0 + block]
-        torch.addmm(o, csr, dense[:, c0:c0 + block], beta=beta, out=o)
+        o = out[:, c0 : c0 + block]
+        torch.addmm(o, csr, dense[:, c0 : c0 + block], beta=beta, out=o)
     return out
 
 
@@ -255,8 +270,10 @@ def _transposed(t: Tensor) -> Tensor:
 #: Activations a masked layer can apply in place on its own output buffer (see :class:`~npf.nets.MLP`),
 #: and their backward from the activation's output.
 _ACT_INPLACE = {"relu": lambda t: t.clamp_(min=0), "tanh": lambda t: t.tanh_()}
-_ACT_BACKWARD = {"relu": lambda g, y: torch.ops.aten.threshold_backward(g, y, 0),
-                 "tanh": lambda g, y: torch.ops.aten.tanh_backward(g, y)}
+_ACT_BACKWARD = {
+    "relu": lambda g, y: torch.ops.aten.threshold_backward(g, y, 0),
+    "tanh": lambda g, y: torch.ops.aten.tanh_backward(g, y),
+}
 FUSABLE_ACTIVATIONS = tuple(_ACT_INPLACE)
 
 
@@ -341,8 +358,9 @@ class _MaskedTaskLinear(torch.autograd.Function):
                     if need_x:
                         _spmm(gxt.view(n * in_f, r), ctx.views.csr_t, gt.view(n * out_f, r), 0.0, out_f)
                     if need_w:
-                        sampled = torch.sparse.sampled_addmm(plan.pattern(w.dtype), gt.view(n * out_f, r),
-                                                             xt.view(n * in_f, r).t(), beta=0.0)
+                        sampled = torch.sparse.sampled_addmm(
+                            plan.pattern(w.dtype), gt.view(n * out_f, r), xt.view(n * in_f, r).t(), beta=0.0
+                        )
                         gw.view(-1).index_add_(0, plan.idx, sampled.values())
                 elif need_x:
                     gxt.zero_()
@@ -438,8 +456,9 @@ class PathwayForward:
         layer = self.layer
         rows = x.numel() // max(1, x.shape[0] * x.shape[-1]) if x.dim() > 1 else 1
         plan = self.plan(rows)
-        return _MaskedTaskLinear.apply(x, layer.weight, layer.bias, layer.weight_mask, layer.bias_mask,
-                                       plan, self.views(plan), activation)
+        return _MaskedTaskLinear.apply(
+            x, layer.weight, layer.bias, layer.weight_mask, layer.bias_mask, plan, self.views(plan), activation
+        )
 
     def __getstate__(self):  # plans and views are caches: rebuilt after copy / unpickling
         return {"layer": self.layer, "backend": self.backend, "_mask": None, "_plans": {}, "_views": {}}
@@ -447,4 +466,3 @@ class PathwayForward:
 
 #: Former name of :class:`PathwayForward`.
 FusedPathwayForward = PathwayForward
-

@@ -1,8 +1,9 @@
 """The :class:`Pathways` container: N task masks per network of one algorithm, attached to its
 :class:`~npf.nets.MaskedLinear` layers with one backend, their statistics and their bit-packed state."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +24,9 @@ class Pathways:
     that network is ``{name: masks[role][name][n]}``.
     """
 
-    def __init__(self, masks: Mapping[str, Mapping[str, Tensor]], keep_ratio: float | None = None,
-                 mask_bias: bool = False):
+    def __init__(
+        self, masks: Mapping[str, Mapping[str, Tensor]], keep_ratio: float | None = None, mask_bias: bool = False
+    ):
         if not masks:
             raise ValueError("Pathways: no roles given")
         self.masks: dict[str, dict[str, Tensor]] = {}
@@ -48,22 +50,34 @@ class Pathways:
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_task_masks(cls, task_masks: Sequence[Mapping[str, Mapping[str, Tensor]]],
-                        keep_ratio: float | None = None, mask_bias: bool = False) -> "Pathways":
+    def from_task_masks(
+        cls,
+        task_masks: Sequence[Mapping[str, Mapping[str, Tensor]]],
+        keep_ratio: float | None = None,
+        mask_bias: bool = False,
+    ) -> Pathways:
         """Stack per-task ``{role: {name: bool tensor}}`` dicts into one Pathways."""
         if not task_masks:
             raise ValueError("Pathways: no tasks given")
         roles = list(task_masks[0])
         stacked = {
-            role: {name: torch.stack([tm[role][name].to("cpu", torch.bool) for tm in task_masks])
-                   for name in task_masks[0][role]}
+            role: {
+                name: torch.stack([tm[role][name].to("cpu", torch.bool) for tm in task_masks])
+                for name in task_masks[0][role]
+            }
             for role in roles
         }
         return cls(stacked, keep_ratio, mask_bias)
 
     @classmethod
-    def discover(cls, algo: Algorithm, task_batches: Sequence[Batch], keep_ratio: float,
-                 mask_bias: bool = False, roles: Sequence[str] | None = None) -> "Pathways":
+    def discover(
+        cls,
+        algo: Algorithm,
+        task_batches: Sequence[Batch],
+        keep_ratio: float,
+        mask_bias: bool = False,
+        roles: Sequence[str] | None = None,
+    ) -> Pathways:
         """Single-shot SNIP pathway discovery: for each task, score every role's network on that
         task's batch (dense forward) and keep the global top ``keep_ratio`` of its weights."""
         num_kept(keep_ratio, 1)  # validate early
@@ -80,15 +94,16 @@ class Pathways:
     def roles(self) -> tuple[str, ...]:
         return tuple(self.masks)
 
-    def subset(self, tasks: Sequence[int]) -> "Pathways":
+    def subset(self, tasks: Sequence[int]) -> Pathways:
         """Pathways of the given tasks only, in that order (a [len(tasks), ...] stack)."""
         idx = torch.as_tensor(list(tasks), dtype=torch.long)
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.num_tasks:
             raise IndexError(f"tasks {list(tasks)} out of range for {self.num_tasks} tasks")
-        return Pathways({r: {k: m[idx] for k, m in d.items()} for r, d in self.masks.items()},
-                        self.keep_ratio, self.mask_bias)
+        return Pathways(
+            {r: {k: m[idx] for k, m in d.items()} for r, d in self.masks.items()}, self.keep_ratio, self.mask_bias
+        )
 
-    def task_view(self, n: int) -> "Pathways":
+    def task_view(self, n: int) -> Pathways:
         """Task n's pathway alone, as a one-task stack: attach it and feed ``[1, ...]`` inputs."""
         return self.subset([n])
 
@@ -118,8 +133,9 @@ class Pathways:
         nets, targets = algo.networks(), algo.targets()
         for role in self.masks:
             if role not in nets:
-                raise ValueError(f"Pathways has masks for role {role!r} but {type(algo).__name__} "
-                                 f"has networks {sorted(nets)}")
+                raise ValueError(
+                    f"Pathways has masks for role {role!r} but {type(algo).__name__} has networks {sorted(nets)}"
+                )
         self._check_covers(algo)
         for role in self.masks:
             for net in (nets[role], targets.get(role)):
@@ -145,8 +161,10 @@ class Pathways:
                 raise ValueError(f"Pathways: no mask for {role}/{wkey}")
             wm = d[wkey]
             if tuple(wm.shape[1:]) != tuple(layer.weight.shape):
-                raise ValueError(f"Pathways: mask {role}/{wkey} has shape {tuple(wm.shape[1:])}, "
-                                 f"weight is {tuple(layer.weight.shape)}")
+                raise ValueError(
+                    f"Pathways: mask {role}/{wkey} has shape {tuple(wm.shape[1:])}, "
+                    f"weight is {tuple(layer.weight.shape)}"
+                )
             bm = d.get(bkey)
             used.update({wkey} | ({bkey} if bm is not None else set()))
             layer.set_masks(wm, bm)
@@ -217,11 +235,16 @@ class Pathways:
             for name, m in d.items():
                 bits = np.packbits(m.numpy().reshape(-1))
                 masks[role][name] = {"shape": list(m.shape), "bits": torch.from_numpy(bits)}
-        return {"format": STATE_FORMAT, "num_tasks": self.num_tasks, "keep_ratio": self.keep_ratio,
-                "mask_bias": self.mask_bias, "masks": masks}
+        return {
+            "format": STATE_FORMAT,
+            "num_tasks": self.num_tasks,
+            "keep_ratio": self.keep_ratio,
+            "mask_bias": self.mask_bias,
+            "masks": masks,
+        }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping) -> "Pathways":
+    def from_state_dict(cls, state: Mapping) -> Pathways:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a pathways state (format {state.get('format')!r}, expected {STATE_FORMAT!r})")
         masks = {}
@@ -232,8 +255,10 @@ class Pathways:
                 count = int(np.prod(shape))
                 packed = entry["bits"].numpy()
                 if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (count + 7) // 8:
-                    raise ValueError(f"mask {role}/{name}: bit array holds {packed.size} {packed.dtype} values, "
-                                     f"shape {list(shape)} needs {(count + 7) // 8} uint8 (truncated or foreign)")
+                    raise ValueError(
+                        f"mask {role}/{name}: bit array holds {packed.size} {packed.dtype} values, "
+                        f"shape {list(shape)} needs {(count + 7) // 8} uint8 (truncated or foreign)"
+                    )
                 bits = np.unpackbits(packed, count=count).astype(bool)
                 masks[role][name] = torch.from_numpy(bits.reshape(shape))
         return cls(masks, state.get("keep_ratio"), bool(state.get("mask_bias", False)))
@@ -255,10 +280,11 @@ class Pathways:
     def _check_covers(self, algo: Algorithm) -> None:
         for role, net in algo.networks().items():
             if role not in self.masks and next(masked_layers(net), None) is not None:
-                raise ValueError(f"no masks for network {role!r} of {type(algo).__name__} "
-                                 f"(masks cover {sorted(self.masks)})")
+                raise ValueError(
+                    f"no masks for network {role!r} of {type(algo).__name__} (masks cover {sorted(self.masks)})"
+                )
 
-    def equals(self, other: "Pathways") -> bool:
+    def equals(self, other: Pathways) -> bool:
         if self.num_tasks != other.num_tasks or self.masks.keys() != other.masks.keys():
             return False
         for role, d in self.masks.items():

@@ -1,9 +1,10 @@
 """Which layers and parameters of a network carry a pathway (:class:`~npf.nets.MaskedLinear`
 weights, and their biases when ``mask_bias``), and a context that runs them densely."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -22,7 +23,6 @@ def maskable_parameters(net: nn.Module, mask_bias: bool = False) -> dict[str, nn
             if mask_bias and mod.bias is not None:
                 out[prefix + "bias"] = mod.bias
     return out
-
 
 
 def masked_layers(net: nn.Module) -> Iterator[tuple[str, MaskedLinear]]:
@@ -58,4 +58,3 @@ def masks_removed(algo: Algorithm) -> Iterator[None]:
     finally:
         for layer, wm, bm, fwd in saved:
             layer.weight_mask, layer.bias_mask, layer.pathway_forward = wm, bm, fwd
-

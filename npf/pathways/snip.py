@@ -1,11 +1,12 @@
 """SNIP saliency S(θ_q) = |θ_q · ∂L/∂θ_q| (Eq. 1) of each network's maskable weights on one task's
 batch, L the network's own loss from :meth:`Algorithm.losses`, and the global top-k that keeps the
 ``keep_ratio`` largest scores across all layers of one network (paper: 5 %)."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -17,8 +18,9 @@ Scores = dict[str, Tensor]
 Masks = dict[str, Tensor]
 
 
-def snip_scores_all(algo: Algorithm, batch: Batch, roles: Sequence[str] | None = None,
-                    mask_bias: bool = False) -> dict[str, Scores]:
+def snip_scores_all(
+    algo: Algorithm, batch: Batch, roles: Sequence[str] | None = None, mask_bias: bool = False
+) -> dict[str, Scores]:
     """SNIP saliency |θ · ∂L_role/∂θ| of every role's maskable parameters on ONE task's batch.
 
     ``algo.losses(batch)`` is evaluated once, densely (any attached masks are removed for the
@@ -29,8 +31,7 @@ def snip_scores_all(algo: Algorithm, batch: Batch, roles: Sequence[str] | None =
     roles = tuple(algo.roles if roles is None else roles)
     for role in roles:
         if role not in nets:
-            raise ValueError(f"role {role!r} is not a network of {type(algo).__name__} "
-                             f"(has {sorted(nets)})")
+            raise ValueError(f"role {role!r} is not a network of {type(algo).__name__} (has {sorted(nets)})")
     params = {role: maskable_parameters(nets[role], mask_bias) for role in roles}
     with masks_removed(algo):
         losses = algo.losses(batch)
@@ -42,8 +43,7 @@ def snip_scores_all(algo: Algorithm, batch: Batch, roles: Sequence[str] | None =
             tensors = [params[role][k] for k in names]
             loss = losses[role]
             if loss.requires_grad:
-                grads = torch.autograd.grad(loss, tensors, retain_graph=i < len(roles) - 1,
-                                            allow_unused=True)
+                grads = torch.autograd.grad(loss, tensors, retain_graph=i < len(roles) - 1, allow_unused=True)
             else:
                 grads = (None,) * len(tensors)
             out[role] = {
@@ -98,6 +98,6 @@ def topk_masks(scores: Mapping[str, Tensor], keep_ratio: float) -> Masks:
     out, start = {}, 0
     for name in names:
         n = scores[name].numel()
-        out[name] = keep[start:start + n].reshape(scores[name].shape)
+        out[name] = keep[start : start + n].reshape(scores[name].shape)
         start += n
     return out

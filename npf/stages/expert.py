@@ -12,6 +12,7 @@ stage wrapper). A resume from it is bit-identical to an uninterrupted run. A NaN
 network weight stops the job (FloatingPointError naming the loss/tensor and the step); the last
 good checkpoint is never overwritten.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,9 @@ from npf.rollout import EnvPool, evaluate_policy
 from npf.tracking import stage_tracker
 
 
-def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Path,
-                 stop_after_steps: int | None = None) -> dict:
+def train_expert(
+    cfg: dict, suite: str, task: str, seed: int, out_dir: str | Path, stop_after_steps: int | None = None
+) -> dict:
     """Train (or resume) one expert. ``stop_after_steps`` simulates a kill (tests only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,22 +73,35 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
             if len(episodes) != num_envs:
                 raise ValueError(f"{len(episodes)} envs in the checkpoint, experts.num_envs is {num_envs}")
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
-                                       f"configured expert ({one_line(e)})") from None
+            raise ckpt.CheckpointError(
+                f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
+                f"configured expert ({one_line(e)})"
+            ) from None
     pool = EnvPool(envs, seed, episodes)
     obs = pool.reset()
 
-    tracker = stage_tracker(cfg, "experts", suite, f"expert/{suite}/{task}/seed{seed}",
-                            out_dir / "mlflow_run_id.txt", {"suite": suite, "task": task, "seed": seed},
-                            fresh=not resuming)
+    tracker = stage_tracker(
+        cfg,
+        "experts",
+        suite,
+        f"expert/{suite}/{task}/seed{seed}",
+        out_dir / "mlflow_run_id.txt",
+        {"suite": suite, "task": task, "seed": seed},
+        fresh=not resuming,
+    )
     progress = Progress(total, f"expert {suite}/{task}/s{seed}", initial=step)
     learning_starts = int(ecfg["learning_starts"])
     updates_per_step = float(ecfg["updates_per_step"])
     log_every = max(int(ecfg.get("log_every", 1000)), num_envs)
     t_env = t_upd = 0.0
     recent: list[float] = [float(r) for r in state.get("recent", [])] if resuming else []
-    resumable = ResumableRun(f"expert {suite}/{task} seed {seed}", ckpt_path, int(ecfg["checkpoint_every"]), total,
-                             stop_after=stop_after_steps)
+    resumable = ResumableRun(
+        f"expert {suite}/{task} seed {seed}",
+        ckpt_path,
+        int(ecfg["checkpoint_every"]),
+        total,
+        stop_after=stop_after_steps,
+    )
     if resuming:
         resumable.resumed(step)
     with resumable.running(tracker, lambda: step, closing=(pool,)):
@@ -113,32 +128,56 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
                     check_finite(metrics, algo.num_updates)
             t_env += t1 - t0
             t_upd += time.perf_counter() - t1
-            for (_, ret, length, _) in res.finished:
-                recent = (recent + [ret])[-10:]
+            for _, ret, _length, _ in res.finished:
+                recent = ([*recent, ret])[-10:]
             if res.finished:  # one value per step: envs finishing together are averaged
                 tracker.log_metrics({"train/episode_return": float(np.mean([f[1] for f in res.finished]))}, step)
             if metrics and step % log_every < num_envs:
                 tracker.log_metrics(metrics, step)
             progress.update(num_envs, ret=np.mean(recent) if recent else float("nan"))
             if res.finished and pool.at_episode_start and resumable.due(step):
-                tracker.log_metrics({"rate/env_steps_per_s": progress.rate,
-                                     "rate/updates_per_s": algo.num_updates / max(t_upd, 1e-9)}, step)
+                tracker.log_metrics(
+                    {"rate/env_steps_per_s": progress.rate, "rate/updates_per_s": algo.num_updates / max(t_upd, 1e-9)},
+                    step,
+                )
                 tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
-                resumable.save({"algo": algo.state_dict(), "buffer": buffer.state_dict(), "rng": rng.get_state(),
-                                "global_rng": ckpt.rng_state(), "step": step, "episodes": pool.episodes,
-                                "update_debt": update_debt, "recent": recent}, step, skip=("buffer",))
+                resumable.save(
+                    {
+                        "algo": algo.state_dict(),
+                        "buffer": buffer.state_dict(),
+                        "rng": rng.get_state(),
+                        "global_rng": ckpt.rng_state(),
+                        "step": step,
+                        "episodes": pool.episodes,
+                        "update_debt": update_debt,
+                        "recent": recent,
+                    },
+                    step,
+                    skip=("buffer",),
+                )
                 if resumable.stop_here(step):
                     return {"stopped_at": step}
         progress.close()
         resumable.stop_before_final(step)  # before the (long) final evaluation
         eval_envs = [make_env(suite, task) for _ in range(min(int(ecfg["eval_episodes"]), 10))]
-        ev = evaluate_policy(lambda o: algo.act(torch.as_tensor(o, device=device)).cpu().numpy(),
-                             eval_envs, int(ecfg["eval_episodes"]), seed=10_000 + seed)
-        result = {"suite": suite, "task": task, "seed": seed, "env_steps": step, "updates": algo.num_updates,
-                  "eval_return_mean": float(ev["returns"].mean()), "eval_return_std": float(ev["returns"].std()),
-                  "eval_success": float(ev["success"].mean()),
-                  "train_return_last10": float(np.mean(recent)) if recent else None,
-                  "env_steps_per_s": progress.rate}
+        ev = evaluate_policy(
+            lambda o: algo.act(torch.as_tensor(o, device=device)).cpu().numpy(),
+            eval_envs,
+            int(ecfg["eval_episodes"]),
+            seed=10_000 + seed,
+        )
+        result = {
+            "suite": suite,
+            "task": task,
+            "seed": seed,
+            "env_steps": step,
+            "updates": algo.num_updates,
+            "eval_return_mean": float(ev["returns"].mean()),
+            "eval_return_std": float(ev["returns"].std()),
+            "eval_success": float(ev["success"].mean()),
+            "train_return_last10": float(np.mean(recent)) if recent else None,
+            "env_steps_per_s": progress.rate,
+        }
         tracker.log_metrics({"eval/return": result["eval_return_mean"], "eval/success": result["eval_success"]}, step)
         save_expert_policy(out_dir / "policy.pt", algo, obs_dim, act_dim, result)
         tracker.log_artifact(out_dir / "policy.pt")
@@ -146,9 +185,15 @@ def train_expert(cfg: dict, suite: str, task: str, seed: int, out_dir: str | Pat
         tracker.log_artifact(out_dir / "metrics.json")
         if int(ecfg.get("render_steps", 0)) > 0:  # see the gait in the MLflow UI
             custom = None if suite in BUILTIN_SUITES else cfg["custom_suites"][suite]
-            for p in render_in_subprocess(out_dir / "policy.pt", suite, task, out_dir / "rollout",
-                                          int(ecfg["render_steps"]), seed=10_000 + seed, custom_suite=custom):
+            for p in render_in_subprocess(
+                out_dir / "policy.pt",
+                suite,
+                task,
+                out_dir / "rollout",
+                int(ecfg["render_steps"]),
+                seed=10_000 + seed,
+                custom_suite=custom,
+            ):
                 tracker.log_artifact(p, "rollout")
         resumable.status = "FINISHED"
         return result
-

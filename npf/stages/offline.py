@@ -10,6 +10,7 @@
                 good checkpoint is never overwritten.
 ``evaluate``  — final evaluation of a trained run with ``evaluation.episodes`` per task.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,16 @@ from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
 from npf.config import offline_section, pathway_backend, section, suite_tasks
-from npf.data import (Dataset, DatasetError, Normalizer, ReplayBuffer, atomic_write_bytes, first_episodes,
-                      load_dataset, write_json)
+from npf.data import (
+    Dataset,
+    DatasetError,
+    Normalizer,
+    ReplayBuffer,
+    atomic_write_bytes,
+    first_episodes,
+    load_dataset,
+    write_json,
+)
 from npf.envs import make_env
 from npf.evaluate import evaluate_tasks, publish_evaluation
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
@@ -60,8 +69,9 @@ class SuiteData:
         return [b.sample(batch_size, gen) for b in self.buffers]
 
 
-def load_suite_data(cfg: dict, suite: str, device: torch.device, dataset_dir: str | Path | None = None,
-                    max_episodes: int | None = None) -> SuiteData:
+def load_suite_data(
+    cfg: dict, suite: str, device: torch.device, dataset_dir: str | Path | None = None, max_episodes: int | None = None
+) -> SuiteData:
     """Each task's dataset, normalizer and replay buffer; ``max_episodes``: only the first that many
     whole episodes of each dataset (sample-complexity runs; normalizers are fit on them)."""
     tasks = suite_tasks(cfg, suite)
@@ -74,24 +84,42 @@ def load_suite_data(cfg: dict, suite: str, device: torch.device, dataset_dir: st
         want = (env.observation_space.shape[0], env.action_space.shape[0])
         env.close()
         if (d.obs_dim, d.act_dim) != want:
-            raise DatasetError(f"{d.path}: observations/actions have sizes {(d.obs_dim, d.act_dim)}, "
-                               f"task {suite}/{t} has {want}")
+            raise DatasetError(
+                f"{d.path}: observations/actions have sizes {(d.obs_dim, d.act_dim)}, task {suite}/{t} has {want}"
+            )
     dims = {(d.obs_dim, d.act_dim) for d in datasets}
     if len(dims) != 1:
         raise ValueError(f"suite {suite}: tasks have different observation/action sizes {sorted(dims)}")
     normalize = section(cfg, "offline", suite)["normalize_states"]
-    norms = [Normalizer.fit(d.arrays["observations"]) if normalize else
-             Normalizer(np.zeros(d.obs_dim), np.ones(d.obs_dim)) for d in datasets]
+    norms = [
+        Normalizer.fit(d.arrays["observations"]) if normalize else Normalizer(np.zeros(d.obs_dim), np.ones(d.obs_dim))
+        for d in datasets
+    ]
     buffers = [ReplayBuffer.from_dataset(d, device, n) for d, n in zip(datasets, norms)]
     return SuiteData(tasks, datasets, norms, buffers)
 
 
-def build_algo(cfg: dict, suite: str, algo: str, method: str, obs_dim: int, act_dim: int, num_tasks: int,
-               seed: int, device: torch.device) -> Algorithm:
+def build_algo(
+    cfg: dict,
+    suite: str,
+    algo: str,
+    method: str,
+    obs_dim: int,
+    act_dim: int,
+    num_tasks: int,
+    seed: int,
+    device: torch.device,
+) -> Algorithm:
     cls, cfg_cls = ALGOS[algo]
     acfg = cfg_cls.from_dict(section(cfg, "offline", suite)[algo])
-    return cls(obs_dim_for(method, obs_dim, num_tasks), act_dim, acfg, device,
-               factory=factory_for(method, num_tasks), seed=seed)
+    return cls(
+        obs_dim_for(method, obs_dim, num_tasks),
+        act_dim,
+        acfg,
+        device,
+        factory=factory_for(method, num_tasks),
+        seed=seed,
+    )
 
 
 # --------------------------------------------------------------------------------------- pathways
@@ -104,8 +132,9 @@ def _subset_wildcards(max_episodes: int | None) -> dict:
     return {} if max_episodes is None else {"dataset_size": int(max_episodes)}
 
 
-def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str | Path,
-                      max_episodes: int | None = None) -> dict:
+def discover_pathways(
+    cfg: dict, suite: str, algo: str, seed: int, out_path: str | Path, max_episodes: int | None = None
+) -> dict:
     out_path = Path(out_path)
     device = resolve_device(cfg["device"])
     torch.set_num_threads(int(cfg["torch_threads"]))
@@ -116,10 +145,15 @@ def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str
     pcfg = cfg["pathways"]
     gen = torch.Generator(device=device).manual_seed(seed)
     batches = data.sample(int(pcfg["score_batch_size"]), gen)
-    tracker = stage_tracker(cfg, "pathways", suite, f"pathways/{suite}/{algo}{_subset_tag(max_episodes)}/seed{seed}",
-                            out_path.with_suffix(".mlflow_run_id.txt"),
-                            {"suite": suite, "algo": algo, "seed": seed, **_subset_wildcards(max_episodes)},
-                            fresh=True)  # not resumable: every attempt is a new run
+    tracker = stage_tracker(
+        cfg,
+        "pathways",
+        suite,
+        f"pathways/{suite}/{algo}{_subset_tag(max_episodes)}/seed{seed}",
+        out_path.with_suffix(".mlflow_run_id.txt"),
+        {"suite": suite, "algo": algo, "seed": seed, **_subset_wildcards(max_episodes)},
+        fresh=True,
+    )  # not resumable: every attempt is a new run
     status = "FAILED"
     try:
         pw = Pathways.discover(model, batches, keep_ratio=float(pcfg["keep_ratio"]), mask_bias=bool(pcfg["mask_bias"]))
@@ -128,11 +162,18 @@ def discover_pathways(cfg: dict, suite: str, algo: str, seed: int, out_path: str
         summary = {"tasks": data.tasks, "keep_ratio": pcfg["keep_ratio"], "roles": {}}
         for role in model.roles:
             ov = pw.overlap_matrix(role)
-            summary["roles"][role] = {"density": float(np.mean(pw.density(role))),
-                                      "union_density": float(pw.union_density(role)),
-                                      "overlap_percent": np.round(ov, 3).tolist()}
-            tracker.log_metrics({f"pathways/{role}/density": float(np.mean(pw.density(role))),
-                                 f"pathways/{role}/union_density": pw.union_density(role)}, 0)
+            summary["roles"][role] = {
+                "density": float(np.mean(pw.density(role))),
+                "union_density": float(pw.union_density(role)),
+                "overlap_percent": np.round(ov, 3).tolist(),
+            }
+            tracker.log_metrics(
+                {
+                    f"pathways/{role}/density": float(np.mean(pw.density(role))),
+                    f"pathways/{role}/union_density": pw.union_density(role),
+                },
+                0,
+            )
         write_json(out_path.with_suffix(".json"), summary)
         tracker.log_artifact(out_path.with_suffix(".json"))
         tracker.log_artifact(out_path)
@@ -184,9 +225,17 @@ def _make_learner(cfg, suite, method, algo, seed, data: SuiteData, device, pathw
     return MultitaskLearner(model, method, n, pathways=pathways, reduce="sum", backend=pathway_backend(cfg))
 
 
-def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_dir: str | Path,
-                  pathways_path: str | Path | None = None, stop_after_updates: int | None = None,
-                  max_episodes: int | None = None) -> dict:
+def train_offline(
+    cfg: dict,
+    suite: str,
+    method: str,
+    algo: str,
+    seed: int,
+    out_dir: str | Path,
+    pathways_path: str | Path | None = None,
+    stop_after_updates: int | None = None,
+    max_episodes: int | None = None,
+) -> dict:
     """Train one run; ``max_episodes``: on the first that many episodes of each task's dataset only."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,12 +261,20 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
             # the learning curve up to the checkpoint (Snakemake deletes metrics.csv of a failed job)
             rows = [dict(r) for r in state["eval_rows"]] if "eval_rows" in state else _read_rows(curve_path, step)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
-                                       f"configured {method}-{algo} networks ({one_line(e)})") from None
+            raise ckpt.CheckpointError(
+                f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
+                f"configured {method}-{algo} networks ({one_line(e)})"
+            ) from None
     run_name = f"train/{suite}/{method}-{algo}{_subset_tag(max_episodes)}/seed{seed}"
-    tracker = stage_tracker(cfg, "train_offline", suite, run_name, out_dir / "mlflow_run_id.txt",
-                            {"suite": suite, "method": method, "algo": algo, "seed": seed,
-                             **_subset_wildcards(max_episodes)}, fresh=not resuming)
+    tracker = stage_tracker(
+        cfg,
+        "train_offline",
+        suite,
+        run_name,
+        out_dir / "mlflow_run_id.txt",
+        {"suite": suite, "method": method, "algo": algo, "seed": seed, **_subset_wildcards(max_episodes)},
+        fresh=not resuming,
+    )
     total, interval = int(ocfg["updates"]), int(ocfg["eval_interval"])
     refs = [d.manifest["scores"] for d in data.datasets]
     policy = _policy_fn(learner, data.normalizers, device)
@@ -225,9 +282,15 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
         _write_csv(curve_path, rows)
     progress = Progress(total, f"{method}-{algo} {suite} s{seed}", initial=step, unit="update")
     t_update = 0.0
-    resumable = ResumableRun(f"train_offline {suite} {method}-{algo} seed {seed}", ckpt_path,
-                             int(ocfg["checkpoint_every"]), total, stop_after=stop_after_updates, unit="update",
-                             position=None)
+    resumable = ResumableRun(
+        f"train_offline {suite} {method}-{algo} seed {seed}",
+        ckpt_path,
+        int(ocfg["checkpoint_every"]),
+        total,
+        stop_after=stop_after_updates,
+        unit="update",
+        position=None,
+    )
     if resuming:
         resumable.resumed(step)
     with resumable.running(tracker, lambda: step):
@@ -241,12 +304,18 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
                 tracker.log_metrics(metrics, step)
             progress.update(1)
             if step % interval == 0 or step == total:
-                ev = evaluate_tasks(policy, suite, data.tasks, int(ocfg["eval_episodes"]), seed=1000 + seed,
-                                    ref_scores=refs)
-                row = {"step": step, "score_mean": ev["normalized_mean"] if ev["metric"] == "normalized"
-                       else ev["success_mean"]}
-                em = {"eval/score_mean": row["score_mean"], "eval/return_mean": ev["return_mean"],
-                      "rate/updates_per_s": (step - progress.start_n) / max(t_update, 1e-9)}
+                ev = evaluate_tasks(
+                    policy, suite, data.tasks, int(ocfg["eval_episodes"]), seed=1000 + seed, ref_scores=refs
+                )
+                row = {
+                    "step": step,
+                    "score_mean": ev["normalized_mean"] if ev["metric"] == "normalized" else ev["success_mean"],
+                }
+                em = {
+                    "eval/score_mean": row["score_mean"],
+                    "eval/return_mean": ev["return_mean"],
+                    "rate/updates_per_s": (step - progress.start_n) / max(t_update, 1e-9),
+                }
                 for t, r in ev["tasks"].items():
                     row[f"score/{t}"] = r["normalized_mean"] if ev["metric"] == "normalized" else r["success"]
                     em[f"eval/score/{t}"] = row[f"score/{t}"]
@@ -257,22 +326,36 @@ def train_offline(cfg: dict, suite: str, method: str, algo: str, seed: int, out_
                 _write_csv(curve_path, rows)  # the checkpoint (weights_only) holds them
             if resumable.due(step):
                 tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
-                resumable.save({"algo": learner.algo.state_dict(), "gen": gen.get_state(),
-                                "global_rng": ckpt.rng_state(), "step": step, "eval_rows": rows}, step)
+                resumable.save(
+                    {
+                        "algo": learner.algo.state_dict(),
+                        "gen": gen.get_state(),
+                        "global_rng": ckpt.rng_state(),
+                        "step": step,
+                        "eval_rows": rows,
+                    },
+                    step,
+                )
                 if resumable.stop_here(step):
                     return {"stopped_at": step}
         progress.close()
         resumable.stop_before_final(step)
-        final = {"algo": learner.algo.state_dict(), "method": method, "algo_name": algo, "suite": suite,
-                 "tasks": data.tasks, "seed": seed, "normalizers": [n.state_dict() for n in data.normalizers],
-                 **_subset_wildcards(max_episodes)}
+        final = {
+            "algo": learner.algo.state_dict(),
+            "method": method,
+            "algo_name": algo,
+            "suite": suite,
+            "tasks": data.tasks,
+            "seed": seed,
+            "normalizers": [n.state_dict() for n in data.normalizers],
+            **_subset_wildcards(max_episodes),
+        }
         if learner.pathways is not None:
             final["pathways"] = learner.pathways.state_dict()
         save_checkpoint(final, out_dir / "final.pt", step)
         tracker.log_artifact(curve_path)
         resumable.status = "FINISHED"
         return {"updates": step, "updates_per_s": (step - progress.start_n) / max(t_update, 1e-9)}
-
 
 
 def _read_rows(path: Path, upto: int) -> list[dict]:
@@ -295,8 +378,16 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, write)
 
 
-def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final_path: str | Path,
-                 out_json: str | Path, dataset_size: int | None = None) -> dict:
+def evaluate_run(
+    cfg: dict,
+    suite: str,
+    method: str,
+    algo: str,
+    seed: int,
+    final_path: str | Path,
+    out_json: str | Path,
+    dataset_size: int | None = None,
+) -> dict:
     """Final evaluation of a run; ``dataset_size``: a sample-complexity run's episodes per task
     (recorded in the JSON as ``dataset_size``)."""
     device = resolve_device(cfg["device"])
@@ -324,8 +415,9 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
     try:
         model.load_state_dict(saved["algo"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ckpt.CheckpointError(f"{final_path}: does not match the configured {method}-{algo} networks "
-                                   f"({one_line(e)})") from None
+        raise ckpt.CheckpointError(
+            f"{final_path}: does not match the configured {method}-{algo} networks ({one_line(e)})"
+        ) from None
     pathways = None
     if "pathways" in saved:
         try:
@@ -336,17 +428,36 @@ def evaluate_run(cfg: dict, suite: str, method: str, algo: str, seed: int, final
     learner = MultitaskLearner(model, method, len(tasks), pathways=pathways, reduce="sum", backend=pathway_backend(cfg))
     norms = [Normalizer.from_state_dict(s) for s in saved["normalizers"]]
     episodes = int(cfg["evaluation"]["episodes"])
-    tracker = stage_tracker(cfg, "evaluate", suite, f"eval/{suite}/{method}-{algo}{_subset_tag(dataset_size)}/seed{seed}",
-                            Path(out_json).with_suffix(".mlflow_run_id.txt"),
-                            {"suite": suite, "method": method, "algo": algo, "seed": seed,
-                             **_subset_wildcards(dataset_size)}, fresh=True)
+    tracker = stage_tracker(
+        cfg,
+        "evaluate",
+        suite,
+        f"eval/{suite}/{method}-{algo}{_subset_tag(dataset_size)}/seed{seed}",
+        Path(out_json).with_suffix(".mlflow_run_id.txt"),
+        {"suite": suite, "method": method, "algo": algo, "seed": seed, **_subset_wildcards(dataset_size)},
+        fresh=True,
+    )
     status = "FAILED"
     try:
-        ev = evaluate_tasks(_policy_fn(learner, norms, device), suite, tasks, episodes,
-                            seed=int(cfg["evaluation"]["seed"]) + seed, ref_scores=[m["scores"] for m in manifests],
-                            envs_per_task=min(episodes, int(cfg["evaluation"]["envs_per_task"])))
-        ev.update({"suite": suite, "method": method, "algo": algo, "seed": seed, "episodes_per_task": episodes,
-                   **_subset_wildcards(dataset_size)})
+        ev = evaluate_tasks(
+            _policy_fn(learner, norms, device),
+            suite,
+            tasks,
+            episodes,
+            seed=int(cfg["evaluation"]["seed"]) + seed,
+            ref_scores=[m["scores"] for m in manifests],
+            envs_per_task=min(episodes, int(cfg["evaluation"]["envs_per_task"])),
+        )
+        ev.update(
+            {
+                "suite": suite,
+                "method": method,
+                "algo": algo,
+                "seed": seed,
+                "episodes_per_task": episodes,
+                **_subset_wildcards(dataset_size),
+            }
+        )
         publish_evaluation(tracker, ev, out_json)
         status = "FINISHED"
         return ev

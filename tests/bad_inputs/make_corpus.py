@@ -8,6 +8,7 @@ good ones of the same name, the names listed in its ``REMOVE`` file are deleted 
 its ``MKDIR`` file are replaced by empty directories. The table
 of cases and the error each must produce is in tests/test_bad_inputs.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,19 +27,30 @@ def arrays(seed: int, n: int = T, obs: int = OBS) -> dict[str, np.ndarray]:
     o = rng.normal(size=(n + 1, obs)).astype(np.float32)
     timeouts = np.zeros(n, bool)
     timeouts[n // 2 - 1 :: n // 2] = True
-    return {"observations": o[:-1].copy(), "actions": rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
-            "rewards": rng.normal(size=n).astype(np.float32), "next_observations": o[1:].copy(),
-            "terminals": np.zeros(n, bool), "timeouts": timeouts}
+    return {
+        "observations": o[:-1].copy(),
+        "actions": rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_observations": o[1:].copy(),
+        "terminals": np.zeros(n, bool),
+        "timeouts": timeouts,
+    }
 
 
 def manifest(task: str, npz: Path, a: dict, **over) -> dict:
     n = len(a["rewards"]) if "rewards" in a else 0
-    m = {"schema_version": 1, "suite": "cheetah", "task": task, "env_id": f"npf/cheetah-{task}-v0", "seed": 0,
-         "expert": {"path": "corpus", "seed": 0}, "counts": {"episodes": 2, "transitions": n, "obs_dim": OBS,
-                                                            "act_dim": ACT},
-         "returns": {"mean": 100.0, "std": 1.0, "per_episode": [99.0, 101.0]},
-         "scores": {"random": -50.0, "expert": 100.0, "expert_deterministic": 110.0},
-         "sha256": hashlib.sha256(npz.read_bytes()).hexdigest()}
+    m = {
+        "schema_version": 1,
+        "suite": "cheetah",
+        "task": task,
+        "env_id": f"npf/cheetah-{task}-v0",
+        "seed": 0,
+        "expert": {"path": "corpus", "seed": 0},
+        "counts": {"episodes": 2, "transitions": n, "obs_dim": OBS, "act_dim": ACT},
+        "returns": {"mean": 100.0, "std": 1.0, "per_episode": [99.0, 101.0]},
+        "scores": {"random": -50.0, "expert": 100.0, "expert_deterministic": 110.0},
+        "sha256": hashlib.sha256(npz.read_bytes()).hexdigest(),
+    }
     m.update(over)
     return m
 
@@ -77,7 +89,7 @@ def main() -> None:
     d = case("corrupted_bytes")
     npz = write(d, "forward", arrays(1))
     b = bytearray(npz.read_bytes())
-    b[len(b) // 3: len(b) // 3 + 64] = bytes(range(64))
+    b[len(b) // 3 : len(b) // 3 + 64] = bytes(range(64))
     npz.write_bytes(bytes(b))
     resha(d, "forward")
     # checksum mismatch: a valid file, but not the one the manifest describes
@@ -115,8 +127,12 @@ def main() -> None:
     write(d, "forward", arrays(1))
     (d / "forward.json").write_text('{"schema_version": 1, "sha256": ')
     write(case("schema_version_unknown"), "forward", arrays(1), schema_version=99)
-    write(case("transition_count_mismatch"), "forward", arrays(1),
-          counts={"transitions": T + 5, "obs_dim": OBS, "act_dim": ACT})
+    write(
+        case("transition_count_mismatch"),
+        "forward",
+        arrays(1),
+        counts={"transitions": T + 5, "obs_dim": OBS, "act_dim": ACT},
+    )
     d = case("missing_manifest")
     d.mkdir(parents=True)
     (d / "REMOVE").write_text("forward.json\n")
@@ -125,15 +141,22 @@ def main() -> None:
     (d / "REMOVE").write_text("forward.npz\nforward.json\n")
     # observations and actions swapped: the arrays agree with each other, not with the manifest
     a = arrays(1)
-    a["observations"], a["next_observations"] = a["observations"][:, :ACT].copy(), a["next_observations"][:, :ACT].copy()
+    a["observations"], a["next_observations"] = (
+        a["observations"][:, :ACT].copy(),
+        a["next_observations"][:, :ACT].copy(),
+    )
     a["actions"] = np.random.default_rng(3).uniform(-1, 1, (T, OBS)).astype(np.float32)
     write(case("obs_act_swapped"), "forward", a)
     a = arrays(1)
     a["actions"][5, 1] = 1.5
     write(case("actions_out_of_range"), "forward", a)
     # the manifest's transition count as a string
-    write(case("transitions_count_string"), "forward", arrays(1),
-          counts={"transitions": str(T), "obs_dim": OBS, "act_dim": ACT})
+    write(
+        case("transitions_count_string"),
+        "forward",
+        arrays(1),
+        counts={"transitions": str(T), "obs_dim": OBS, "act_dim": ACT},
+    )
     # a lone .npy array renamed to .npz
     d = case("npy_renamed_npz")
     write(d, "forward", arrays(1))
@@ -146,8 +169,12 @@ def main() -> None:
         d.mkdir(parents=True)
         (d / "MKDIR").write_text(f"{target}\n")
     # the tasks of one suite disagree on the observation size
-    write(case("obs_dim_mismatch_between_tasks"), "backward", arrays(2, obs=OBS + 1),
-          counts={"transitions": T, "obs_dim": OBS + 1, "act_dim": ACT})
+    write(
+        case("obs_dim_mismatch_between_tasks"),
+        "backward",
+        arrays(2, obs=OBS + 1),
+        counts={"transitions": T, "obs_dim": OBS + 1, "act_dim": ACT},
+    )
     print(f"wrote {sum(1 for _ in ROOT.rglob('*') if _.is_file())} files under {ROOT}")
 
 

@@ -12,6 +12,7 @@ With ``--many``, CASES is ``{"name": SPEC, ...}``; each child's stdout+stderr go
 ``OUT/<name>.out`` and its exit status to ``OUT/<name>.rc``. Forking after the imports keeps a
 case at ~0.1 s instead of a fresh interpreter's seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,13 @@ from _stage import stage  # noqa: E402
 from npf.config import validate  # noqa: E402
 from npf.stages import dataset, expert, offline  # noqa: E402
 
-STAGES = {"train_expert": expert.train_expert, "collect_dataset": dataset.collect_dataset,
-          "discover_pathways": offline.discover_pathways, "train_offline": offline.train_offline,
-          "evaluate_run": offline.evaluate_run}
+STAGES = {
+    "train_expert": expert.train_expert,
+    "collect_dataset": dataset.collect_dataset,
+    "discover_pathways": offline.discover_pathways,
+    "train_offline": offline.train_offline,
+    "evaluate_run": offline.evaluate_run,
+}
 
 
 def run(spec: dict) -> None:
@@ -68,7 +73,7 @@ def run_many(cases: dict, out: Path) -> None:
                 run(spec)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
-            except BaseException:  # noqa: BLE001 - anything escaping the stage wrapper is a bug
+            except BaseException:
                 import traceback
 
                 traceback.print_exc()

@@ -10,6 +10,7 @@ The line goes to the rule's log and to the job's stderr (what Snakemake / Slurm 
 Each attempt's wall time, status and resolved config are recorded beside the log
 (:mod:`npf.provenance`; ``npf publish`` reads them).
 """
+
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ def stage(snakemake):
     log = snakemake.log[0] if getattr(snakemake, "log", None) else None
     if log:
         os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
-        f = open(log, "a", buffering=1)
+        f = open(log, "a", buffering=1)  # noqa: SIM115 (the stage's stdout/stderr until the process ends)
         sys.stdout = f
         sys.stderr = f
     start, status = time.time(), "failed"
@@ -51,7 +52,9 @@ def stage(snakemake):
             if sys.stderr is not sys.__stderr__:
                 traceback.print_exc(file=sys.__stderr__)
         msg = (str(e).strip().splitlines() or [""])[0]
-        if not isinstance(e, (ValueError, RuntimeError, FloatingPointError, OSError)) and not os.environ.get("NPF_DEBUG"):
+        if not isinstance(e, (ValueError, RuntimeError, FloatingPointError, OSError)) and not os.environ.get(
+            "NPF_DEBUG"
+        ):
             msg += " (unexpected: NPF_DEBUG=1 shows the traceback)"
         _say(f"error: {type(e).__name__}: {msg}")
         sys.exit(1)
