@@ -110,7 +110,19 @@ FULL = dict(
     collect_rounds=7,
     collect_episodes=20,
     vec_rounds=7,
-    online={},
+    # the networks and batch of config/mt10_online_small.yaml (Table 4) on the default config's two
+    # MT10 tasks: at the default's smoke-scale [64, 64] the loop's fixed costs dominate any update
+    online={
+        "total_steps": 3000,
+        "learning_starts": 450,
+        "pretrain_steps": 1000,
+        "batch_size": 128,
+        "eval_interval": 1500,
+        "checkpoint_every": 1500,
+        "log_every": 500,
+        "grad_norm_every": 250,
+        "sac": {"hidden": [256, 256], "optimizer": "adamw"},
+    },
     peer_steps=300,
     peer_rounds=5,
     roofline_hidden=roofline.HIDDEN,
