@@ -34,25 +34,16 @@ class Row:
     samples: int = 0  # BCQ: VAE action samples per next state
 
 
+def bcq_row(samples: int, updates: int) -> Row:
+    label = f"BCQ ms/update, [400, 300] + VAE [750, 750], {samples} action samples"
+    return Row(label, "bcq", (400, 300), updates, vae_hidden=(750, 750), samples=samples)
+
+
 ROWS = {
     "iql-256": Row("IQL ms/update, [256, 256]", "iql", (256, 256), updates=16),
     "iql-1024": Row("IQL ms/update, [1024, 1024]", "iql", (1024, 1024), updates=3),
-    "bcq-10": Row(
-        "BCQ ms/update, [400, 300] + VAE [750, 750], 10 action samples",
-        "bcq",
-        (400, 300),
-        updates=3,
-        vae_hidden=(750, 750),
-        samples=10,
-    ),
-    "bcq-100": Row(
-        "BCQ ms/update, [400, 300] + VAE [750, 750], 100 action samples",
-        "bcq",
-        (400, 300),
-        updates=1,
-        vae_hidden=(750, 750),
-        samples=100,
-    ),
+    "bcq-10": bcq_row(10, updates=3),
+    "bcq-100": bcq_row(100, updates=1),
 }
 
 

@@ -48,21 +48,11 @@ def make_algo(row: Row):
     def net(hidden):
         return VectorEncoderFactory(hidden_units=list(hidden))
 
+    shared = dict(batch_size=BATCH, actor_encoder_factory=net(row.hidden), critic_encoder_factory=net(row.hidden))
     if row.algo == "iql":
-        cfg = IQLConfig(
-            batch_size=BATCH,
-            actor_encoder_factory=net(row.hidden),
-            critic_encoder_factory=net(row.hidden),
-            value_encoder_factory=net(row.hidden),
-        )
+        cfg = IQLConfig(**shared, value_encoder_factory=net(row.hidden))
     elif row.algo == "bcq":
-        cfg = BCQConfig(
-            batch_size=BATCH,
-            actor_encoder_factory=net(row.hidden),
-            critic_encoder_factory=net(row.hidden),
-            imitator_encoder_factory=net(row.vae_hidden),
-            n_action_samples=row.samples,
-        )
+        cfg = BCQConfig(**shared, imitator_encoder_factory=net(row.vae_hidden), n_action_samples=row.samples)
     else:
         raise ValueError(f"time_d3rlpy: unknown algorithm {row.algo!r}")
     return cfg.create(device="cpu:0")
