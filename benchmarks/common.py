@@ -1,10 +1,15 @@
 """What the benchmark scripts share: the clock, interleaved timing, the Table-5 algorithms at their
-benchmark sizes and random task batches. (bench_multitask.py, bench_export.py, roofline.py and
-run_all.py import from here, not from each other.)"""
+benchmark sizes, random task batches, and the CPU model and git commit of a report's header.
+(bench_multitask.py, bench_export.py, roofline.py, run_all.py and d3rlpy/bench_d3rlpy.py import
+from here, not from each other.)"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,31 +46,24 @@ def interleaved(fns, rounds, warmup, now=None):
     return {k: (statistics.median(v) * 1e3, min(v) * 1e3) for k, v in times.items()}
 
 
-def make_algo(name, obs_dim, act_dim, N, seed=0):
+def make_algo(name, obs_dim, act_dim, N, seed=0, **overrides):
     """IQL [1024, 1024], BCQ [400, 300] + VAE [750, 750], SAC [400, 400, 400] (policy_delay 1, one
-    temperature per task): the Table-5 sizes."""
+    temperature per task): the Table-5 sizes; ``overrides``: other config values."""
     if name == "iql":
         from npf.algos.iql import IQL, IQLConfig
 
-        return IQL(
-            obs_dim,
-            act_dim,
-            IQLConfig(actor_hidden=[1024, 1024], critic_hidden=[1024, 1024], value_hidden=[1024, 1024]),
-            seed=seed,
-        )
+        table5 = dict(actor_hidden=[1024, 1024], critic_hidden=[1024, 1024], value_hidden=[1024, 1024])
+        return IQL(obs_dim, act_dim, IQLConfig(**{**table5, **overrides}), seed=seed)
     if name == "bcq":
         from npf.algos.bcq import BCQ, BCQConfig
 
-        return BCQ(
-            obs_dim,
-            act_dim,
-            BCQConfig(actor_hidden=[400, 300], critic_hidden=[400, 300], vae_hidden=[750, 750]),
-            seed=seed,
-        )
+        table5 = dict(actor_hidden=[400, 300], critic_hidden=[400, 300], vae_hidden=[750, 750])
+        return BCQ(obs_dim, act_dim, BCQConfig(**{**table5, **overrides}), seed=seed)
     if name == "sac":
         from npf.algos.sac import SAC, SACConfig
 
-        return SAC(obs_dim, act_dim, SACConfig(hidden=[400, 400, 400], policy_delay=1), num_temperatures=N, seed=seed)
+        cfg = SACConfig(**{**dict(hidden=[400, 400, 400], policy_delay=1), **overrides})
+        return SAC(obs_dim, act_dim, cfg, num_temperatures=N, seed=seed)
     raise ValueError(name)
 
 
@@ -81,3 +79,29 @@ def random_batches(N, B, obs_dim, act_dim, seed):
         }
         for _ in range(N)
     ]
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        return rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def shown(arg: str) -> str:
+    """An argument as the report shows it: a path by its file name only (no machine paths in a committed file)."""
+    return Path(arg).name if os.sep in arg else arg

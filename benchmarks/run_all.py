@@ -69,6 +69,7 @@ import bench_export  # noqa: E402
 import bench_multitask as bm  # noqa: E402
 import bench_peers  # noqa: E402
 import roofline  # noqa: E402
+from common import cpu_model, git_commit, shown  # noqa: E402
 
 from npf.multitask import MultitaskLearner, obs_dim_for  # noqa: E402
 from npf.nets import resolve_device  # noqa: E402
@@ -643,32 +644,6 @@ def hms(s: float) -> str:
 
 
 # ------------------------------------------------------------------------------------ report
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return rev + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def shown(arg: str) -> str:
-    """An argument as the report shows it: a path by its file name only (no machine paths in a committed file)."""
-    return Path(arg).name if os.sep in arg else arg
-
-
 def header(args, argv, device, settings) -> list[str]:
     dev = (
         f"CUDA {torch.cuda.get_device_name(device)} (host CPU {cpu_model()})"
