@@ -49,6 +49,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from npf import layout
 from npf.tables import METHOD_LABELS, SUITE_ORDER, run_label, suite_label
 
 BANDS = {
@@ -61,12 +62,6 @@ CURVE_FIGURES = {
     "cheetah": "fig10_curves_cheetah",
     "cheetah_velocity": "fig11_curves_cheetah_velocity",
     "quadruped": "fig12_curves_quadruped",
-}
-ONLINE_INPUTS = {
-    "dapd": "online/dapd_curves.csv",
-    "grad_norms": "online/grad_norms.csv",
-    "pretrain_curves": "online/pretrain_curves.csv",
-    "sample_complexity": "sample_complexity/scores.csv",
 }
 VARIANT_LABELS = {
     "single-shot": "Single-shot",
@@ -518,7 +513,7 @@ def load_learning_curves(results_dir: str | Path) -> pd.DataFrame:
     """All ``runs/{suite}/{method}-{algo}/seed{s}/metrics.csv`` as ``suite, method, algo, seed,
     step, task, score`` (one row per evaluation × task); empty when there are none."""
     frames = []
-    for p in sorted(Path(results_dir).glob("runs/*/*/seed*/metrics.csv")):
+    for p in layout.find(layout.offline_curve, results_dir):
         seed = p.parent.name[len("seed") :]
         if not seed.isdigit():
             continue
@@ -540,7 +535,7 @@ def load_overlaps(results_dir: str | Path, role: str = "actor") -> dict[tuple[st
     seeds (cells that are NaN in a seed — an empty pathway — are skipped)."""
     acc: dict[tuple[str, str], list] = {}
     tasks: dict[tuple[str, str], list] = {}
-    for p in sorted(Path(results_dir).glob("pathways/*/*/seed*/masks.json")):
+    for p in layout.find(layout.masks_summary, results_dir):
         s = json.loads(p.read_text())
         r = s.get("roles", {}).get(role)
         if r is None or "overlap_percent" not in r:
@@ -624,7 +619,7 @@ def write_figures(
             panels[f"{suite_label(su, overlaps[(su, al)].index)}, {al.upper()} ({seeds})"] = overlaps[(su, al)]
         jobs.append(("fig15_overlap", lambda s: figure15(panels, s)))
 
-    dapd = read_tidy(results_dir / ONLINE_INPUTS["dapd"])
+    dapd = read_tidy(layout.dapd_curves_table(results_dir))
     if dapd is not None:
         jobs.append(("fig03_dapd", lambda s: figure3(dapd, s, band=band)))
         if "task" in dapd.columns:
@@ -633,12 +628,12 @@ def write_figures(
             if dapd["variant"].isin(M_VARIANTS).any():
                 jobs.append(("fig14_dapd_M_tasks", lambda s: figure14(dapd, s, band=band)))
 
-    grads = read_tidy(results_dir / ONLINE_INPUTS["grad_norms"])
+    grads = read_tidy(layout.grad_norms_table(results_dir))
     if grads is not None:
-        perf = read_tidy(results_dir / ONLINE_INPUTS["pretrain_curves"])
+        perf = read_tidy(layout.pretrain_curves_table(results_dir))
         jobs.append(("fig04_grad_norm", lambda s: figure4(grads, s, perf, band=band)))
 
-    sc = read_tidy(results_dir / ONLINE_INPUTS["sample_complexity"])
+    sc = read_tidy(layout.sc_scores(results_dir))
     if sc is not None:
         jobs.append(("fig05_sample_complexity", lambda s: figure5(sc, s, band=band)))
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from npf import layout, stats
 from npf import paper_numbers as paper
-from npf import stats
 from npf.config import offline_section, section
 from npf.provenance import load_attempts, load_config, mlflow_attempts
 from npf.tables import (
@@ -217,7 +217,7 @@ def load_sources(dirs: list[str], wall_times: dict[str, float] | None = None) ->
         p = Path(d)
         if not p.is_dir():
             raise FileNotFoundError(f"{d}: no such results directory")
-        if not any((p / sub).exists() for sub in ("eval", "runs", "pathways", "online", "sample_complexity")):
+        if not any((p / sub).exists() for sub in layout.TOP_LEVEL):
             raise ValueError(f"{d}: not a results directory (no eval/, runs/, pathways/ or online/ in it)")
         if p.name in names:
             raise ValueError(
@@ -272,7 +272,7 @@ def withhold_weak_experts(df: pd.DataFrame, sources: list[Source]) -> tuple[pd.D
     for src in sources:
         for suite in sorted(set(df.loc[(df["source"] == src.label) & (df["metric"] == "normalized"), "suite"])):
             weak = []
-            for p in sorted((src.path / "datasets" / suite).glob("*.json")):
+            for p in layout.find(layout.dataset_manifest, src.path, suite=suite):
                 try:
                     scores = json.loads(p.read_text())["scores"]
                     why = weak_expert(scores)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from npf import layout
 from npf import paper_numbers as paper
 from npf.paper_numbers import PaperNumber
 
@@ -94,7 +95,7 @@ def _suite_tasks(d: pd.DataFrame, suite: str) -> list[str]:
 def load_eval_results(results_dir: str | Path) -> pd.DataFrame:
     """All ``eval/*/*/seed*.json`` as one tidy frame (one row per run × task); empty if none."""
     rows = []
-    for path in sorted(Path(results_dir).glob("eval/*/*/seed*.json")):
+    for path in layout.find(layout.eval_json, results_dir):
         ev = json.loads(path.read_text())
         metric = ev.get("metric", "normalized")
         key = "normalized_mean" if metric == "normalized" else "success"
@@ -530,15 +531,15 @@ def load_param_counts(results_dir: str | Path, role: str = "actor") -> pd.DataFr
     pathways (``union``). Read from ``masks.pt`` (exact), else from ``masks.json`` when it
     carries a ``maskable_params`` count. None when nothing is there."""
     rows = []
-    for d in sorted(Path(results_dir).glob("pathways/*/*/seed*")):
+    for d in layout.find(layout.pathways_dir, results_dir):
         suite, algo, seed = d.parent.parent.name, d.parent.name, d.name[len("seed") :]
         if not seed.isdigit():
             continue
         c = None
-        if (d / "masks.pt").exists():
-            c = _counts_from_pt(d / "masks.pt", role)
-        elif (d / "masks.json").exists():
-            c = _counts_from_json(d / "masks.json", role)
+        if (d / layout.MASKS_FILE).exists():
+            c = _counts_from_pt(d / layout.MASKS_FILE, role)
+        elif (d / layout.MASKS_SUMMARY_FILE).exists():
+            c = _counts_from_json(d / layout.MASKS_SUMMARY_FILE, role)
         if c is not None:
             rows.append({"suite": suite, "algo": algo, "seed": int(seed), **c})
     return pd.DataFrame(rows) if rows else None
@@ -662,7 +663,7 @@ def load_pathway_counts(results_dir: str | Path, role: str = "actor") -> pd.Data
     from npf import checkpoint as ckpt  # torch: imported only when a run is read
 
     rows = []
-    for path in sorted(Path(results_dir).glob("runs/*/npf-*/seed*/final.pt")):
+    for path in layout.find(layout.offline_final, results_dir, method="npf"):
         suite, algo, seed = path.parts[-4], path.parts[-3][len("npf-") :], path.parts[-2][len("seed") :]
         if not seed.isdigit():
             continue

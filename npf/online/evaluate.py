@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from npf import checkpoint as ckpt
+from npf import layout
 from npf.algos.sac import SACConfig
 from npf.config import pathway_backend
 from npf.envs import is_success_suite, make_env
@@ -91,8 +92,7 @@ def evaluate_online_run(
         )
     refs = None
     if not is_success_suite(suite):
-        root = Path(cfg["results_dir"]) / "datasets" / suite
-        paths = [root / f"{t}.json" for t in tasks]
+        paths = [Path(layout.dataset_manifest(cfg["results_dir"], suite, t)) for t in tasks]
         if all(p.exists() for p in paths):
             refs = [json.loads(p.read_text())["scores"] for p in paths]
     episodes = int(cfg["evaluation"]["episodes"])
@@ -101,7 +101,7 @@ def evaluate_online_run(
         "online_evaluate",
         suite,
         f"eval/{suite}/{method}-sac/seed{seed}",
-        Path(out_json).with_suffix(".mlflow_run_id.txt"),
+        Path(out_json).with_suffix(layout.RUN_ID_SUFFIX),
         {"suite": suite, "method": method, "algo": "sac", "seed": seed},
         fresh=True,
     )

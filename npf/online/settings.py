@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from npf import layout
 from npf.algos.sac import SACConfig
 from npf.config import deep_merge, online_runs, suite_tasks
 from npf.envs import is_success_suite
@@ -166,15 +167,12 @@ def online_target_files(cfg: Mapping) -> list[str]:
     out = []
     for suite, method, seed in online_runs(cfg):
         if method in EVAL_METHODS:
-            out.append(f"{r}/eval/{suite}/{method}-sac/seed{seed}.json")
+            out.append(layout.eval_json(r, suite, method, "sac", seed))
         if method in NPF_METHODS:
-            out += [
-                f"{r}/online/grad_norms/{suite}/{method}/seed{seed}.csv",
-                f"{r}/online/pretrain_curves/{suite}/{method}/seed{seed}.csv",
-            ]
+            out += [layout.grad_norms(r, suite, method, seed), layout.pretrain_curves(r, suite, method, seed)]
     a = cfg["online"]["dapd_ablation"]
     out += [
-        f"{r}/online/dapd_curves/{task}/{variant}/seed{seed}.csv"
+        layout.dapd_tidy_curve(r, task, variant, seed)
         for task in a["tasks"]
         for variant in a["variants"]
         for seed in a["seeds"]

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from npf import layout
 from npf.online.loop import run_online
 from npf.online.settings import METHODS, NPF_METHODS, dapd_ablation_settings, online_settings, online_tasks
 from npf.online.tidy import export_curves, export_grad_norms
@@ -48,9 +49,9 @@ def train_online(
         return out
     variant = "pretrain" if method == "sac-npf" and settings.pretrain_steps > 0 else "no-pretrain"
     if grad_norms_out is not None:
-        export_grad_norms(Path(out_dir) / "grad_norms.csv", grad_norms_out, variant, seed)
+        export_grad_norms(Path(out_dir) / layout.GRAD_NORMS_FILE, grad_norms_out, variant, seed)
     if curves_out is not None:
-        export_curves(Path(out_dir) / "metrics.csv", curves_out, variant, seed, suite)
+        export_curves(Path(out_dir) / layout.CURVE_FILE, curves_out, variant, seed, suite)
     return out
 
 
@@ -82,5 +83,5 @@ def train_dapd_variant(
         stop_after_steps=stop_after_steps,
     )
     if "stopped_at" not in out and curves_out is not None:
-        export_curves(Path(out_dir) / "metrics.csv", curves_out, variant, seed, suite)
+        export_curves(Path(out_dir) / layout.CURVE_FILE, curves_out, variant, seed, suite)
     return out

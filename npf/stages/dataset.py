@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from npf import layout
 from npf.config import section
 from npf.data import save_dataset
 from npf.envs import env_id, episode_length, is_success_suite, make_env
@@ -133,7 +134,7 @@ def collect_dataset(
         "datasets",
         suite,
         f"dataset/{suite}/{task}",
-        out_npz.with_suffix(".mlflow_run_id.txt"),
+        out_npz.with_suffix(layout.RUN_ID_SUFFIX),
         {"suite": suite, "task": task},
         fresh=True,
     )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from npf import checkpoint as ckpt
+from npf import layout
 from npf.algos.base import check_finite
 from npf.algos.sac import SAC, SACConfig
 from npf.config import section
@@ -59,7 +60,7 @@ def train_expert(
     rng = torch.Generator(device=device)
     rng.manual_seed(seed + 1)
     step, episodes, update_debt = 0, [0] * num_envs, 0.0
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = out_dir / layout.CHECKPOINT_FILE
     resuming = ckpt_path.exists()
     if resuming:
         state = ckpt.load(ckpt_path, map_location=device)
@@ -85,7 +86,7 @@ def train_expert(
         "experts",
         suite,
         f"expert/{suite}/{task}/seed{seed}",
-        out_dir / "mlflow_run_id.txt",
+        out_dir / layout.RUN_ID_FILE,
         {"suite": suite, "task": task, "seed": seed},
         fresh=not resuming,
     )
@@ -179,14 +180,14 @@ def train_expert(
             "env_steps_per_s": progress.rate,
         }
         tracker.log_metrics({"eval/return": result["eval_return_mean"], "eval/success": result["eval_success"]}, step)
-        save_expert_policy(out_dir / "policy.pt", algo, obs_dim, act_dim, result)
-        tracker.log_artifact(out_dir / "policy.pt")
-        write_json(out_dir / "metrics.json", result)
-        tracker.log_artifact(out_dir / "metrics.json")
+        save_expert_policy(out_dir / layout.POLICY_FILE, algo, obs_dim, act_dim, result)
+        tracker.log_artifact(out_dir / layout.POLICY_FILE)
+        write_json(out_dir / layout.EXPERT_METRICS_FILE, result)
+        tracker.log_artifact(out_dir / layout.EXPERT_METRICS_FILE)
         if int(ecfg.get("render_steps", 0)) > 0:  # see the gait in the MLflow UI
             custom = None if suite in BUILTIN_SUITES else cfg["custom_suites"][suite]
             for p in render_in_subprocess(
-                out_dir / "policy.pt",
+                out_dir / layout.POLICY_FILE,
                 suite,
                 task,
                 out_dir / "rollout",

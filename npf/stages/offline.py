@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from npf import checkpoint as ckpt
+from npf import layout
 from npf.algos.base import Algorithm, check_finite
 from npf.algos.bcq import BCQ, BCQConfig
 from npf.algos.iql import IQL, IQLConfig
@@ -75,7 +76,7 @@ def load_suite_data(
     """Each task's dataset, normalizer and replay buffer; ``max_episodes``: only the first that many
     whole episodes of each dataset (sample-complexity runs; normalizers are fit on them)."""
     tasks = suite_tasks(cfg, suite)
-    root = Path(dataset_dir or Path(cfg["results_dir"]) / "datasets" / suite)
+    root = Path(dataset_dir or layout.dataset_dir(cfg["results_dir"], suite))
     datasets = [load_dataset(root / f"{t}.npz") for t in tasks]
     if max_episodes is not None:
         datasets = [first_episodes(d, int(max_episodes)) for d in datasets]
@@ -150,7 +151,7 @@ def discover_pathways(
         "pathways",
         suite,
         f"pathways/{suite}/{algo}{_subset_tag(max_episodes)}/seed{seed}",
-        out_path.with_suffix(".mlflow_run_id.txt"),
+        out_path.with_suffix(layout.RUN_ID_SUFFIX),
         {"suite": suite, "algo": algo, "seed": seed, **_subset_wildcards(max_episodes)},
         fresh=True,
     )  # not resumable: every attempt is a new run
@@ -248,7 +249,7 @@ def train_offline(
     learner.algo.set_compile(cfg.get("compile", "off"))
     gen = torch.Generator(device=device).manual_seed(seed + 17)
     step = 0
-    ckpt_path, curve_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
+    ckpt_path, curve_path = out_dir / layout.CHECKPOINT_FILE, out_dir / layout.CURVE_FILE
     rows: list[dict] = []
     resuming = ckpt_path.exists()
     if resuming:
@@ -271,7 +272,7 @@ def train_offline(
         "train_offline",
         suite,
         run_name,
-        out_dir / "mlflow_run_id.txt",
+        out_dir / layout.RUN_ID_FILE,
         {"suite": suite, "method": method, "algo": algo, "seed": seed, **_subset_wildcards(max_episodes)},
         fresh=not resuming,
     )
@@ -352,7 +353,7 @@ def train_offline(
         }
         if learner.pathways is not None:
             final["pathways"] = learner.pathways.state_dict()
-        save_checkpoint(final, out_dir / "final.pt", step)
+        save_checkpoint(final, out_dir / layout.FINAL_FILE, step)
         tracker.log_artifact(curve_path)
         resumable.status = "FINISHED"
         return {"updates": step, "updates_per_s": (step - progress.start_n) / max(t_update, 1e-9)}
@@ -400,10 +401,9 @@ def evaluate_run(
     cfg_tasks = suite_tasks(cfg, suite)
     if tasks != cfg_tasks:
         raise ValueError(f"{final_path}: trained on tasks {tasks}, config has {cfg_tasks}")
-    root = Path(cfg["results_dir"]) / "datasets" / suite
     manifests = []
     for t in tasks:
-        mpath = root / f"{t}.json"
+        mpath = Path(layout.dataset_manifest(cfg["results_dir"], suite, t))
         try:
             m = json.loads(mpath.read_text())
             m["counts"]["obs_dim"], m["counts"]["act_dim"], m["scores"]
@@ -433,7 +433,7 @@ def evaluate_run(
         "evaluate",
         suite,
         f"eval/{suite}/{method}-{algo}{_subset_tag(dataset_size)}/seed{seed}",
-        Path(out_json).with_suffix(".mlflow_run_id.txt"),
+        Path(out_json).with_suffix(layout.RUN_ID_SUFFIX),
         {"suite": suite, "method": method, "algo": algo, "seed": seed, **_subset_wildcards(dataset_size)},
         fresh=True,
     )

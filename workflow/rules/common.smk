@@ -1,7 +1,26 @@
+from npf import layout
 from npf.config import offline_section, section, suite_tasks
 from npf.resources import mem_mb
 
 RESULTS = config["results_dir"]
+REPORTS = config["reports_dir"]
+
+
+# one pattern per key for every rule (npf.layout names the paths); the online and offline methods do not
+# overlap, so an eval JSON has one producer: {method}-{algo} with algo bcq|iql, or {method}-sac
+wildcard_constraints:
+    seed=r"\d+",
+    size=r"\d+",
+    suite=r"[^/]+",
+    task=r"[^/]+",
+    algo="bcq|iql",
+    method="npf|mt|mhmt|sac-npf|sac-npf-nopretrain|mt-sac|mh-sac|pcgrad",
+    variant=r"single-shot|dense|dapd(-M\d+)?(-nothreshold)?",
+
+
+def wildcards(path_of, **fixed):
+    """The rules' pattern of a layout function: each key left as its {wildcard}."""
+    return layout.pattern(path_of, RESULTS, **fixed)
 
 
 def tasks_of(suite):
@@ -9,7 +28,7 @@ def tasks_of(suite):
 
 
 def dataset_files(suite):
-    return [f"{RESULTS}/datasets/{suite}/{task}.npz" for task in tasks_of(suite)]
+    return [layout.dataset(RESULTS, suite, task) for task in tasks_of(suite)]
 
 
 def scripted_experts(suite):
@@ -22,12 +41,12 @@ def expert_policy(suite, task):
     if scripted_experts(suite):
         return []
     seed = section(config, "datasets", suite)["expert_seed"]
-    return f"{RESULTS}/experts/{suite}/{task}/seed{seed}/policy.pt"
+    return layout.expert_policy(RESULTS, suite, task, seed)
 
 
 def expert_targets():
     return [
-        f"{RESULTS}/experts/{suite}/{task}/seed{seed}/policy.pt"
+        layout.expert_policy(RESULTS, suite, task, seed)
         for suite in config["suites"]
         if not scripted_experts(suite)
         for task in tasks_of(suite)
@@ -51,8 +70,7 @@ def offline_runs():
 
 def eval_targets():
     return [
-        f"{RESULTS}/eval/{suite}/{method}-{algo}/seed{seed}.json"
-        for suite, method, algo, seed in offline_runs()
+        layout.eval_json(RESULTS, suite, method, algo, seed) for suite, method, algo, seed in offline_runs()
     ]
 
 
@@ -71,21 +89,21 @@ def sample_complexity_evals():
     out = []
     for suite, method, algo, seed, size in sample_complexity_runs():
         if size == section(config, "datasets", suite)["episodes"]:
-            out.append((f"{RESULTS}/eval/{suite}/{method}-{algo}/seed{seed}.json", size))
+            out.append((layout.eval_json(RESULTS, suite, method, algo, seed), size))
         else:
-            out.append((f"{RESULTS}/sample_complexity/eval/{suite}/{method}-{algo}/n{size}/seed{seed}.json", size))
+            out.append((layout.sc_eval_json(RESULTS, suite, method, algo, size, seed), size))
     return out
 
 
 def sample_complexity_targets():
     """Fig. 5's tidy scores, when any dataset size is configured."""
-    return [f"{RESULTS}/sample_complexity/scores.csv"] if sample_complexity_runs() else []
+    return [layout.sc_scores(RESULTS)] if sample_complexity_runs() else []
 
 
 def pathway_summaries():
     return sorted(
         {
-            f"{RESULTS}/pathways/{suite}/{algo}/seed{seed}/masks.json"
+            layout.masks_summary(RESULTS, suite, algo, seed)
             for suite, method, algo, seed in offline_runs()
             if method == "npf"
         }
@@ -106,5 +124,5 @@ def all_targets():
         + eval_targets()
         + sample_complexity_targets()
         + online_targets()
-        + [f"{config['reports_dir']}/figures", f"{config['reports_dir']}/tables"]
+        + [layout.figures_dir(REPORTS), layout.tables_dir(REPORTS)]
     )

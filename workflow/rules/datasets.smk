@@ -4,10 +4,10 @@ rule datasets:
     input:
         policy=lambda wc: expert_policy(wc.suite, wc.task),
     output:
-        data=f"{RESULTS}/datasets/{{suite}}/{{task}}.npz",
-        manifest=f"{RESULTS}/datasets/{{suite}}/{{task}}.json",
+        data=wildcards(layout.dataset),
+        manifest=wildcards(layout.dataset_manifest),
     log:
-        f"{RESULTS}/logs/datasets/{{suite}}/{{task}}.log",
+        layout.log(RESULTS, "datasets", "{suite}/{task}"),
     resources:
         runtime=lambda wc, attempt: 60 * attempt,
         mem_mb=mem_mb(config, "datasets"),

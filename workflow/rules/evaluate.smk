@@ -1,14 +1,12 @@
 rule evaluate:
     """Final evaluation: normalized score (gym suites) or success % (MT10) per task."""
     input:
-        final=f"{RESULTS}/runs/{{suite}}/{{method}}-{{algo}}/seed{{seed}}/final.pt",
+        final=rules.train_offline.output.final,
         data=lambda wc: dataset_files(wc.suite),
     output:
-        f"{RESULTS}/eval/{{suite}}/{{method}}-{{algo}}/seed{{seed}}.json",
+        wildcards(layout.eval_json),
     log:
-        f"{RESULTS}/logs/evaluate/{{suite}}/{{method}}-{{algo}}/seed{{seed}}.log",
-    wildcard_constraints:
-        seed=r"\d+",
+        layout.log(RESULTS, "evaluate", "{suite}/{method}-{algo}/seed{seed}"),
     resources:
         runtime=lambda wc, attempt: 60 * attempt,
         mem_mb=mem_mb(config, "evaluate"),

@@ -1,12 +1,10 @@
 rule experts:
     """Train a single-task SAC expert (resumes from its checkpoint after a kill)."""
     output:
-        policy=f"{RESULTS}/experts/{{suite}}/{{task}}/seed{{seed}}/policy.pt",
-        metrics=f"{RESULTS}/experts/{{suite}}/{{task}}/seed{{seed}}/metrics.json",
+        policy=wildcards(layout.expert_policy),
+        metrics=wildcards(layout.expert_metrics),
     log:
-        f"{RESULTS}/logs/experts/{{suite}}/{{task}}/seed{{seed}}.log",
-    wildcard_constraints:
-        seed=r"\d+",
+        layout.log(RESULTS, "experts", "{suite}/{task}/seed{seed}"),
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 240 * attempt,

@@ -5,19 +5,14 @@
 from npf.envs import is_success_suite
 
 
-# eval/{suite}/{method}-sac/... also matches the offline evaluate rule's pattern
-ruleorder: online_evaluate > evaluate
-
-
 rule train_online:
     """Online multitask baselines: MT-SAC, MH-SAC, PCGrad (resumable)."""
     output:
-        final=f"{RESULTS}/online/runs/{{suite}}/{{method}}/seed{{seed}}/final.pt",
-        curve=f"{RESULTS}/online/runs/{{suite}}/{{method}}/seed{{seed}}/metrics.csv",
+        final=wildcards(layout.online_final),
+        curve=wildcards(layout.online_curve),
     log:
-        f"{RESULTS}/logs/train_online/{{suite}}/{{method}}/seed{{seed}}.log",
+        layout.log(RESULTS, "train_online", "{suite}/{method}/seed{seed}"),
     wildcard_constraints:
-        seed=r"\d+",
         method="mt-sac|mh-sac|pcgrad",
     resources:
         gpu=1,
@@ -34,14 +29,13 @@ rule train_online_npf:
     """SAC+NPF online (DAPD; pretraining of per-task copies then merge), with the per-pathway
     gradient norms and success curves of Fig. 4 (resumable)."""
     output:
-        final=f"{RESULTS}/online/runs/{{suite}}/{{method}}/seed{{seed}}/final.pt",
-        curve=f"{RESULTS}/online/runs/{{suite}}/{{method}}/seed{{seed}}/metrics.csv",
-        grad_norms=f"{RESULTS}/online/grad_norms/{{suite}}/{{method}}/seed{{seed}}.csv",
-        curves=f"{RESULTS}/online/pretrain_curves/{{suite}}/{{method}}/seed{{seed}}.csv",
+        final=wildcards(layout.online_final),
+        curve=wildcards(layout.online_curve),
+        grad_norms=wildcards(layout.grad_norms),
+        curves=wildcards(layout.pretrain_curves),
     log:
-        f"{RESULTS}/logs/train_online/{{suite}}/{{method}}/seed{{seed}}.log",
+        layout.log(RESULTS, "train_online", "{suite}/{method}/seed{seed}"),
     wildcard_constraints:
-        seed=r"\d+",
         method="sac-npf|sac-npf-nopretrain",
     resources:
         gpu=1,
@@ -57,15 +51,14 @@ rule train_online_npf:
 rule online_evaluate:
     """Final evaluation of an online run: success % per task (MT10), eval JSON as offline."""
     input:
-        final=f"{RESULTS}/online/runs/{{suite}}/{{method}}/seed{{seed}}/final.pt",
+        final=rules.train_online.output.final,  # train_online_npf writes the same path for SAC+NPF
         # return suites are normalized with the datasets' reference scores (MT10: success %)
         refs=lambda wc: [] if is_success_suite(wc.suite) else dataset_files(wc.suite),
     output:
-        f"{RESULTS}/eval/{{suite}}/{{method}}-sac/seed{{seed}}.json",
+        wildcards(layout.eval_json, algo="sac"),
     log:
-        f"{RESULTS}/logs/online_evaluate/{{suite}}/{{method}}/seed{{seed}}.log",
+        layout.log(RESULTS, "online_evaluate", "{suite}/{method}/seed{seed}"),
     wildcard_constraints:
-        seed=r"\d+",
         method="sac-npf|mt-sac|mh-sac|pcgrad",
     resources:
         runtime=lambda wc, attempt: 60 * attempt,
@@ -80,13 +73,10 @@ rule online_evaluate:
 rule dapd_ablation:
     """Single-task SAC+NPF with one DAPD variant: single-shot, dapd-M<k>, dapd-nothreshold, dense."""
     output:
-        curve=f"{RESULTS}/online/dapd/{{task}}/{{variant}}/seed{{seed}}/metrics.csv",
-        tidy=f"{RESULTS}/online/dapd_curves/{{task}}/{{variant}}/seed{{seed}}.csv",
+        curve=wildcards(layout.dapd_curve),
+        tidy=wildcards(layout.dapd_tidy_curve),
     log:
-        f"{RESULTS}/logs/dapd_ablation/{{task}}/{{variant}}/seed{{seed}}.log",
-    wildcard_constraints:
-        seed=r"\d+",
-        variant=r"single-shot|dense|dapd(-M\d+)?(-nothreshold)?",
+        layout.log(RESULTS, "dapd_ablation", "{task}/{variant}/seed{seed}"),
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 1440 * attempt,

@@ -3,12 +3,10 @@ rule pathways:
     input:
         data=lambda wc: dataset_files(wc.suite),
     output:
-        masks=f"{RESULTS}/pathways/{{suite}}/{{algo}}/seed{{seed}}/masks.pt",
-        summary=f"{RESULTS}/pathways/{{suite}}/{{algo}}/seed{{seed}}/masks.json",
+        masks=wildcards(layout.masks),
+        summary=wildcards(layout.masks_summary),
     log:
-        f"{RESULTS}/logs/pathways/{{suite}}/{{algo}}/seed{{seed}}.log",
-    wildcard_constraints:
-        seed=r"\d+",
+        layout.log(RESULTS, "pathways", "{suite}/{algo}/seed{seed}"),
     resources:
         runtime=lambda wc, attempt: 30 * attempt,
         mem_mb=mem_mb(config, "pathways"),

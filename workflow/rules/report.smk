@@ -1,6 +1,3 @@
-REPORTS = config["reports_dir"]
-
-
 rule figures_tables:
     """Paper figures and tables from every finished run (only those whose inputs are configured)."""
     input:
@@ -10,19 +7,19 @@ rule figures_tables:
         sample_complexity=sample_complexity_targets(),
     output:
         figures=report(
-            directory(f"{REPORTS}/figures"),
+            directory(layout.figures_dir(REPORTS)),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
         ),
         tables=report(
-            directory(f"{REPORTS}/tables"),
+            directory(layout.tables_dir(REPORTS)),
             patterns=["{name}.html"],
             caption="../report/tables.rst",
             category="Tables",
         ),
     log:
-        f"{RESULTS}/logs/report/figures_tables.log",
+        layout.log(RESULTS, "report", "figures_tables"),
     conda:
         "../../environment.yml"
     script:

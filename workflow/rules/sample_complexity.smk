@@ -3,21 +3,16 @@
 # pathways are discovered from the same subset. A size equal to datasets.episodes is the main run. Same scripts as the main runs; the size wildcard
 # tells them to subset. Targets: sample_complexity_targets() in common.smk.
 
-SC = f"{RESULTS}/sample_complexity"
-
 
 rule sample_complexity_pathways:
     """SNIP pathways from the first {size} trajectories of each task."""
     input:
         data=lambda wc: dataset_files(wc.suite),
     output:
-        masks=f"{SC}/pathways/{{suite}}/{{algo}}/n{{size}}/seed{{seed}}/masks.pt",
-        summary=f"{SC}/pathways/{{suite}}/{{algo}}/n{{size}}/seed{{seed}}/masks.json",
+        masks=wildcards(layout.sc_masks),
+        summary=wildcards(layout.sc_masks_summary),
     log:
-        f"{RESULTS}/logs/sample_complexity/pathways/{{suite}}/{{algo}}/n{{size}}/seed{{seed}}.log",
-    wildcard_constraints:
-        seed=r"\d+",
-        size=r"\d+",
+        layout.log(RESULTS, "sample_complexity/pathways", "{suite}/{algo}/n{size}/seed{seed}"),
     resources:
         runtime=lambda wc, attempt: 30 * attempt,
         mem_mb=8000,
@@ -33,20 +28,15 @@ rule sample_complexity_train:
     input:
         data=lambda wc: dataset_files(wc.suite),
         masks=lambda wc: (
-            f"{SC}/pathways/{wc.suite}/{wc.algo}/n{wc.size}/seed{wc.seed}/masks.pt"
-            if wc.method == "npf"
-            else []
+rules.sample_complexity_pathways.output.masks.format(**dict(wc.items())) if wc.method == "npf" else []
         ),
     output:
-        final=f"{SC}/runs/{{suite}}/{{method}}-{{algo}}/n{{size}}/seed{{seed}}/final.pt",
-        curve=f"{SC}/runs/{{suite}}/{{method}}-{{algo}}/n{{size}}/seed{{seed}}/metrics.csv",
+        final=wildcards(layout.sc_final),
+        curve=wildcards(layout.sc_curve),
     log:
-        f"{RESULTS}/logs/sample_complexity/train/{{suite}}/{{method}}-{{algo}}/n{{size}}/seed{{seed}}.log",
+        layout.log(RESULTS, "sample_complexity/train", "{suite}/{method}-{algo}/n{size}/seed{seed}"),
     wildcard_constraints:
-        seed=r"\d+",
-        size=r"\d+",
         method="npf|mt|mhmt",
-        algo="bcq|iql",
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 360 * attempt,
@@ -61,15 +51,12 @@ rule sample_complexity_train:
 rule sample_complexity_evaluate:
     """Final evaluation of a sample-complexity run (JSON as the main runs', plus dataset_size)."""
     input:
-        final=f"{SC}/runs/{{suite}}/{{method}}-{{algo}}/n{{size}}/seed{{seed}}/final.pt",
+        final=rules.sample_complexity_train.output.final,
         data=lambda wc: dataset_files(wc.suite),
     output:
-        f"{SC}/eval/{{suite}}/{{method}}-{{algo}}/n{{size}}/seed{{seed}}.json",
+        wildcards(layout.sc_eval_json),
     log:
-        f"{RESULTS}/logs/sample_complexity/evaluate/{{suite}}/{{method}}-{{algo}}/n{{size}}/seed{{seed}}.log",
-    wildcard_constraints:
-        seed=r"\d+",
-        size=r"\d+",
+        layout.log(RESULTS, "sample_complexity/evaluate", "{suite}/{method}-{algo}/n{size}/seed{seed}"),
     resources:
         runtime=lambda wc, attempt: 60 * attempt,
         mem_mb=4000,
@@ -85,11 +72,11 @@ rule sample_complexity_scores:
     input:
         [path for path, _ in sample_complexity_evals()],
     output:
-        f"{SC}/scores.csv",
+        layout.sc_scores(RESULTS),
     params:
         sizes=[size for _, size in sample_complexity_evals()],
     log:
-        f"{RESULTS}/logs/sample_complexity/scores.log",
+        layout.log(RESULTS, "sample_complexity", "scores"),
     threads: 1
     conda:
         "../../environment.yml"

@@ -3,19 +3,15 @@ rule train_offline:
     input:
         data=lambda wc: dataset_files(wc.suite),
         masks=lambda wc: (
-            f"{RESULTS}/pathways/{wc.suite}/{wc.algo}/seed{wc.seed}/masks.pt"
-            if wc.method == "npf"
-            else []
+rules.pathways.output.masks.format(**dict(wc.items())) if wc.method == "npf" else []
         ),
     output:
-        final=f"{RESULTS}/runs/{{suite}}/{{method}}-{{algo}}/seed{{seed}}/final.pt",
-        curve=f"{RESULTS}/runs/{{suite}}/{{method}}-{{algo}}/seed{{seed}}/metrics.csv",
+        final=wildcards(layout.offline_final),
+        curve=wildcards(layout.offline_curve),
     log:
-        f"{RESULTS}/logs/train_offline/{{suite}}/{{method}}-{{algo}}/seed{{seed}}.log",
+        layout.log(RESULTS, "train_offline", "{suite}/{method}-{algo}/seed{seed}"),
     wildcard_constraints:
-        seed=r"\d+",
         method="npf|mt|mhmt",
-        algo="bcq|iql",
     resources:
         gpu=1,
         runtime=lambda wc, attempt: 360 * attempt,
