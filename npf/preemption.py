@@ -14,10 +14,13 @@ loses at most one checkpoint interval and resumes from the previous checkpoint).
 
 from __future__ import annotations
 
+import atexit
+import faulthandler
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +29,9 @@ from npf.checkpoint import first_non_finite
 
 EX_TEMPFAIL = 75  # sysexits.h: temporary failure; the job should be retried
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # USR1: `sbatch --signal=USR1@120` early warning
+EXIT_WITHIN_S = 10.0  # from the signal to the exit, Slurm's KillWait (30 s by default) with room to spare
+TRACKER_UNTIL_S = 6.0  # the tracker's share ends this long after the signal (at least 1 s from its start)
+DEBUG_SHUTDOWN = "NPF_DEBUG_SHUTDOWN"  # =1: time each step from the signal to the exit (stderr)
 
 
 class Preempted(Exception):
@@ -52,12 +58,29 @@ class PreemptionGuard:
         self.signals = tuple(signals)
         self.requested = False
         self.signame: str | None = None
+        self.received_at: float | None = None  # time.monotonic() of the signal
         self._previous: dict = {}
 
     def _handler(self, signum, frame) -> None:
         if not self.requested:
             self.requested = True
             self.signame = signal.Signals(signum).name  # no I/O here: the handler may interrupt a print
+            self.received_at = time.monotonic()
+
+    def time_left(self, until_s: float, at_least_s: float = 1.0) -> float:
+        """Seconds until ``until_s`` after the signal, at least ``at_least_s`` (``until_s`` if none came)."""
+        if self.received_at is None:
+            return until_s
+        return max(at_least_s, until_s - (time.monotonic() - self.received_at))
+
+    def trace(self, what: str) -> None:
+        """With ``NPF_DEBUG_SHUTDOWN=1``: one stderr line, the seconds from the signal to ``what``."""
+        if self.received_at is not None and os.environ.get(DEBUG_SHUTDOWN):
+            print(
+                f"shutdown: {what} {time.monotonic() - self.received_at:.2f} s after {self.signame}",
+                file=sys.__stderr__,
+                flush=True,
+            )
 
     def install(self) -> PreemptionGuard:
         if threading.current_thread() is threading.main_thread():
@@ -208,7 +231,14 @@ class ResumableRun:
         except FloatingPointError as e:
             raise FloatingPointError(self.fault_line(e, step())) from None
         finally:
-            self.guard.restore()
+            guard = self.guard
+            guard.restore()
+            guard.trace(f"checkpoint at {self.unit} {step()} written,")
             for thing in closing:
                 thing.close()
-            tracker.close(self.status, step(), error=sys.exc_info()[1])
+                guard.trace(f"{type(thing).__name__} closed")
+            tracker.close(self.status, step(), error=sys.exc_info()[1], within_s=guard.time_left(TRACKER_UNTIL_S))
+            guard.trace("tracker closed")
+            if guard.received_at is not None and os.environ.get(DEBUG_SHUTDOWN):
+                atexit.register(guard.trace, "atexit handlers begin")
+                faulthandler.dump_traceback_later(2.0, repeat=True, file=sys.__stderr__)

@@ -476,7 +476,7 @@ def test_online_sigterm_mid_episode_on_a_loaded_cpu_checkpoints_within_10_s_then
     cheetah_online_reference, tmp_path, monkeypatch
 ):
     """SIGTERM during a 1000-step episode while two busy loops load the CPU: the job checkpoints
-    after the current env step (not at the episode's end), within 10 s of the signal, exits 75,
+    after the current env step (not at the episode's end), and exits 75 within 10 s of the signal,
     and the resume (which replays the episode's recorded actions) ends identical to an
     uninterrupted run."""
     results = tmp_path / "results"
@@ -494,6 +494,7 @@ def test_online_sigterm_mid_episode_on_a_loaded_cpu_checkpoints_within_10_s_then
     assert 1000 < k["ckpt_step"] < 2000, k  # mid-episode: the episode ends at 2000
     assert f"stopped at step {k['ckpt_step']}," in first
     assert 0 < k["ckpt_s"] < 10, k  # the checkpoint, written after the signal
+    assert k["exit_s"] < 10, k  # and the process gone: well inside Slurm's 30 s before SIGKILL
     state = ckpt.load(out / "checkpoint.pt")
     assert state["episode_actions"].shape == (k["ckpt_step"] - 1000, 1, 6)  # the episode so far, 6-dim actions
     print(
@@ -585,3 +586,26 @@ def test_sigterm_to_snakemake_process_group_then_rerun(tmp_path):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags["npf.resumes"] == "1"
     steps = [m.step for m in c.get_metric_history(runs[0].info.run_id, "train/episode_return")]
     assert sorted(steps) == [1000, 2000, 3000]
+
+
+def test_a_preempted_run_gives_the_tracker_what_is_left_of_its_share_of_the_exit_time(tmp_path):
+    """The tracker's close gets until ``TRACKER_UNTIL_S`` after the signal (at least 1 s): a signal
+    5 s ago leaves it 1 s; one just now, about 6 s; the checkpoint and the KILLED status come first."""
+    from npf.preemption import TRACKER_UNTIL_S, ResumableRun
+
+    class Tracker:
+        def close(self, status, step, error=None, within_s=None):
+            self.closed = (status, step, within_s)
+
+    for signal_age_s in (5.0, 0.0):
+        run, tracker = ResumableRun("job", tmp_path / "checkpoint.pt", 10, 100), Tracker()
+        t0 = time.monotonic()
+        with pytest.raises(Preempted), run.running(tracker, lambda: 10):
+            os.kill(os.getpid(), signal.SIGTERM)
+            run.guard.received_at -= signal_age_s
+            run.save({"w": torch.ones(2)}, 10)
+            run.stop_here(10)
+        since_signal_s = time.monotonic() - t0 + signal_age_s  # an upper bound
+        status, step, within_s = tracker.closed
+        assert (status, step) == ("PREEMPTED", 10) and ckpt.load(tmp_path / "checkpoint.pt")["w"].sum() == 2
+        assert max(1.0, TRACKER_UNTIL_S - since_signal_s) <= within_s <= max(1.0, TRACKER_UNTIL_S - signal_age_s)

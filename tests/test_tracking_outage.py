@@ -434,3 +434,43 @@ def test_resume_sends_the_leftovers_first(local_store, tmp_path):
 
 def spool_of(rid: Path) -> Path:
     return rid.with_name(rid.stem + ".spool.jsonl")
+
+
+def test_preempted_close_is_bounded_and_its_leftovers_reach_the_store_on_resume(local_store, tmp_path, monkeypatch):
+    """SIGTERM's close of the run gets ``within_s`` seconds: a store that hangs (here: a send that
+    sleeps far longer) does not hold the job; the tag and final status stay spooled and the resume
+    sends them before it continues the run."""
+    from npf.tracking import Syncer, Tracker
+
+    rid = tmp_path / "job-preempted" / "mlflow_run_id.txt"
+    t1 = Tracker("npf-test", "job-preempted", rid, {"x": 1}, {}, local_store)
+    t1.log_metrics({"a": 1.0}, 3)
+    real_sync = Syncer.sync
+    monkeypatch.setattr(Syncer, "sync", lambda self, deadline=None: time.sleep(30) or 0)
+    t0 = time.monotonic()
+    t1.close("PREEMPTED", 3, within_s=0.5)
+    assert time.monotonic() - t0 < 10.0  # the 0.5 s bound plus the join's margin (and a loaded CPU), not 30 s
+    spooled = [r["op"] for r in (json.loads(ln) for ln in spool_of(rid).read_text().splitlines())]
+    assert spooled == ["metrics", "tags", "end"]
+    monkeypatch.setattr(Syncer, "sync", real_sync)
+    t2 = Tracker("npf-test", "job-preempted", rid, {"x": 1}, {}, local_store)  # the resumed job
+    run = client(local_store).get_run(t2.run_id)
+    assert t2.run_id == t1.run_id and run.data.tags["npf.preempted_at_step"] == "3"
+    assert run.info.status == "RUNNING" and run.data.tags["npf.resumes"] == "1" and not spool_of(rid).exists()
+    assert [(m.step, m.value) for m in client(local_store).get_metric_history(t2.run_id, "a")] == [(3, 1.0)]
+
+
+def test_a_send_stops_at_its_deadline_and_keeps_the_rest(local_store, tmp_path):
+    """``Syncer.sync(deadline)`` sends nothing after the deadline; every record stays spooled."""
+
+    from npf.tracking import Spool, Syncer, Tracker
+
+    rid = tmp_path / "job-deadline" / "mlflow_run_id.txt"
+    t = Tracker("npf-test", "job-deadline", rid, {"x": 1}, {}, local_store)
+    t.log_metrics({"a": 1.0}, 1)
+    t._spool_pending()
+    before = spool_of(rid).read_text()
+    assert Syncer(local_store, rid, Spool(spool_of(rid))).sync(deadline=time.monotonic() - 1) == 1
+    assert spool_of(rid).read_text() == before
+    assert Syncer(local_store, rid, Spool(spool_of(rid))).sync(deadline=time.monotonic() + 60) == 0
+    assert [(m.step, m.value) for m in client(local_store).get_metric_history(t.run_id, "a")] == [(1, 1.0)]

@@ -7,6 +7,8 @@ pathways frozen), ``sac-npf-nopretrain`` (Fig. 4's variant, pathways on the shar
 start), ``mt-sac`` (one-hot task id), ``mh-sac`` (one head per task), ``pcgrad`` (MT-SAC with PCGrad).
 
 Modules: :mod:`~npf.online.settings` (config → settings, DAG targets), :mod:`~npf.online.agent`
-(networks, DAPD, merge), :mod:`~npf.online.loop` (the training loop), :mod:`~npf.online.stages`
-(stage entry points), :mod:`~npf.online.evaluate`, :mod:`~npf.online.tidy` (CSV files).
+(networks, DAPD, merge), :mod:`~npf.online.loop` (the training loop), :mod:`~npf.online.run_state`
+(a run's state and checkpoint), :mod:`~npf.online.build` (opening or resuming a run),
+:mod:`~npf.online.summary` (final outputs, rates), :mod:`~npf.online.stages` (stage entry points),
+:mod:`~npf.online.evaluate`, :mod:`~npf.online.tidy` (CSV files).
 """
