@@ -78,6 +78,7 @@ VARIANT_LABELS = {
 SINGLE_SHOT_VARIANTS = ("single-shot", "dapd", "dapd-M10", "dapd-nothreshold", "dense", "sac")
 M_VARIANTS = ("dapd-M1", "dapd-M5", "dapd-M10")
 STEP_LABEL = "gradient updates"
+ENV_STEP_LABEL = "env steps per task"  # online figures (3, 4, 13, 14): the loop counts env steps
 DPI = 150
 VALUE_LABELS = {
     "return": "episodic return",
@@ -306,7 +307,7 @@ def figure3(
         _plot_curves(ax, d, "step", y, "variant", vs, VARIANT_LABELS, band, colors)
         if dense_final is not None:
             ax.axhline(dense_final, color="k", ls="--", lw=1, label="dense SAC (final)")
-        ax.set(title=title + (f" — {name}" if name else ""), xlabel=STEP_LABEL, ylabel=VALUE_LABELS[y])
+        ax.set(title=title + (f" — {name}" if name else ""), xlabel=ENV_STEP_LABEL, ylabel=VALUE_LABELS[y])
         _legend(ax, band)
     _save(fig, stem)
     return fig
@@ -323,7 +324,7 @@ def _dapd_tasks(curves: pd.DataFrame, stem, variants: Sequence[str], band: str, 
     colors = _palette(present)
     for ax, t in zip(axes, tasks):
         _plot_curves(ax, d[d["task"] == t], "step", y, "variant", present, VARIANT_LABELS, band, colors)
-        ax.set(title=t, xlabel=STEP_LABEL, ylabel=VALUE_LABELS[y])
+        ax.set(title=t, xlabel=ENV_STEP_LABEL, ylabel=VALUE_LABELS[y])
     _fig_legend(fig, axes[0], band)
     fig.suptitle(title)
     _save(fig, stem)
@@ -368,7 +369,7 @@ def figure4(
         for ti, t in enumerate(tasks):
             ax = axes[bi * per_block + ti]
             _plot_curves(ax, d[d["task"] == t], "step", y, "variant", variants, VARIANT_LABELS, band, colors)
-            ax.set(title=t, xlabel=STEP_LABEL, ylabel=VALUE_LABELS[y])
+            ax.set(title=t, xlabel=ENV_STEP_LABEL, ylabel=VALUE_LABELS[y])
             if y == "grad_norm" and log_y:
                 ax.set_yscale("log")
         for ax in axes[bi * per_block + len(tasks) : (bi + 1) * per_block]:

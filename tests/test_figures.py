@@ -59,7 +59,7 @@ def test_figure3_panels_lines_legends(tmp_path, dapd_curves):
     assert _legend_labels(b) == ["DAPD (M=1)", "DAPD (M=5)", "DAPD (M=10)", "dense SAC (final)"]
     assert len(a.lines) == 4 and len(b.lines) == 4
     assert "forward" in a.get_title()
-    assert a.get_xlabel() == "gradient updates" and a.get_ylabel() == "episodic return"
+    assert a.get_xlabel() == "env steps per task" and a.get_ylabel() == "episodic return"
     assert "std" in a.get_legend().get_title().get_text()
     # the plotted centre is the mean over seeds of task "forward"
     sel = dapd_curves[(dapd_curves.task == "forward") & (dapd_curves.variant == "single-shot")]
