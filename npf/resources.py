@@ -5,7 +5,9 @@ A train_offline job holds its tasks' datasets (the arrays, then the replay buffe
 copies and the normalized ones: ~3x the files), the networks with their gradients, Adam
 moments, target copies and one float mask per task, and one batch's activations (BCQ scores 10
 candidate actions per next state). On top of that, a Python process with torch, MuJoCo and
-MLflow imported takes ~1.5 GB. The other rules keep fixed requests.
+MLflow imported takes ~1.5 GB. An online job (train_online, train_online_npf, dapd_ablation) holds
+its replay buffers, N tasks x min(buffer_size, total_steps x envs_per_task) transitions, twice
+(the buffers and the chunks written at a checkpoint). The other rules keep fixed requests.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ FIXED_MB = {
     "datasets": 4000,
     "pathways": 8000,
     "evaluate": 4000,
-    "train_online": 32000,
-    "train_online_npf": 32000,
     "online_evaluate": 4000,
-    "dapd_ablation": 16000,
 }
+ONLINE_RULES = ("train_online", "train_online_npf", "dapd_ablation")
+#: bytes of one stored transition: obs + next obs (a bound of 64 entries each: MT10 39, cheetah 17,
+#: quadruped 46), action (≤ 16), reward, done, float32
+TRANSITION_BYTES = (2 * 64 + 16 + 2) * 4
 
 
 def _params(hidden: list[int]) -> int:
@@ -49,6 +52,26 @@ def offline_mem_mb(cfg: dict, suite: str, algo: str, dataset_mb: float) -> int:
     return int(math.ceil(mb / 500) * 500)
 
 
+def online_mem_mb(cfg: dict, rule: str) -> int:
+    """Estimated peak memory (MB) of the largest job of an online rule, rounded up to 500 MB."""
+    from npf.config import suite_tasks
+
+    o = cfg["online"]
+    if rule == "dapd_ablation":
+        a = o["dapd_ablation"]
+        steps = a.get("total_steps") or o["total_steps"]
+        buffer = a.get("buffer_size") or o["buffer_size"]
+        n_tasks, hidden = 1, {**o["sac"], **a["sac"]}.get("hidden", [256, 256])
+    else:
+        steps, buffer = o["total_steps"], o["buffer_size"]
+        n_tasks = max([len(suite_tasks(cfg, s)) for s in o["suites"]] or [1])
+        hidden = o["sac"].get("hidden", [256, 256])
+    transitions = n_tasks * min(int(buffer), int(steps) * int(o["envs_per_task"]))
+    params = _params(list(hidden)) * 3 * n_tasks  # actor, twin critics; per-task copies while pretraining
+    mb = BASE_MB + (2 * transitions * TRANSITION_BYTES + params * 4 * 6) / 2**20
+    return int(math.ceil(mb / 500) * 500)
+
+
 def mem_mb(cfg: dict, rule: str, **job) -> int:
     """The ``mem_mb`` of one job of ``rule``: ``cfg["mem_mb"][rule]`` if given, else the estimate
     (train_offline: from ``job["suite"]``, ``job["algo"]`` and ``job["input_mb"]``) or the rule's
@@ -58,4 +81,6 @@ def mem_mb(cfg: dict, rule: str, **job) -> int:
         return int(given)
     if rule == "train_offline":
         return offline_mem_mb(cfg, job["suite"], job["algo"], job.get("input_mb", 0))
+    if rule in ONLINE_RULES:
+        return online_mem_mb(cfg, rule)
     return FIXED_MB[rule]

@@ -50,3 +50,24 @@ def test_paper_budgets_fit_a_modest_node():
         for algo in ("iql", "bcq"):
             # 1000 trajectories per task: ~900 MB of cheetah data, less for the others
             assert 3000 <= mem_mb(cfg, "train_offline", suite=suite, algo=algo, input_mb=900) <= 8000
+
+
+def test_online_estimate_follows_the_replay_it_holds():
+    """Replay: N tasks x min(buffer_size, total_steps x envs_per_task) transitions, held twice."""
+    from npf.resources import TRANSITION_BYTES
+
+    def online(**o):
+        return mem_mb(repo_config(online=o), "train_online")
+
+    base = dict(total_steps=200_000, buffer_size=1_000_000)
+    ten = {"tasks": {"mt10": ["reach", "push", "pick-place", "door-open", "drawer-open"] * 1}}
+    small, big = online(**base), online(**{**base, "total_steps": 400_000})
+    n = 2  # the default config's MT10 tasks
+    grown = n * 200_000 * 2 * TRANSITION_BYTES / 2**20
+    assert abs((big - small) - grown) <= 500  # rounded up to 500 MB
+    assert online(**{**base, "buffer_size": 200_000, "total_steps": 10**7}) == small  # capped by the buffer
+    assert mem_mb(repo_config(**ten, online=base), "train_online") > small  # more tasks, more replay
+    # the configs in the repo fit a small node (the one-node test cluster has 24 GB)
+    for f in ("mt10_online_small.yaml", "dapd_cheetah_small.yaml", "paper.yaml"):
+        cfg = repo_config(f)
+        assert all(mem_mb(cfg, r) <= 16000 for r in ("train_online", "train_online_npf", "dapd_ablation")), f
