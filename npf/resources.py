@@ -55,19 +55,15 @@ def offline_mem_mb(cfg: dict, suite: str, algo: str, dataset_mb: float) -> int:
 def online_mem_mb(cfg: dict, rule: str) -> int:
     """Estimated peak memory (MB) of the largest job of an online rule, rounded up to 500 MB."""
     from npf.config import suite_tasks
+    from npf.online.settings import dapd_ablation_settings, online_settings
 
-    o = cfg["online"]
-    if rule == "dapd_ablation":
-        a = o["dapd_ablation"]
-        steps = a.get("total_steps") or o["total_steps"]
-        buffer = a.get("buffer_size") or o["buffer_size"]
-        n_tasks, hidden = 1, {**o["sac"], **a["sac"]}.get("hidden", [256, 256])
+    if rule == "dapd_ablation":  # one task; the sizes do not depend on the variant
+        settings, n_tasks = dapd_ablation_settings(cfg, "dense")[1], 1
     else:
-        steps, buffer = o["total_steps"], o["buffer_size"]
-        n_tasks = max([len(suite_tasks(cfg, s)) for s in o["suites"]] or [1])
-        hidden = o["sac"].get("hidden", [256, 256])
-    transitions = n_tasks * min(int(buffer), int(steps) * int(o["envs_per_task"]))
-    params = _params(list(hidden)) * 3 * n_tasks  # actor, twin critics; per-task copies while pretraining
+        settings = online_settings(cfg)
+        n_tasks = max([len(suite_tasks(cfg, s)) for s in cfg["online"]["suites"]] or [1])
+    transitions = n_tasks * settings.replay_capacity
+    params = _params(list(settings.sac.hidden)) * 3 * n_tasks  # actor, twin critics; per-task copies while pretraining
     mb = BASE_MB + (2 * transitions * TRANSITION_BYTES + params * 4 * 6) / 2**20
     return int(math.ceil(mb / 500) * 500)
 

@@ -51,7 +51,7 @@ def open_run(
         method, n, obs_dim, act_dim, settings, device, seed, settings.threshold(suite), pathway_backend(cfg)
     )
     agent.shared.set_compile(cfg.get("compile", "off"))
-    replay = TaskReplay(n, min(settings.buffer_size, settings.total_steps * per_task), obs_dim, act_dim, device)
+    replay = TaskReplay(n, settings.replay_capacity, obs_dim, act_dim, device)
     dapd_buffer = TaskReplay(n, settings.td_episodes * episode_length(suite) * per_task, obs_dim, act_dim, device)
     sampler = torch.Generator(device=device)
     sampler.manual_seed(seed + 17)

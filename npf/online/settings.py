@@ -56,6 +56,11 @@ class OnlineSettings:
     success_threshold: float | None
     sac: SACConfig
 
+    @property
+    def replay_capacity(self) -> int:
+        """Transitions each task's replay buffer holds: never more than the run collects."""
+        return min(self.buffer_size, self.total_steps * self.envs_per_task)
+
     def threshold(self, suite: str) -> float | None:
         return self.success_threshold if is_success_suite(suite) else self.return_threshold
 
