@@ -83,6 +83,19 @@ class EnvPool:
         self.obs = next_obs
         return StepResult(next_obs, rew, term, trunc, final_obs, infos, finished)
 
+    def replay(self, actions: Sequence[np.ndarray], expected_obs: np.ndarray) -> None:
+        """Bring back the simulators of a checkpoint written mid-episode: after :meth:`reset`,
+        step with the episode's recorded actions. Raises ValueError unless the episode is still
+        running afterwards and the observations come out as saved."""
+        for a in actions:
+            if self.step(a).finished:
+                raise ValueError("an episode ended while replaying its recorded actions")
+        if not np.array_equal(self.obs, expected_obs):
+            raise ValueError(
+                "replaying the episode's actions did not reproduce its observations (the environment "
+                "is not deterministic); delete the checkpoint to start over"
+            )
+
     def close(self) -> None:
         for env in self.envs:
             env.close()

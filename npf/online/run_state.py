@@ -149,15 +149,9 @@ def restore(run: OnlineRun, state: dict) -> None:
 
 
 def replay_episode_so_far(run: OnlineRun) -> None:
-    """Bring the simulators of a mid-episode checkpoint back: reset each env with its episode's
-    seed and step it with the recorded actions; the observation must come out as saved."""
-    for actions in run.episode_actions:
-        if run.pool.step(actions).finished:
-            raise CheckpointError(f"{run.checkpoint_path}: an episode ended while replaying its recorded actions")
-    if not np.array_equal(run.pool.obs, run.mid_episode_obs):
-        raise CheckpointError(
-            f"{run.checkpoint_path}: replaying the episode's actions did not reproduce its "
-            "observations (the environment is not deterministic); delete the checkpoint to "
-            "start over"
-        )
+    """Bring the simulators of a mid-episode checkpoint back (:meth:`npf.rollout.EnvPool.replay`)."""
+    try:
+        run.pool.replay(run.episode_actions, run.mid_episode_obs)
+    except ValueError as e:
+        raise CheckpointError(f"{run.checkpoint_path}: {e}") from None
     run.obs = run.pool.obs

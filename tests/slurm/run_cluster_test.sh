@@ -216,6 +216,7 @@ NODE_MEM=$(sinfo -h -N -o %m | head -1)
 # ---------------------------------------------------------------- the pipeline
 cat > "$WORK/tiny.yaml" <<EOF
 results_dir: $WORK/results
+reports_dir: $WORK/reports
 suites: [cheetah]
 tasks: {cheetah: [forward, jump]}
 experts:
@@ -284,21 +285,41 @@ from pathlib import Path
 work, out_file, until = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 R = work / "results"
 tasks, methods = ["forward", "jump"], ["npf", "mt"]
+# the default config's online part, inherited by tiny.yaml: MT10 reach + drawer-close, one seed
+online_methods = ["sac-npf", "mt-sac", "mh-sac", "pcgrad"]
+online_trained = online_methods + ["sac-npf-nopretrain"]  # the Fig. 4 grad-norm ablation run
+variants = ["single-shot", "dapd-M1", "dapd-M5", "dapd-M10", "dapd-nothreshold", "dense"]
 stages = {
     "experts": [f"experts/cheetah/{t}/seed0/{f}" for t in tasks for f in ("policy.pt", "metrics.json")],
     "datasets": [f"datasets/cheetah/{t}.{e}" for t in tasks for e in ("npz", "json")],
     "pathways": ["pathways/cheetah/iql/seed0/masks.pt", "pathways/cheetah/iql/seed0/masks.json"],
     "train_offline": [f"runs/cheetah/{m}-iql/seed0/{f}" for m in methods for f in ("final.pt", "metrics.csv")],
     "evaluate": [f"eval/cheetah/{m}-iql/seed0.json" for m in methods],
+    "train_online": [f"online/runs/mt10/{m}/seed0/final.pt" for m in online_trained],
+    "online_evaluate": [f"eval/mt10/{m}-sac/seed0.json" for m in online_methods],
+    "dapd_ablation": [f"online/dapd/forward/{v}/seed0/metrics.csv" for v in variants],
+    "figures_tables": [],  # checked below: PNGs + HTML tables under the work dir's reports/
 }
-jobs_per_stage = {"experts": 2, "datasets": 2, "pathways": 1, "train_offline": 2, "evaluate": 2}
+# Slurm jobs per rule (train_online_npf runs SAC+NPF; its MLflow runs are tagged train_online)
+jobs_per_rule = {"experts": 2, "datasets": 2, "pathways": 1, "train_offline": 2, "evaluate": 2,
+                 "train_online": 3, "train_online_npf": 2, "online_evaluate": 4, "dapd_ablation": 6,
+                 "figures_tables": 1}
+# one FINISHED MLflow run per job; figures_tables logs one run per suite (cheetah, mt10)
+runs_per_stage = {"experts": 2, "datasets": 2, "pathways": 1, "train_offline": 2, "evaluate": 2,
+                  "train_online": 5, "online_evaluate": 4, "dapd_ablation": 6, "figures_tables": 2}
 order = list(stages)
 if until != "all":
     order = order[: order.index(until) + 1] if until in order else order
-expected = {s: jobs_per_stage[s] for s in order}
+expected = {s: runs_per_stage[s] for s in order}
+rules_run = [r for r in jobs_per_rule if r in order or (r == "train_online_npf" and "train_online" in order)]
+expected_jobs = {r: jobs_per_rule[r] for r in rules_run}
 failures = []
 
 missing = [p for s in order for p in stages[s] if not (R / p).is_file()]
+if "figures_tables" in order:
+    pngs, html = list((work / "reports" / "figures").glob("*.png")), list((work / "reports" / "tables").glob("*.html"))
+    if not pngs or not html:
+        missing.append(f"reports: {len(pngs)} figures, {len(html)} tables")
 if missing:
     failures.append(f"missing outputs: {missing}")
 else:
@@ -322,10 +343,15 @@ else:
 
 text = out_file.read_text()
 subs = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.", text)
-n_jobs = sum(expected.values())
+n_jobs = sum(expected_jobs.values())
 print(f"slurm: {len(subs)} sbatch submissions, job ids {sorted(int(s[1]) for s in subs)}")
 if len(subs) != n_jobs or len({s[1] for s in subs}) != n_jobs:
     failures.append(f"expected {n_jobs} distinct Slurm jobs, saw {len(subs)}")
+# which rule each submission ran: the "rule X:" header Snakemake prints before "jobid: N"
+rule_of = dict((jobid, rule) for rule, jobid in re.findall(r"^rule (\w+):\n(?:\s+.*\n)*?\s+jobid: (\d+)", text, re.M))
+per_rule = Counter(rule_of.get(s[0], "?") for s in subs)
+if dict(per_rule) != expected_jobs:
+    failures.append(f"Slurm jobs per rule {dict(per_rule)} != {expected_jobs}")
 logs = [Path(s[2]) for s in subs]
 absent = [str(p) for p in logs if not p.is_file()]
 if absent:

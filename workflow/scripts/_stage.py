@@ -44,9 +44,13 @@ def stage(snakemake):
         from npf.preemption import Preempted
 
         if isinstance(e, Preempted):
-            status = "preempted"
             _say(f"preempted: {e}".splitlines()[0])
-            sys.exit(e.exit_code)
+            _record(snakemake, log, start, "preempted")
+            # checkpoint written, tracker closed: skip the interpreter's teardown, which on a loaded
+            # node can spend seconds of Slurm's grace before SIGKILL
+            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                stream.flush()
+            os._exit(e.exit_code)
         if os.environ.get("NPF_DEBUG"):
             traceback.print_exc()
             if sys.stderr is not sys.__stderr__:
