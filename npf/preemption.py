@@ -47,6 +47,22 @@ class Preempted(Exception):
         )
 
 
+class EvaluationCut(Exception):
+    """A stop was asked during an evaluation: it is dropped (the checkpoint comes first) and the
+    resume evaluates again, with the same weights and env seeds."""
+
+
+def stoppable(policy: Callable, guard: PreemptionGuard) -> Callable:
+    """``policy`` that raises :class:`EvaluationCut` at its next call once ``guard`` fired."""
+
+    def policy_or_stop(obs):
+        if guard.requested:
+            raise EvaluationCut
+        return policy(obs)
+
+    return policy_or_stop
+
+
 class PreemptionGuard:
     """``requested`` becomes true once one of ``signals`` arrived (set by the signal handler).
 

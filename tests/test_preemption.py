@@ -366,6 +366,47 @@ def test_offline_interrupted_then_resumed_equals_uninterrupted(sig, offline_refe
     assert_same_run_continued(uri, store_uri(offline_reference["results"]), "train/cheetah/npf-iql/seed0", run_id)
 
 
+def test_offline_sigterm_during_an_evaluation_cuts_it_and_the_resume_evaluates_again(
+    offline_reference, tmp_path, monkeypatch
+):
+    """SIGTERM while the periodic evaluation of update 100 runs: the evaluation stops at its next
+    policy call (no row, no metric), the checkpoint of update 100 is written at once, and the
+    resume evaluates update 100 again before training on: the curve, the weights and the MLflow
+    history equal an uninterrupted run's."""
+    import npf.stages.offline as offline
+
+    results = tmp_path / "results"
+    install_datasets(results)
+    out = offline_dir(results)
+    cfg = validate(offline_config(results))
+    masks = offline_reference["masks"]
+    real, calls = offline.evaluate_tasks, []
+
+    def signalled_during_evaluation(policy, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the first evaluation: the signal lands while it runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(policy, *args, **kwargs)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(results))
+    monkeypatch.setenv("NPF_MLFLOW_FLUSH_S", "0")
+    monkeypatch.setattr(offline, "evaluate_tasks", signalled_during_evaluation)
+    with pytest.raises(Preempted, match="stopped at step 100,"):
+        train_offline(cfg, "cheetah", "npf", "iql", 0, out, pathways_path=masks)
+    assert int(ckpt.load(out / "checkpoint.pt")["step"]) == 100
+    assert ckpt.load(out / "checkpoint.pt")["eval_rows"] == []  # the cut evaluation left no row
+    run_id = (out / "mlflow_run_id.txt").read_text()
+
+    monkeypatch.setattr(offline, "evaluate_tasks", real)
+    train_offline(cfg, "cheetah", "npf", "iql", 0, out, pathways_path=masks)
+    ref = offline_dir(offline_reference["results"])
+    assert_state_equal(ckpt.load(out / "final.pt"), ckpt.load(ref / "final.pt"), "final")
+    assert (out / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
+    assert_same_run_continued(
+        store_uri(results), store_uri(offline_reference["results"]), "train/cheetah/npf-iql/seed0", run_id
+    )
+
+
 # -------------------------------------------------------------------------------------- online
 ONLINE_RUN = "online/mt10/sac-npf/seed0"
 

@@ -32,6 +32,7 @@ from npf.online.run_state import OnlineRun, checkpoint_state
 from npf.online.settings import OnlineSettings
 from npf.online.summary import finish, log_rates
 from npf.online.tidy import GRAD_FIELDS, score_fields, write_csv
+from npf.preemption import EvaluationCut, stoppable
 from npf.progress import Progress
 from npf.rollout import StepResult
 from npf.tracking import stage_tracker
@@ -204,24 +205,12 @@ def evaluated(run: OnlineRun) -> bool:
     return bool(run.eval_rows) and run.eval_rows[-1]["step"] == run.step
 
 
-class EvaluationCut(Exception):
-    """A stop was asked during an evaluation: it is dropped (redone on resume)."""
-
-
 def evaluate(run: OnlineRun) -> None:
     """``eval_episodes`` per task with the deterministic policy: a row of ``metrics.csv`` + MLflow.
     A SIGTERM cuts it short (the checkpoint comes first; the resume evaluates again)."""
     t0 = time.perf_counter()
-    act = numpy_policy(run.agent, run.device)
-    stop_asked = run.resumable.guard
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        if stop_asked.requested:
-            raise EvaluationCut
-        return act(obs)
-
     try:
-        scores = run.evaluator(policy)
+        scores = run.evaluator(stoppable(numpy_policy(run.agent, run.device), run.resumable.guard))
     except EvaluationCut:
         return
     key = "success" if run.success_suite else "return"

@@ -44,7 +44,7 @@ from npf.evaluate import evaluate_tasks, publish_evaluation
 from npf.multitask import MultitaskLearner, factory_for, obs_dim_for
 from npf.nets import resolve_device
 from npf.pathways import Pathways
-from npf.preemption import ResumableRun, one_line, save_checkpoint
+from npf.preemption import EvaluationCut, ResumableRun, one_line, save_checkpoint, stoppable
 from npf.progress import Progress
 from npf.tracking import stage_tracker
 
@@ -294,7 +294,42 @@ def train_offline(
     )
     if resuming:
         resumable.resumed(step)
+
+    def evaluate_now() -> None:
+        """A row of the curve + MLflow. A SIGTERM cuts it short (the checkpoint comes first; the
+        resume evaluates again)."""
+        try:
+            ev = evaluate_tasks(
+                stoppable(policy, resumable.guard),
+                suite,
+                data.tasks,
+                int(ocfg["eval_episodes"]),
+                seed=1000 + seed,
+                ref_scores=refs,
+            )
+        except EvaluationCut:
+            return
+        row = {
+            "step": step,
+            "score_mean": ev["normalized_mean"] if ev["metric"] == "normalized" else ev["success_mean"],
+        }
+        em = {
+            "eval/score_mean": row["score_mean"],
+            "eval/return_mean": ev["return_mean"],
+            "rate/updates_per_s": (step - progress.start_n) / max(t_update, 1e-9),
+        }
+        for t, r in ev["tasks"].items():
+            row[f"score/{t}"] = r["normalized_mean"] if ev["metric"] == "normalized" else r["success"]
+            em[f"eval/score/{t}"] = row[f"score/{t}"]
+            em[f"eval/return/{t}"] = r["return_mean"]
+        tracker.log_metrics(em, step)
+        progress.update(0, score=row["score_mean"])
+        rows.append({k: int(v) if k == "step" else float(v) for k, v in row.items()})  # plain types:
+        _write_csv(curve_path, rows)  # the checkpoint (weights_only) holds them
+
     with resumable.running(tracker, lambda: step):
+        if step and (step % interval == 0 or step == total) and not (rows and rows[-1]["step"] == step):
+            evaluate_now()  # an evaluation a SIGTERM cut short
         while step < total:
             t0 = time.perf_counter()
             metrics = learner.update(data.sample(int(ocfg["batch_size"]), gen))
@@ -305,26 +340,7 @@ def train_offline(
                 tracker.log_metrics(metrics, step)
             progress.update(1)
             if step % interval == 0 or step == total:
-                ev = evaluate_tasks(
-                    policy, suite, data.tasks, int(ocfg["eval_episodes"]), seed=1000 + seed, ref_scores=refs
-                )
-                row = {
-                    "step": step,
-                    "score_mean": ev["normalized_mean"] if ev["metric"] == "normalized" else ev["success_mean"],
-                }
-                em = {
-                    "eval/score_mean": row["score_mean"],
-                    "eval/return_mean": ev["return_mean"],
-                    "rate/updates_per_s": (step - progress.start_n) / max(t_update, 1e-9),
-                }
-                for t, r in ev["tasks"].items():
-                    row[f"score/{t}"] = r["normalized_mean"] if ev["metric"] == "normalized" else r["success"]
-                    em[f"eval/score/{t}"] = row[f"score/{t}"]
-                    em[f"eval/return/{t}"] = r["return_mean"]
-                tracker.log_metrics(em, step)
-                progress.update(0, score=row["score_mean"])
-                rows.append({k: int(v) if k == "step" else float(v) for k, v in row.items()})  # plain types:
-                _write_csv(curve_path, rows)  # the checkpoint (weights_only) holds them
+                evaluate_now()
             if resumable.due(step):
                 tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
                 resumable.save(

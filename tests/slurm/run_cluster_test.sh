@@ -304,9 +304,9 @@ stages = {
 jobs_per_rule = {"experts": 2, "datasets": 2, "pathways": 1, "train_offline": 2, "evaluate": 2,
                  "train_online": 3, "train_online_npf": 2, "online_evaluate": 4, "dapd_ablation": 6,
                  "figures_tables": 1}
-# one FINISHED MLflow run per job; figures_tables logs one run per suite (cheetah, mt10)
+# one FINISHED MLflow run per job (figures_tables: one per offline suite, cheetah)
 runs_per_stage = {"experts": 2, "datasets": 2, "pathways": 1, "train_offline": 2, "evaluate": 2,
-                  "train_online": 5, "online_evaluate": 4, "dapd_ablation": 6, "figures_tables": 2}
+                  "train_online": 5, "online_evaluate": 4, "dapd_ablation": 6, "figures_tables": 1}
 order = list(stages)
 if until != "all":
     order = order[: order.index(until) + 1] if until in order else order
