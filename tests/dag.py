@@ -17,7 +17,7 @@ def dry_run(tmp_path: Path, config_yaml: str) -> str:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out

@@ -154,7 +154,7 @@ def test_schema_keys_are_documented():
 
 def snakemake(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
 
 
 def job_stats(out: str) -> dict[str, int]:
