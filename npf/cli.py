@@ -108,7 +108,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from npf.tables import load_eval_results, summarize
+    from npf.report.tables.scores import load_eval_results, summarize
 
     df = load_eval_results(args.results_dir)
     if args.suite:
@@ -130,7 +130,8 @@ def cmd_results(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from npf.publish import parse_duration, publish
+    from npf.report.publish.durations import parse_duration
+    from npf.report.publish.page import publish
 
     wall = {}
     for item in args.wall_time:

@@ -180,7 +180,7 @@ def dapd_tidy_curve(r, task, variant, seed) -> str:
 
 
 # the tidy tables the figures read: the CSV itself, or (as the workflow writes them) a folder of the
-# same name without ``.csv`` holding one CSV per run (npf.report.figures.read_tidy)
+# same name without ``.csv`` holding one CSV per run (npf.report.figures.build.read_tidy)
 def dapd_curves_table(r) -> str:
     return f"{r}/online/dapd_curves.csv"
 
