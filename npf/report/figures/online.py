@@ -48,6 +48,7 @@ SINGLE_SHOT_VARIANTS = ("single-shot", "dapd", "dapd-M10", "dapd-nothreshold", "
 M_VARIANTS = ("dapd-M1", "dapd-M5", "dapd-M10")
 
 
+# ------------------------------------------------------------------------------------ Fig. 3 / 13 / 14
 def _pick_task(curves: pd.DataFrame, task: str | None) -> pd.DataFrame:
     if "task" not in curves.columns:
         return curves

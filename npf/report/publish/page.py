@@ -40,7 +40,7 @@ from npf.report.tables.scores import STD_DDOF
 from npf.report.tables.weights import load_param_counts, table8
 
 
-# ------------------------------------------------------------------------------------ other regions
+# ------------------------------------------------------------------------------------ regions
 def statistics_region() -> str:
     return (
         f"- **mean ± std (n seeds)**: per seed the mean over tasks, then the mean and the population std "

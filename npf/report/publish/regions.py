@@ -61,7 +61,6 @@ the figures under `docs/results/` are rebuilt by one command (the regions betwee
 """
 
 
-# ------------------------------------------------------------------------------------ regions
 def check_markers(text: str, where: str) -> None:
     """Every begin comment has its end comment after it, each name once."""
     begins = re.findall(r"<!-- npf:begin ([\w.-]+) -->", text)
