@@ -108,7 +108,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from npf.tables import load_eval_results, summarize
+    from npf.report.tables.scores import load_eval_results, summarize
 
     df = load_eval_results(args.results_dir)
     if args.suite:
@@ -130,7 +130,8 @@ def cmd_results(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from npf.publish import parse_duration, publish
+    from npf.report.publish.durations import parse_duration
+    from npf.report.publish.page import publish
 
     wall = {}
     for item in args.wall_time:
@@ -160,11 +161,13 @@ ML_VIEW = "#/experiments?workflowType=machine_learning"  # the UI's "Model train
 
 
 def cmd_ui(args) -> int:
+    from npf import layout
+
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri and not uri.startswith("sqlite:"):
         print(f"runs are on the tracking server {uri} (MLFLOW_TRACKING_URI): open {uri.rstrip('/')}/{ML_VIEW}")
         return 0
-    db = Path(args.results_dir).resolve() / "mlflow.db"
+    db = Path(layout.mlflow_db(Path(args.results_dir).resolve()))
     if not db.exists():
         raise FileNotFoundError(f"{db}: no MLflow store there (run the pipeline first, or name its results_dir)")
     print(f"MLflow UI of {db}\nopen http://{args.host}:{args.port}/{ML_VIEW}  (Ctrl-C stops it)", flush=True)

@@ -180,7 +180,7 @@ def dapd_tidy_curve(r, task, variant, seed) -> str:
 
 
 # the tidy tables the figures read: the CSV itself, or (as the workflow writes them) a folder of the
-# same name without ``.csv`` holding one CSV per run (npf.report.figures.read_tidy)
+# same name without ``.csv`` holding one CSV per run (npf.report.figures.build.read_tidy)
 def dapd_curves_table(r) -> str:
     return f"{r}/online/dapd_curves.csv"
 
@@ -193,10 +193,24 @@ def pretrain_curves_table(r) -> str:
     return f"{r}/online/pretrain_curves.csv"
 
 
-# ------------------------------------------------------------------------------ logs, report
+# ------------------------------------------------------------------------------ logs, records, report
+def logs_dir(r) -> str:
+    return f"{r}/logs"
+
+
 def log(r, rule, run) -> str:
     """A job's log; ``run`` names the job's output below its kind, e.g. ``cheetah/npf-iql/seed0``."""
-    return f"{r}/logs/{rule}/{run}.log"
+    return f"{logs_dir(r)}/{rule}/{run}.log"
+
+
+def config_record(r, config_hash) -> str:
+    """The resolved config that the jobs whose runs carry ``config_hash`` ran with (npf.provenance)."""
+    return f"{r}/configs/{config_hash}.yaml"
+
+
+def mlflow_db(r) -> str:
+    """The local MLflow store (sqlite), unless ``MLFLOW_TRACKING_URI`` names another."""
+    return f"{r}/mlflow.db"
 
 
 def report_run_id(r, suite) -> str:

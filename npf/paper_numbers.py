@@ -80,7 +80,7 @@ TABLE4: dict[str, dict[str, PaperNumber]] = {
     },
 }
 
-#: Display names of Table 4's cited baselines (our own online methods are named in npf.tables).
+#: Display names of Table 4's cited baselines (our own online methods are named in npf.report.labels).
 TABLE4_LABELS = {
     "sac-npf": "SAC+NPF",
     "pcgrad": "PCGrad",

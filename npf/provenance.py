@@ -24,8 +24,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from npf import layout
+
 ATTEMPTS_SUFFIX = ".attempts.jsonl"
-CONFIG_DIR = "configs"
 ATTEMPT_COLUMNS = [
     "rule",
     "suite",
@@ -52,7 +53,7 @@ def save_config(cfg: dict) -> str:
     from npf.tracking import config_hash
 
     h = config_hash(cfg)
-    path = Path(cfg["results_dir"]) / CONFIG_DIR / f"{h}.yaml"
+    path = Path(layout.config_record(cfg["results_dir"], h))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(json.loads(json.dumps(cfg, default=str)), sort_keys=True)
@@ -85,7 +86,7 @@ def record_attempt(log: str | os.PathLike, rule: str, wildcards: dict, cfg: dict
 def load_attempts(results_dir: str | os.PathLike) -> pd.DataFrame:
     """Every attempt recorded under ``results_dir/logs`` (one row each); empty if none."""
     rows = []
-    for p in sorted(Path(results_dir).glob(f"logs/**/*{ATTEMPTS_SUFFIX}")):
+    for p in sorted(Path(layout.logs_dir(results_dir)).glob(f"**/*{ATTEMPTS_SUFFIX}")):
         for i, line in enumerate(p.read_text().splitlines()):
             if not line.strip():
                 continue
@@ -103,7 +104,7 @@ def load_attempts(results_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_config(results_dir: str | os.PathLike, config_hash: str) -> dict | None:
-    path = Path(results_dir) / CONFIG_DIR / f"{config_hash}.yaml"
+    path = Path(layout.config_record(results_dir, config_hash))
     if not path.exists():
         return None
     try:
@@ -138,7 +139,7 @@ def mlflow_attempts(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[
     """For results directories from before the attempt records: one row per finished MLflow run
     of the local store (``results_dir/mlflow.db``), ``wall_s`` = its end − start time (an upper
     bound when it was resumed: column ``resumed``), and the configs rebuilt from its params."""
-    db = Path(results_dir) / "mlflow.db"
+    db = Path(layout.mlflow_db(results_dir))
     empty = pd.DataFrame(columns=[*ATTEMPT_COLUMNS, "resumed"])
     if not db.exists():
         return empty, {}

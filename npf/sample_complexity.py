@@ -4,9 +4,9 @@
 task (``sample_complexity/runs/{suite}/{method}-{algo}/n{K}/seed{s}``); their evaluation JSONs
 (:func:`npf.stages.offline.evaluate_run`, with ``dataset_size``), and the main runs' for a K equal
 to ``datasets.episodes``, become
-``sample_complexity/scores.csv``, one row per run × task, which :func:`npf.figures.figure5` reads.
+``sample_complexity/scores.csv``, one row per run × task, which :func:`npf.report.figures.offline.figure5` reads.
 ``score`` is the task's mean normalized score (gym suites) or its success rate in % (MT10),
-as in :func:`npf.tables.load_eval_results`.
+as in :func:`npf.report.tables.scores.load_eval_results`.
 """
 
 from __future__ import annotations

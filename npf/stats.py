@@ -4,7 +4,8 @@ A score matrix has one row per run (seed) and one column per task (Agarwal et al
 "Deep RL at the edge of the statistical precipice"):
 
 - :func:`mean_std`: per seed the mean over tasks, then mean ± std over seeds (population std,
-  ``ddof`` = :data:`npf.tables.STD_DDOF`) and the seed count: the convention of :mod:`npf.tables`;
+  ``ddof`` = :data:`npf.report.tables.scores.STD_DDOF`) and the seed count: the convention of
+  :mod:`npf.report.tables.scores`;
 - :func:`iqm`: the interquartile mean of all run × task scores, the mean of the middle 50 %
   (``scipy.stats.trim_mean(scores, 0.25, axis=None)``, rliable's ``metrics.aggregate_iqm``);
 - :func:`stratified_bootstrap_ci`: a 95 % percentile bootstrap confidence interval of a statistic

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
-from npf import figures as F
+from npf.report.figures import build, style
+from npf.report.figures.offline import figure_learning_curves, load_learning_curves
 
 CHEETAH = ["forward", "backward", "jump", "forward-jump", "backward-jump"]
 MT10 = [
@@ -33,8 +35,8 @@ DAPD = ["single-shot", "dapd-M1", "dapd-M5", "dapd-M10", "dapd-nothreshold", "de
 
 @pytest.fixture(autouse=True)
 def _no_files(monkeypatch):
-    """The layout is settled before the files are written (F._save): writing them only costs time."""
-    monkeypatch.setattr(F.Figure, "savefig", lambda self, path, **kw: Path(path).write_bytes(b"stub"))
+    """The layout is settled before the files are written (style.save): writing them only costs time."""
+    monkeypatch.setattr(Figure, "savefig", lambda self, path, **kw: Path(path).write_bytes(b"stub"))
 
 
 def write_results(
@@ -115,7 +117,7 @@ def outside(fig) -> list[str]:
     renderer = fig.canvas.get_renderer()
     fb = fig.bbox
     bad = []
-    for t in F.drawn_texts(fig):
+    for t in style.drawn_texts(fig):
         b = t.get_window_extent(renderer)
         if b.x0 < fb.x0 - 1 or b.y0 < fb.y0 - 1 or b.x1 > fb.x1 + 1 or b.y1 > fb.y1 + 1:
             bad.append(f"{t.get_text()!r} at {b.bounds} (figure {fb.bounds})")
@@ -143,10 +145,10 @@ def overlapping_titles(fig) -> list[str]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_text_lies_inside_its_figure(case, tmp_path, monkeypatch):
     made = []
-    real_save = F._save
-    monkeypatch.setattr(F, "_save", lambda fig, stem: (made.append((Path(stem).name, fig)), real_save(fig, stem))[1])
+    real_save = style.save
+    monkeypatch.setattr(style, "save", lambda fig, stem: (made.append((Path(stem).name, fig)), real_save(fig, stem))[1])
     res = write_results(tmp_path / "results", **CASES[case])
-    written = F.write_figures(res, tmp_path / "figs", scale="smoke scale: budgets far too small to learn")
+    written = build.write_figures(res, tmp_path / "figs", scale="smoke scale: budgets far too small to learn")
     names = sorted(n for n, _ in made)
     expected = [
         "curves_mt10",
@@ -170,8 +172,8 @@ def test_every_text_lies_inside_its_figure(case, tmp_path, monkeypatch):
 
 def test_one_evaluation_point_is_drawn_as_a_marker(tmp_path):
     res = write_results(tmp_path / "results", **CASES["one_task"])
-    curves = F.load_learning_curves(res)
-    fig = F.figure_learning_curves(curves, tmp_path / "fig10")
+    curves = load_learning_curves(res)
+    fig = figure_learning_curves(curves, tmp_path / "fig10")
     (ax,) = fig.axes
     assert len(ax.lines) == len(RUNS)
     for line in ax.lines:
@@ -180,14 +182,14 @@ def test_one_evaluation_point_is_drawn_as_a_marker(tmp_path):
 
 def test_title_says_the_runs_task_count(tmp_path):
     res = write_results(tmp_path / "results", **CASES["one_task"])
-    F.write_figures(res, tmp_path / "figs")
+    build.write_figures(res, tmp_path / "figs")
     made = {}
-    real_save = F._save
-    F._save = lambda fig, stem: (made.__setitem__(Path(stem).name, fig), real_save(fig, stem))[1]
+    real_save = style.save
+    style.save = lambda fig, stem: (made.__setitem__(Path(stem).name, fig), real_save(fig, stem))[1]
     try:
-        F.write_figures(res, tmp_path / "figs")
+        build.write_figures(res, tmp_path / "figs")
     finally:
-        F._save = real_save
+        style.save = real_save
     title = made["fig10_curves_cheetah"].get_suptitle().replace("\n", " ")
     assert "HalfCheetah (1 of 5 tasks: forward)" in title and "5-task" not in title
     panel = made["fig15_overlap"].axes[0].get_title().replace("\n", " ")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from npf import figures as F
+from npf.report.figures import bands, build, offline, online, overlap, style
 
 SEEDS = (0, 1, 2)
 STEPS = (0, 5000, 10000, 15000)
@@ -18,7 +18,7 @@ STEPS = (0, 5000, 10000, 15000)
 
 @pytest.fixture(autouse=True)
 def _low_dpi(monkeypatch):
-    monkeypatch.setattr(F, "DPI", 40)  # the tests inspect Figure objects; pixels only cost time
+    monkeypatch.setattr(style, "DPI", 40)  # the tests inspect Figure objects; pixels only cost time
 
 
 def _files_ok(stem: Path) -> None:
@@ -52,7 +52,7 @@ def dapd_curves():
 
 
 def test_figure3_panels_lines_legends(tmp_path, dapd_curves):
-    fig = F.figure3(dapd_curves, tmp_path / "fig3", dense_final=1500.0)
+    fig = online.figure3(dapd_curves, tmp_path / "fig3", dense_final=1500.0)
     _files_ok(tmp_path / "fig3")
     a, b = fig.axes
     assert _legend_labels(a) == ["Single-shot", "DAPD (M=10)", "DAPD, no threshold stop", "dense SAC (final)"]
@@ -70,13 +70,13 @@ def test_figure3_panels_lines_legends(tmp_path, dapd_curves):
 def test_figure3_single_panel_without_M_sweep(tmp_path, dapd_curves):
     d = dapd_curves[dapd_curves.variant.isin(["single-shot", "dapd-M10"])].drop(columns="task")
     d = d.drop_duplicates(["variant", "seed", "step"])
-    fig = F.figure3(d, tmp_path / "fig3")
+    fig = online.figure3(d, tmp_path / "fig3")
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 2
 
 
 def test_figures13_14_one_subplot_per_task(tmp_path, dapd_curves):
-    f13 = F.figure13(dapd_curves, tmp_path / "fig13")
-    f14 = F.figure14(dapd_curves, tmp_path / "fig14")
+    f13 = online.figure13(dapd_curves, tmp_path / "fig13")
+    f14 = online.figure14(dapd_curves, tmp_path / "fig14")
     for stem, fig, labels in (
         (tmp_path / "fig13", f13, ["Single-shot", "DAPD (M=10)", "DAPD, no threshold stop"]),
         (tmp_path / "fig14", f14, ["DAPD (M=1)", "DAPD (M=5)", "DAPD (M=10)"]),
@@ -101,7 +101,7 @@ def grad_norms():
 
 
 def test_figure4_grad_norm_per_task(tmp_path, grad_norms):
-    fig = F.figure4(grad_norms, tmp_path / "fig4")
+    fig = online.figure4(grad_norms, tmp_path / "fig4")
     _files_ok(tmp_path / "fig4")
     assert [a.get_title() for a in fig.axes] == ["reach", "push"]
     assert all(len(a.lines) == 2 and a.get_yscale() == "log" for a in fig.axes)
@@ -109,7 +109,7 @@ def test_figure4_grad_norm_per_task(tmp_path, grad_norms):
     assert "std" in fig.legends[0].get_title().get_text()
     assert "‖∂L/∂w‖" in fig.axes[0].get_ylabel()
     perf = grad_norms.rename(columns={"grad_norm": "success"})
-    fig2 = F.figure4(grad_norms, tmp_path / "fig4b", performance=perf)
+    fig2 = online.figure4(grad_norms, tmp_path / "fig4b", performance=perf)
     assert len(fig2.axes) == 4 and fig2.axes[2].get_ylabel() == "success rate (%)"
     assert [a.get_yscale() for a in fig2.axes] == ["log", "log", "linear", "linear"]
 
@@ -121,7 +121,7 @@ def test_figure5_sample_complexity(tmp_path):
         for m in ("mt", "npf", "mhmt")
         for s in SEEDS
     ]
-    fig = F.figure5(pd.DataFrame(rows), tmp_path / "fig5")
+    fig = offline.figure5(pd.DataFrame(rows), tmp_path / "fig5")
     _files_ok(tmp_path / "fig5")
     (ax,) = fig.axes
     assert _legend_labels(ax) == ["NPF-BCQ", "MT-BCQ", "MHMT-BCQ"]
@@ -139,7 +139,7 @@ def _overlap(tasks, seed=0):
 def test_figure6_heatmap_prints_percentages(tmp_path):
     tasks = ["reach", "push", "pick-place"]
     ov = _overlap(tasks)
-    fig = F.figure6(ov, tmp_path / "fig6")
+    fig = overlap.figure6(ov, tmp_path / "fig6")
     _files_ok(tmp_path / "fig6")
     (ax,) = _plot_axes(fig)
     texts = {t.get_text() for t in ax.texts}
@@ -154,7 +154,7 @@ def test_figure15_panels(tmp_path):
         "HalfCheetah 5-task, BCQ": _overlap(["forward", "backward", "jump"]),
         "MT10, IQL": _overlap(["reach", "push"], 1),
     }
-    fig = F.figure15(panels, tmp_path / "fig15")
+    fig = overlap.figure15(panels, tmp_path / "fig15")
     _files_ok(tmp_path / "fig15")
     axes = _plot_axes(fig)
     assert [a.get_title() for a in axes] == ["(a) HalfCheetah 5-task, BCQ", "(b) MT10, IQL"]
@@ -196,10 +196,10 @@ def _write_results(root: Path, suites=("cheetah", "mt10")) -> None:
 
 def test_learning_curves_from_metrics_csv(tmp_path):
     _write_results(tmp_path)
-    curves = F.load_learning_curves(tmp_path)
+    curves = offline.load_learning_curves(tmp_path)
     assert set(curves.columns) == {"suite", "method", "algo", "seed", "step", "task", "score"}
     c = curves[curves.suite == "cheetah"]
-    fig = F.figure_learning_curves(c, tmp_path / "fig10", title="HalfCheetah")
+    fig = offline.figure_learning_curves(c, tmp_path / "fig10", title="HalfCheetah")
     _files_ok(tmp_path / "fig10")
     assert [a.get_title() for a in fig.axes] == ["forward", "backward", "jump"]
     assert all(len(a.lines) == 4 for a in fig.axes)
@@ -210,15 +210,15 @@ def test_learning_curves_from_metrics_csv(tmp_path):
     raw = np.stack(raw)
     line = fig.axes[2].lines[1]
     np.testing.assert_allclose(line.get_ydata(), raw.mean(0))
-    st = F.curve_stats(c[(c.method == "npf") & (c.algo == "iql") & (c.task == "jump")], "step", "score")
+    st = bands.curve_stats(c[(c.method == "npf") & (c.algo == "iql") & (c.task == "jump")], "step", "score")
     np.testing.assert_allclose(st["hi"] - st["center"], raw.std(0))
-    mt = F.figure_learning_curves(curves[curves.suite == "mt10"], tmp_path / "mt")
+    mt = offline.figure_learning_curves(curves[curves.suite == "mt10"], tmp_path / "mt")
     assert " ".join(mt.axes[0].get_ylabel().split()) == "success rate (%)"
 
 
 def test_load_overlaps_mean_over_seeds(tmp_path):
     _write_results(tmp_path)
-    ov = F.load_overlaps(tmp_path)
+    ov = overlap.load_overlaps(tmp_path)
     assert set(ov) == {("cheetah", "bcq"), ("cheetah", "iql"), ("mt10", "bcq"), ("mt10", "iql")}
     exp = np.mean([_overlap(["reach", "push"], s).to_numpy() for s in SEEDS], axis=0)
     np.testing.assert_allclose(ov[("mt10", "iql")].to_numpy(), exp)
@@ -231,7 +231,7 @@ def test_write_figures_scans_inputs(tmp_path, dapd_curves, grad_norms):
     (res / "online").mkdir()
     dapd_curves.to_csv(res / "online" / "dapd_curves.csv", index=False)
     grad_norms.to_csv(res / "online" / "grad_norms.csv", index=False)
-    written = F.write_figures(res, out)
+    written = build.write_figures(res, out)
     stems = sorted({p.stem for p in written})
     assert stems == sorted(
         [
@@ -249,19 +249,19 @@ def test_write_figures_scans_inputs(tmp_path, dapd_curves, grad_norms):
 
 
 def test_write_figures_empty_dir_writes_nothing(tmp_path):
-    assert F.write_figures(tmp_path, tmp_path / "figs") == []
+    assert build.write_figures(tmp_path, tmp_path / "figs") == []
     assert not (tmp_path / "figs").exists()
 
 
 def test_bands():
     v = np.array([1.0, 2.0, 3.0, 4.0])
-    assert F._center_band(v, "std") == pytest.approx((2.5, 2.5 - v.std(), 2.5 + v.std()))
+    assert bands.center_band(v, "std") == pytest.approx((2.5, 2.5 - v.std(), 2.5 + v.std()))
     h = 1.96 * v.std(ddof=1) / 2
-    assert F._center_band(v, "ci95") == pytest.approx((2.5, 2.5 - h, 2.5 + h))
-    assert F._center_band(v, "iqr") == pytest.approx((2.5, 1.75, 3.25))
-    assert F._center_band(v, "minmax") == pytest.approx((2.5, 1.0, 4.0))
+    assert bands.center_band(v, "ci95") == pytest.approx((2.5, 2.5 - h, 2.5 + h))
+    assert bands.center_band(v, "iqr") == pytest.approx((2.5, 1.75, 3.25))
+    assert bands.center_band(v, "minmax") == pytest.approx((2.5, 1.0, 4.0))
     with pytest.raises(ValueError):
-        F._center_band(v, "sem")
+        bands.center_band(v, "sem")
 
 
 def test_config_declared_success_suite_is_labelled_by_success(tmp_path):
@@ -289,7 +289,7 @@ def test_config_declared_success_suite_is_labelled_by_success(tmp_path):
             "score": [0.0, 50.0],
         }
     )
-    fig = F.figure_learning_curves(curves, tmp_path / "custom")
+    fig = offline.figure_learning_curves(curves, tmp_path / "custom")
     assert " ".join(fig.axes[0].get_ylabel().split()) == "success rate (%)"
-    fig = F.figure_learning_curves(curves.assign(suite="not-registered"), tmp_path / "unknown")
+    fig = offline.figure_learning_curves(curves.assign(suite="not-registered"), tmp_path / "unknown")
     assert " ".join(fig.axes[0].get_ylabel().split()) == "normalized score (100 = expert)"  # (wrapped to its axes)

@@ -4,7 +4,9 @@ dry run every rule's outputs are the layout's paths for that job's wildcards."""
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
 import pytest
 from test_config import job_stats, snakemake
@@ -43,6 +45,9 @@ R = "res"
         (layout.dapd_tidy_curve(R, "forward", "dense", 1), "res/online/dapd_curves/forward/dense/seed1.csv"),
         (layout.log(R, "evaluate", "mt10/npf-iql/seed0"), "res/logs/evaluate/mt10/npf-iql/seed0.log"),
         (layout.report_run_id(R, "mt10"), "res/report/mt10.mlflow_run_id.txt"),
+        (layout.logs_dir(R), "res/logs"),
+        (layout.config_record(R, "0a1b2c3d"), "res/configs/0a1b2c3d.yaml"),
+        (layout.mlflow_db(R), "res/mlflow.db"),
         (layout.pattern(layout.offline_final, R), "res/runs/{suite}/{method}-{algo}/seed{seed}/final.pt"),
         (layout.pattern(layout.eval_json, R, algo="sac"), "res/eval/{suite}/{method}-sac/seed{seed}.json"),
         (layout.pattern(layout.sc_scores, R), "res/sample_complexity/scores.csv"),
@@ -50,6 +55,66 @@ R = "res"
 )
 def test_paths_are_the_pipelines(path, expected):
     assert path == expected
+
+
+# the top-level names of a results directory
+RESULT_NAMES = ("eval", "runs", "pathways", "online", "datasets", "experts", "sample_complexity", "logs", "configs")
+RESULT_NAMES += ("report", "mlflow.db")
+
+
+def composed_result_paths(source: str) -> list[str]:
+    """Where ``source`` joins a results-directory name onto a directory: ``f"{r}/eval/…"``,
+    ``path / "mlflow.db"``, ``path.glob("logs/…")``. MLflow run names and metric keys such as
+    ``f"eval/{suite}/…"`` start with the name itself, not with a directory, and do not count."""
+    names = "|".join(re.escape(n) for n in RESULT_NAMES)
+    joined = re.compile(rf"^\{{\}}/({names})(/|$)")  # f-string text with each field as {}
+    leading = re.compile(rf"^({names})(/|$)")
+
+    def text(node) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        return None
+
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.JoinedStr) and joined.search(text(node)):
+            hits.append(f"line {node.lineno}: {text(node)!r}")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and leading.search(text(node.right) or ""):
+            hits.append(f"line {node.lineno}: / {text(node.right)!r}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("glob", "rglob")
+            and node.args
+            and leading.search(text(node.args[0]) or "")
+        ):
+            hits.append(f"line {node.lineno}: glob {text(node.args[0])!r}")
+    return hits
+
+
+def test_the_scan_sees_the_ways_a_module_spells_a_results_path():
+    spelled = [
+        'p = f"{r}/eval/{suite}.json"',
+        'p = Path(r) / "mlflow.db"',
+        "p = f\"{cfg['results_dir']}/configs/{h}.yaml\"",
+        "p = r / 'logs' / name",
+        'ps = Path(r).glob(f"logs/**/*{SUFFIX}")',
+    ]
+    assert all(composed_result_paths(src) for src in spelled)
+    named = ['run_name = f"eval/{suite}/{m}/seed{s}"', 'msg = f"no results under {r}/eval"', '"""{r}/eval/x"""']
+    assert not any(composed_result_paths(src) for src in named)
+
+
+def test_only_layout_composes_result_paths():
+    pkg = Path(layout.__file__).parent
+    found = {
+        str(p.relative_to(pkg.parent)): hits
+        for p in sorted(pkg.rglob("*.py"))
+        if p != Path(layout.__file__) and (hits := composed_result_paths(p.read_text()))
+    }
+    assert not found, found
 
 
 def test_pattern_rejects_a_key_the_path_does_not_have():

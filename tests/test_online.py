@@ -181,7 +181,7 @@ def test_npf_run_logs_success_dapd_and_grad_norms(npf_runs, results):
 
 
 def test_final_evaluation_json_is_read_by_the_tables(npf_runs, results):
-    from npf.tables import load_eval_results
+    from npf.report.tables.scores import load_eval_results
 
     out_json = results / "eval" / "mt10" / "sac-npf-sac" / "seed0.json"
     ev = evaluate_online_run(npf_runs["cfg"], "mt10", "sac-npf", 0, npf_runs["straight"] / "final.pt", out_json)
@@ -209,7 +209,8 @@ def test_other_methods_run(results, method):
 
 
 def test_dapd_ablation_stop_rule_and_figure_inputs(results):
-    from npf.figures import figure3, read_tidy
+    from npf.report.figures.build import read_tidy
+    from npf.report.figures.online import figure3
 
     cfg = tiny(results)
     cfg["online"]["dapd_ablation"]["return_threshold"] = -1e9  # any return meets T_H

@@ -24,15 +24,10 @@ from npf.cli import main
 from npf.config import validate
 from npf.paper_numbers import PaperNumber
 from npf.provenance import load_attempts, load_config, record_attempt
-from npf.publish import (
-    MAX_PNG_BYTES,
-    NOT_MEASURED,
-    fill_regions,
-    fmt_hms,
-    parse_duration,
-    row_verdict,
-    run_verdict,
-)
+from npf.report.publish.durations import fmt_hms, parse_duration
+from npf.report.publish.page_figures import MAX_PNG_BYTES
+from npf.report.publish.regions import fill_regions
+from npf.report.publish.verdicts import NOT_MEASURED, row_verdict, run_verdict
 
 REPO = Path(__file__).resolve().parent.parent
 SCORES = {
@@ -403,12 +398,12 @@ def test_results_without_records_take_budget_and_times_from_mlflow(tmp_path, mon
 
 
 def test_figures_are_downscaled_to_the_size_limit(site, monkeypatch):
-    import npf.publish as pub
+    from npf.report.publish import page_figures
 
     assert build() == 0
     full = Path("docs/results/tiny/fig10_curves_cheetah.png").stat().st_size
-    monkeypatch.setattr(pub, "MAX_PNG_BYTES", int(full * 0.7))
+    monkeypatch.setattr(page_figures, "MAX_PNG_BYTES", int(full * 0.7))
     assert build() == 0
     assert Path("docs/results/tiny/fig10_curves_cheetah.png").stat().st_size <= full * 0.7
-    monkeypatch.setattr(pub, "MAX_PNG_BYTES", 100)
+    monkeypatch.setattr(page_figures, "MAX_PNG_BYTES", 100)
     assert build() == 1

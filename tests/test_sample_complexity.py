@@ -14,7 +14,7 @@ from dag import dry_run
 
 from npf.config import ConfigError, validate
 from npf.data import Dataset, DatasetError, first_episodes, load_dataset, save_dataset
-from npf.figures import write_figures
+from npf.report.figures.build import write_figures
 from npf.sample_complexity import tidy_scores, write_scores
 from npf.stages.offline import evaluate_run, load_suite_data, train_offline
 

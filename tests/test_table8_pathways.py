@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from npf.pathways import Pathways
-from npf.tables import load_pathway_counts, table8_pathways, write_table8_pathways
+from npf.report.tables.weights import load_pathway_counts, table8_pathways, write_table8_pathways
 
 SHAPES = {"net.0.weight": (4, 5), "net.2.weight": (2, 4)}  # 28 maskable actor weights
 TASKS = ["reach", "push", "door-open"]

@@ -12,18 +12,11 @@ import pandas as pd
 import pytest
 
 from npf import paper_numbers as paper
-from npf import tables
-from npf.tables import (
-    load_eval_results,
-    load_param_counts,
-    table2,
-    table3,
-    table4,
-    table6,
-    table7,
-    table8,
-    write_tables,
-)
+from npf.report import labels
+from npf.report.tables import paper_tables, scores
+from npf.report.tables.paper_tables import table2, table3, table4, table6, table7, write_tables
+from npf.report.tables.scores import load_eval_results
+from npf.report.tables.weights import load_param_counts, table8
 
 SUITES = {
     "cheetah": ("normalized", ["forward", "backward", "jump"]),
@@ -105,11 +98,11 @@ def test_load_eval_results_tidy(results):
 
 def test_summarize_means_over_tasks_per_seed_first(results):
     root, truth = results
-    summ = tables.summarize(load_eval_results(root))
+    summ = scores.summarize(load_eval_results(root))
     row = summ[(summ.suite == "cheetah") & (summ.method == "npf") & (summ.algo == "iql")].iloc[0]
     m, s = run_stats(truth[("cheetah", "npf", "iql")])
     assert (row["mean"], row["std"], row["n"]) == (pytest.approx(m), pytest.approx(s), 3)
-    s1 = tables.summarize(load_eval_results(root), ddof=1)
+    s1 = scores.summarize(load_eval_results(root), ddof=1)
     per_seed = [np.mean(list(v.values())) for v in truth[("cheetah", "npf", "iql")].values()]
     assert s1[(s1.suite == "cheetah") & (s1.method == "npf") & (s1.algo == "iql")]["std"].item() == pytest.approx(
         np.std(per_seed, ddof=1)
@@ -339,16 +332,16 @@ def test_paper_numbers_match_paper_md():
 
 def test_suite_label_counts_the_runs_tasks():
     assert (
-        tables.suite_label("cheetah", ["forward", "backward", "jump", "forward-jump", "backward-jump"])
+        labels.suite_label("cheetah", ["forward", "backward", "jump", "forward-jump", "backward-jump"])
         == "HalfCheetah (5 tasks)"
     )
-    assert tables.suite_label("cheetah", ["jump"]) == "HalfCheetah (1 of 5 tasks: jump)"
-    assert tables.suite_label("mt10", 4) == "Meta-World MT10 (4 of 10 tasks)"
-    assert tables.suite_label("not-registered", ["a", "b"]) == "not-registered (2 tasks)"
+    assert labels.suite_label("cheetah", ["jump"]) == "HalfCheetah (1 of 5 tasks: jump)"
+    assert labels.suite_label("mt10", 4) == "Meta-World MT10 (4 of 10 tasks)"
+    assert labels.suite_label("not-registered", ["a", "b"]) == "not-registered (2 tasks)"
 
 
 def test_scale_caption_on_every_table(results, tmp_path_factory):
     root, _ = results
-    built = tables.build_tables(root, scale="smoke scale: budgets far too small to learn")
+    built = paper_tables.build_tables(root, scale="smoke scale: budgets far too small to learn")
     assert built and all(t.caption.endswith("[smoke scale: budgets far too small to learn]") for t in built)
     assert all("smoke scale" in t.to_markdown().splitlines()[0] for t in built)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from npf import layout
-from npf.figures import write_figures
-from npf.tables import write_table8_pathways, write_tables
+from npf.report.figures.build import write_figures
+from npf.report.tables.paper_tables import write_tables
+from npf.report.tables.weights import write_table8_pathways
 from npf.tracking import stage_tracker
 
 

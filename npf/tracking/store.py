@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from npf import layout
+
 
 def tracking_uri(results_dir: str | os.PathLike = "results", configured: str | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     if uri:
         return uri
-    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{layout.mlflow_db(Path(results_dir).resolve())}"
 
 
 @contextmanager

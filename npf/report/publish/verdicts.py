@@ -1,0 +1,55 @@
+"""The verdict of a run and of a table row against the paper's numbers (:data:`VERDICT_RULE`)."""
+
+from __future__ import annotations
+
+from npf import paper_numbers as paper
+from npf import stats
+
+NOT_MEASURED = "not measured yet"
+
+VERDICT_RULE = (
+    "Verdict of a run: **reproduced** when our mean ± std and the paper's mean ± std overlap "
+    "(|ours − paper| ≤ std_ours + std_paper), else **not reproduced** (Δ = ours − paper). Verdict of a row "
+    "(suite): **reproduced** when every measured run with a paper number is; else **same ordering as the "
+    "paper** when at least two such runs are measured and our means rank them as the paper's do; else "
+    "**not reproduced**."
+)
+
+
+def run_verdict(sm: stats.Summary | None, p: paper.PaperNumber | None) -> str:
+    if sm is None:
+        return NOT_MEASURED
+    if p is None:
+        return "no paper number"
+    d = sm.mean - p.mean
+    if abs(d) <= (sm.std if sm.seeds > 1 else 0.0) + (p.std or 0.0):
+        return "reproduced"
+    return f"not reproduced (Δ {d:+.1f})"
+
+
+def row_verdict(measured: dict[str, tuple[stats.Summary, paper.PaperNumber]]) -> str:
+    """``measured``: run label → (our summary, paper number) for the runs of a row that have both."""
+    if not measured:
+        return NOT_MEASURED
+    verdicts = {k: run_verdict(sm, p) for k, (sm, p) in measured.items()}
+    if all(v == "reproduced" for v in verdicts.values()):
+        return "reproduced"
+    if len(measured) >= 2:
+        keys = list(measured)
+        same = all(
+            (measured[a][0].mean - measured[b][0].mean) * (measured[a][1].mean - measured[b][1].mean) > 0
+            for i, a in enumerate(keys)
+            for b in keys[i + 1 :]
+        )
+        if same:
+            return "same ordering as the paper"
+    return "not reproduced"
+
+
+def row_verdict_line(measured: dict, unmeasured: list[str]) -> str:
+    """The row's verdict, and which runs with a paper number it rests on."""
+    v = row_verdict(measured)
+    if v == NOT_MEASURED:
+        return v
+    basis = f"from {', '.join(measured)}"
+    return f"{v} ({basis}; {', '.join(unmeasured)} {NOT_MEASURED})" if unmeasured else f"{v} ({basis})"
