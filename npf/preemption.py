@@ -3,8 +3,8 @@
 Slurm sends SIGTERM when a job is preempted or reaches its time limit (then SIGKILL after the
 cluster's ``KillWait``, 30 s by default). A long stage wraps its training loop in
 :func:`preemption_guard`; the handler only records the request, the loop keeps going to its
-next *safe point* (experts: the next episode boundary, offline: the current update), writes a
-checkpoint and raises :class:`Preempted`. The stage wrapper (``workflow/scripts/_stage.py``)
+next *safe point* (experts and online: the current env step, mid-episode if need be; offline:
+the current update; an evaluation in progress is cut short), writes a checkpoint and raises :class:`Preempted`. The stage wrapper (``workflow/scripts/_stage.py``)
 turns that into exit code :data:`EX_TEMPFAIL` (75, "temporary failure, try again"), and the
 retried job resumes from the checkpoint. See docs/fault-tolerance.md.
 
