@@ -4,9 +4,10 @@ Slurm sends SIGTERM when a job is preempted or reaches its time limit (then SIGK
 cluster's ``KillWait``, 30 s by default). A long stage wraps its training loop in
 :func:`preemption_guard`; the handler only records the request, the loop keeps going to its
 next *safe point* (experts and online: the current env step, mid-episode if need be; offline:
-the current update; an evaluation in progress is cut short), writes a checkpoint and raises :class:`Preempted`. The stage wrapper (``workflow/scripts/_stage.py``)
-turns that into exit code :data:`EX_TEMPFAIL` (75, "temporary failure, try again"), and the
-retried job resumes from the checkpoint. See docs/fault-tolerance.md.
+the current update; an evaluation in progress is cut short), writes a checkpoint and raises
+:class:`Preempted`. The stage wrapper (``workflow/scripts/_stage.py``) turns that into exit
+code :data:`EX_TEMPFAIL` (75, "temporary failure, try again"), and the retried job resumes
+from the checkpoint. See docs/fault-tolerance.md.
 
 Repeated signals are ignored (Slurm escalates with SIGKILL after ``KillWait``; a killed job
 loses at most one checkpoint interval and resumes from the previous checkpoint).

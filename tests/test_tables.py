@@ -14,7 +14,7 @@ import pytest
 from npf import paper_numbers as paper
 from npf.report import labels
 from npf.report.tables import paper_tables, scores
-from npf.report.tables.paper_tables import table2, table3, table4, table6, table7, write_tables
+from npf.report.tables.paper_tables import table2, table3, table4, table4_per_task, table6, table7, write_tables
 from npf.report.tables.scores import load_eval_results
 from npf.report.tables.weights import load_param_counts, table8
 
@@ -187,6 +187,25 @@ def test_table4_online_with_reported_rows(results):
 def test_table4_absent_without_online_runs(results):
     root, _ = results
     assert table4(load_eval_results(root)) is None
+    assert table4_per_task(load_eval_results(root)) is None
+
+
+def test_table4_per_task_online_runs_only(results):
+    """Per-task success of the online runs (offline MT10 runs in the same results stay out)."""
+    root, _ = results
+    npf = {0: {"reach": 100.0, "push": 0.0}, 1: {"reach": 0.0, "push": 0.0}}
+    mt = {0: {"reach": 100.0, "push": 100.0}, 1: {"reach": 100.0, "push": 0.0}}
+    for s in (0, 1):
+        _write_eval(root, "mt10", "sac-npf", "sac", s, "success", npf[s])
+        _write_eval(root, "mt10", "mt-sac", "sac", s, "success", mt[s])
+    df = parse_md(table4_per_task(load_eval_results(root)).to_markdown())
+    assert list(df.columns) == ["Suite", "Task", "SAC+NPF", "MT-SAC"]  # no offline run, no paper column
+    assert list(df["Task"]) == ["reach", "push", "overall (ours: 2 tasks; paper: all 10)"]
+    by_task = df.set_index("Task")
+    assert by_task.loc["reach", "SAC+NPF"] == "50.00 ± 50.00" and by_task.loc["reach", "MT-SAC"] == "100.00 ± 0.00"
+    assert by_task.loc["push", "MT-SAC"] == "50.00 ± 50.00"
+    # overall: per seed the mean over tasks (MT-SAC 100, 50), then mean ± population std
+    assert by_task.iloc[2]["MT-SAC"] == "75.00 ± 25.00" and by_task.iloc[2]["SAC+NPF"] == "25.00 ± 25.00"
 
 
 # ------------------------------------------------------------------------------------ Table 6 / 7

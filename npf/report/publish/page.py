@@ -35,7 +35,7 @@ from npf.report.publish.regions import BEGIN, SKELETON, check_markers, fill_regi
 from npf.report.publish.run_tables import build_table, markdown_table, readme_region, table_region
 from npf.report.publish.sources import USEFUL, Source, combined_evals, display_path, load_sources, withhold_weak_experts
 from npf.report.publish.verdicts import NOT_MEASURED, VERDICT_RULE
-from npf.report.tables.paper_tables import table6, table7
+from npf.report.tables.paper_tables import table4_per_task, table6, table7
 from npf.report.tables.scores import STD_DDOF
 from npf.report.tables.weights import load_param_counts, table8
 
@@ -89,7 +89,7 @@ def budgets_region(sources: list[Source]) -> str:
 
 
 def per_task_region(df: pd.DataFrame) -> str:
-    ts = [t for t in (table6(df), table7(df)) if t is not None] if not df.empty else []
+    ts = [t for t in (table6(df), table7(df), table4_per_task(df)) if t is not None] if not df.empty else []
     return "\n".join(t.to_markdown() for t in ts) if ts else f"{NOT_MEASURED}."
 
 

@@ -195,12 +195,13 @@ def _per_task_table(
     ddof: int,
     overall: bool,
     reported_key: str | None = None,
+    runs: list[tuple[str, str]] | None = None,
 ) -> Table:
-    """Rows suite × task (+ "overall"); our (method, algo) columns, paper columns for NPF, and
-    ``reported_key``'s published column marked reported."""
+    """Rows suite × task (+ "overall"); our (method, algo) columns (default: the offline runs),
+    paper columns for NPF, and ``reported_key``'s published column marked reported."""
     st = summarize_tasks(d, ddof=ddof)
     so = summarize(d, ddof=ddof)
-    runs = _runs(d, OFFLINE_METHODS, OFFLINE_ALGOS)
+    runs = runs if runs is not None else _runs(d, OFFLINE_METHODS, OFFLINE_ALGOS)
     rows = []
     for suite in preferred_first(d["suite"], SUITE_ORDER):
         ptab = published.get(suite, {})
@@ -262,6 +263,22 @@ def table7(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
     return t
 
 
+def table4_per_task(df: pd.DataFrame, ddof: int = STD_DDOF) -> Table | None:
+    """Per-task MT10 online success rate of our runs (the paper gives no per-task online numbers)."""
+    d = df[(df["metric"] == "success") & (df["algo"] == "sac")]
+    if d.empty:
+        return None
+    return _per_task_table(
+        d,
+        "table4_per_task",
+        "Table 4, per task: Meta-World online success rate in % (mean ± std over seeds)",
+        {},
+        ddof,
+        overall=True,
+        runs=_runs(d, ONLINE_METHODS, ("sac",)),
+    )
+
+
 def build_tables(results_dir: str | Path, ddof: int = STD_DDOF, scale: str = "") -> list[Table]:
     """Every table whose inputs exist under ``results_dir``; ``scale`` (the config's
     ``scale_caption``, e.g. "smoke scale: ...") is appended to every caption."""
@@ -272,6 +289,7 @@ def build_tables(results_dir: str | Path, ddof: int = STD_DDOF, scale: str = "")
         table4(df, ddof),
         table6(df, ddof),
         table7(df, ddof),
+        table4_per_task(df, ddof),
         table8(load_param_counts(results_dir), ddof),
     ]
     tables = [t for t in tables if t is not None]
