@@ -236,8 +236,9 @@ def test_expert_interrupted_then_resumed_equals_uninterrupted(sig, expert_refere
     spec = {"stage": "train_expert", "config": expert_config(results), "args": [SUITE, TASK, SEED, str(out)]}
     uri = store_uri(results)
     proc = spawn(spec, results, tmp_path / "first.log")
-    # SIGTERM with two busy loops loading the CPU: the bound must hold on a loaded node
-    k = kill_after_first_checkpoint(proc, out, sig, uri, "loss/critic", busy_loops=2 if sig == signal.SIGTERM else 0)
+    # no busy loops here: their 2 s warm-up lets this small expert finish on an idle machine (the
+    # loaded-CPU bound is the online test's, with a 1000-step episode)
+    k = kill_after_first_checkpoint(proc, out, sig, uri, "loss/critic")
     first = (tmp_path / "first.log").read_text()
     run_id = (out / "mlflow_run_id.txt").read_text()
     assert not (out / "policy.pt").exists() and not (out / "metrics.json").exists()
