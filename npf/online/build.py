@@ -14,7 +14,7 @@ from npf.envs import episode_length, make_env
 from npf.nets import resolve_device
 from npf.online.agent import OnlineAgent
 from npf.online.evaluate import PeriodicEvaluator
-from npf.online.run_state import OnlineRun, replay_episode_so_far, restore
+from npf.online.run_state import OnlineRun, restore
 from npf.online.settings import OnlineSettings
 from npf.online.tidy import GRAD_FIELDS, score_fields, write_csv
 from npf.online_buffers import ChunkStore, TaskReplay
@@ -85,10 +85,9 @@ def open_run(
         restore(run, ckpt.load(run.checkpoint_path, map_location="cpu"))
     else:
         run.replay_store.prune([])
-    run.pool = EnvPool(envs, seed, run.episodes)
-    run.obs = run.pool.reset()
-    if run.episode_actions:
-        replay_episode_so_far(run)
+    run.pool = EnvPool(envs, seed, run.episodes, record_episodes=True)
+    run.pool.reset()
+    run.obs = run.pool.restore_mid_episode(run.mid_episode, run.checkpoint_path)
     run.evaluator = PeriodicEvaluator(
         suite, tasks, settings.eval_episodes, 1000 + seed, int(cfg.get("evaluation", {}).get("envs_per_task", 10))
     )

@@ -63,7 +63,6 @@ def run_online(
     )
     run.progress = Progress(settings.total_steps, run_name, initial=run.step)
     run.clock_start, run.wall_before = time.perf_counter(), run.timing["wall"]
-    stop_asked = run.resumable.guard
     with run.resumable.running(run.tracker, lambda: run.step, closing=(run.pool, run.evaluator)):
         if evaluation_due(run) and not evaluated(run):
             evaluate(run)  # the randomly initialised policy, or an evaluation a SIGTERM cut short
@@ -76,7 +75,7 @@ def run_online(
                 end_of_episodes(run, result)
             if evaluation_due(run):
                 evaluate(run)
-            if stop_asked.requested or (run.pool.at_episode_start and run.resumable.due(run.step)):
+            if run.resumable.due(run.step):
                 checkpoint(run)
                 if run.resumable.stop_here(run.step):
                     return {"stopped_at": run.step}
@@ -106,10 +105,6 @@ def collect(run: OnlineRun) -> StepResult:
     run.replay.add(**rows)
     run.dapd_buffer.add(**rows)
     run.obs = result.next_obs
-    if run.pool.at_episode_start:
-        run.episode_actions.clear()
-    else:
-        run.episode_actions.append(actions)
     run.step += 1
     t3 = time.perf_counter()
     run.timing["act"] += t1 - t0
@@ -239,7 +234,7 @@ def checkpoint(run: OnlineRun) -> None:
     """Metrics flushed first, then the replay chunks added since the last checkpoint and the state."""
     t0 = time.perf_counter()
     run.timing["wall"] = run.wall_before + (t0 - run.clock_start)
-    if run.pool.at_episode_start and run.resumable.interval_due(run.step):  # not a SIGTERM's extra one
+    if run.resumable.interval_due(run.step):  # not a SIGTERM's extra one
         log_rates(run)
     run.tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
     chunks = run.replay_store.save(run.replay)

@@ -1,12 +1,12 @@
 """What one online run holds, and its checkpoint: the state written to ``checkpoint.pt`` and how a
 resume restores it.
 
-``checkpoint.pt`` (at episode boundaries, every ``checkpoint_every`` env steps) holds the networks,
+``checkpoint.pt`` (every ``checkpoint_every`` env steps) holds the networks,
 optimizers, temperatures, pathways, DAPD state and buffers TD_n, the env pool's episode counters,
 every RNG and the CSV rows so far; the replay buffers are stored incrementally under ``replay/``
-(:class:`~npf.online_buffers.ChunkStore`). A checkpoint written on SIGTERM mid-episode also holds
-the actions of the episode so far, which a resume replays from the episode's seeded reset to
-rebuild the simulators.
+(:class:`~npf.online_buffers.ChunkStore`). A checkpoint written mid-episode also holds each env's
+actions since its episode began, which a resume replays from the episode's seeded reset to rebuild
+the simulators (:meth:`~npf.rollout.EnvPool.restore_mid_episode`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from npf import checkpoint as ckpt
-from npf.checkpoint import CheckpointError
 from npf.envs import is_success_suite
 from npf.online.agent import OnlineAgent
 from npf.online.evaluate import PeriodicEvaluator
@@ -58,8 +57,7 @@ class OnlineRun:
     eval_rows: list[dict] = field(default_factory=list)
     grad_rows: list[dict] = field(default_factory=list)
     recent_returns: list[list[float]] = field(default_factory=list)  # last 10 training returns per task
-    episode_actions: list[np.ndarray] = field(default_factory=list)  # actions of the current episodes so far
-    mid_episode_obs: np.ndarray | None = None  # a mid-episode checkpoint's observation (checks the replay)
+    mid_episode: dict = field(default_factory=dict)  # a mid-episode checkpoint's episodes so far (replayed)
     timing: dict = field(default_factory=lambda: {**{k: 0.0 for k in TIMERS}, "transitions": 0, "updates": 0})
     pool: EnvPool | None = None
     obs: np.ndarray | None = None
@@ -113,9 +111,7 @@ def checkpoint_state(run: OnlineRun, replay_chunks: list[str]) -> dict:
         "recent": run.recent_returns,
         "timing": run.timing,
     }
-    if not run.pool.at_episode_start:  # SIGTERM mid-episode: what rebuilds the simulators
-        state["episode_actions"] = torch.from_numpy(np.stack(run.episode_actions))
-        state["obs"] = torch.from_numpy(run.obs.copy())
+    state.update(run.pool.mid_episode_state())  # a resume replays the episodes so far
     return state
 
 
@@ -142,16 +138,5 @@ def restore(run: OnlineRun, state: dict) -> None:
     run.eval_rows, run.grad_rows = list(state["eval_rows"]), list(state["grad_rows"])
     run.recent_returns = [list(r) for r in state["recent"]]
     run.timing.update(state["timing"])
-    if "episode_actions" in state:  # written mid-episode
-        run.episode_actions = list(state["episode_actions"].numpy())
-        run.mid_episode_obs = state["obs"].numpy()
+    run.mid_episode = {k: state[k] for k in ("episode_actions", "obs") if k in state}
     run.resumable.resumed(run.step)
-
-
-def replay_episode_so_far(run: OnlineRun) -> None:
-    """Bring the simulators of a mid-episode checkpoint back (:meth:`npf.rollout.EnvPool.replay`)."""
-    try:
-        run.pool.replay(run.episode_actions, run.mid_episode_obs)
-    except ValueError as e:
-        raise CheckpointError(f"{run.checkpoint_path}: {e}") from None
-    run.obs = run.pool.obs

@@ -1,14 +1,15 @@
 """Stage ``experts``: train a single-task SAC expert, resumable, tracked in MLflow.
 
 Outputs (in ``out_dir``): ``policy.pt`` (actor weights + what is needed to rebuild it),
-``metrics.json``. Working files: ``checkpoint.pt`` (full resumable state, written at episode
-boundaries every ``checkpoint_every`` env steps), ``mlflow_run_id.txt`` (+ its tracking spool).
+``metrics.json``. Working files: ``checkpoint.pt`` (full resumable state, written every
+``checkpoint_every`` env steps), ``mlflow_run_id.txt`` (+ its tracking spool).
 
 Preemption: on SIGTERM a checkpoint is written after the current env step and its updates, even
 mid-episode, and :class:`npf.preemption.Preempted` is raised (exit 75 through the stage wrapper).
-A mid-episode checkpoint also holds the episode's actions so far: the resume resets the envs with
-the episode's seeds and replays them (:meth:`npf.rollout.EnvPool.replay`), which brings back the
-simulators' state without saving it. A resume from it is bit-identical to an uninterrupted run. A NaN/inf loss or
+A checkpoint written mid-episode also holds each env's actions since its episode began: the resume
+resets the envs with the episodes' seeds and replays them (:meth:`npf.rollout.EnvPool.restore_mid_episode`),
+which brings back the simulators' state without saving it, also when the envs' episodes end at
+different steps. A resume from it is bit-identical to an uninterrupted run. A NaN/inf loss or
 network weight stops the job (FloatingPointError naming the loss/tensor and the step); the last
 good checkpoint is never overwritten.
 """
@@ -60,7 +61,6 @@ def train_expert(
     rng = torch.Generator(device=device)
     rng.manual_seed(seed + 1)
     step, episodes, update_debt = 0, [0] * num_envs, 0.0
-    episode_actions: list[np.ndarray] = []  # of the running episodes: a mid-episode checkpoint replays them
     ckpt_path = out_dir / layout.CHECKPOINT_FILE
     resuming = ckpt_path.exists()
     if resuming:
@@ -72,8 +72,6 @@ def train_expert(
             ckpt.set_rng_state(state["global_rng"])
             step, episodes = int(state["step"]), list(state["episodes"])
             update_debt = float(state["update_debt"])
-            if "episode_actions" in state:
-                episode_actions = list(state["episode_actions"].numpy())
             if len(episodes) != num_envs:
                 raise ValueError(f"{len(episodes)} envs in the checkpoint, experts.num_envs is {num_envs}")
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -81,14 +79,10 @@ def train_expert(
                 f"{ckpt_path}: cannot resume from this checkpoint, it does not match the "
                 f"configured expert ({one_line(e)})"
             ) from None
-    pool = EnvPool(envs, seed, episodes)
+    pool = EnvPool(envs, seed, episodes, record_episodes=True)
     obs = pool.reset()
-    if episode_actions:
-        try:
-            pool.replay(episode_actions, state["obs"].numpy())
-        except ValueError as e:
-            raise ckpt.CheckpointError(f"{ckpt_path}: {e}") from None
-        obs = pool.obs
+    if resuming:
+        obs = pool.restore_mid_episode(state, ckpt_path)
 
     tracker = stage_tracker(
         cfg,
@@ -127,10 +121,6 @@ def train_expert(
             buffer.add(obs=obs, act=actions, rew=res.reward, next_obs=res.final_obs, done=res.terminated)
             obs = res.next_obs
             step += num_envs
-            if pool.at_episode_start:
-                episode_actions.clear()
-            else:
-                episode_actions.append(actions)
             t1 = time.perf_counter()
             metrics: dict[str, float] = {}
             if step >= learning_starts:
@@ -149,8 +139,8 @@ def train_expert(
             if metrics and step % log_every < num_envs:
                 tracker.log_metrics(metrics, step)
             progress.update(num_envs, ret=np.mean(recent) if recent else float("nan"))
-            if resumable.guard.requested or (pool.at_episode_start and resumable.due(step)):
-                if pool.at_episode_start and resumable.interval_due(step):  # not a SIGTERM's extra checkpoint
+            if resumable.due(step):
+                if resumable.interval_due(step):  # not a SIGTERM's extra checkpoint
                     tracker.log_metrics(
                         {
                             "rate/env_steps_per_s": progress.rate,
@@ -168,10 +158,8 @@ def train_expert(
                     "episodes": pool.episodes,
                     "update_debt": update_debt,
                     "recent": recent,
+                    **pool.mid_episode_state(),  # a resume replays the episodes so far
                 }
-                if episode_actions:  # mid-episode (SIGTERM): what rebuilds the simulators
-                    state["episode_actions"] = torch.from_numpy(np.stack(episode_actions))
-                    state["obs"] = torch.from_numpy(obs.copy())
                 resumable.save(state, step, skip=("buffer",))
                 if resumable.stop_here(step):
                     return {"stopped_at": step}

@@ -327,8 +327,11 @@ def train_offline(
         rows.append({k: int(v) if k == "step" else float(v) for k, v in row.items()})  # plain types:
         _write_csv(curve_path, rows)  # the checkpoint (weights_only) holds them
 
+    def evaluation_due(at: int) -> bool:
+        return at % interval == 0 or at == total
+
     with resumable.running(tracker, lambda: step):
-        if step and (step % interval == 0 or step == total) and not (rows and rows[-1]["step"] == step):
+        if step and evaluation_due(step) and not (rows and rows[-1]["step"] == step):
             evaluate_now()  # an evaluation a SIGTERM cut short
         while step < total:
             t0 = time.perf_counter()
@@ -339,7 +342,7 @@ def train_offline(
             if step % int(ocfg["log_every"]) == 0:
                 tracker.log_metrics(metrics, step)
             progress.update(1)
-            if step % interval == 0 or step == total:
+            if evaluation_due(step):
                 evaluate_now()
             if resumable.due(step):
                 tracker.flush()  # before the checkpoint: metrics up to it are never lost (resume re-logs the rest)
