@@ -1,7 +1,8 @@
 """Vectorized rollouts with deterministic per-episode seeding.
 
 Each env i starts its k-th episode with ``reset(seed=episode_seed(base, i, k))``: a run can be
-resumed at any episode boundary and continue exactly, and evaluation episodes are reproducible.
+resumed at any step and continue exactly (a pool made with ``record_episodes=True`` replays each
+env's episode so far: :meth:`EnvPool.restore_mid_episode`), and evaluation episodes are reproducible.
 Observations of all envs are stacked so a policy runs once per step for all of them.
 """
 
