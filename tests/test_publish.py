@@ -407,3 +407,15 @@ def test_figures_are_downscaled_to_the_size_limit(site, monkeypatch):
     assert Path("docs/results/tiny/fig10_curves_cheetah.png").stat().st_size <= full * 0.7
     monkeypatch.setattr(page_figures, "MAX_PNG_BYTES", 100)
     assert build() == 1
+
+
+def test_the_budget_of_a_run_on_scripted_expert_data_names_the_scripted_experts_and_their_noise():
+    from npf.cli import _merged_config
+    from npf.report.publish.sources import _budget_of
+
+    cfg = _merged_config([str(Path(__file__).parents[1] / "config" / "mt10_offline_small.yaml")])
+    assert _budget_of(cfg, "mt10", "npf", "iql") == (
+        "20,000 updates × batch 256/task; 100 trajectories/task from scripted experts (action noise σ 0.3)"
+    )
+    cfg["experts"]["source"] = "sac"
+    assert _budget_of(cfg, "mt10", "npf", "iql").endswith(f"from {cfg['experts']['total_steps']:,}-step experts")

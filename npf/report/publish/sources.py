@@ -133,10 +133,13 @@ def _budget_of(cfg: dict, suite: str, method: str, algo: str) -> str:
         return f"{o['total_steps']:,} env steps/task, batch {o['batch_size']}/task{pre}"
     off = offline_section(cfg, suite, algo)
     ex, ds = section(cfg, "experts", suite), section(cfg, "datasets", suite)
-    return (
-        f"{off['updates']:,} updates × batch {off['batch_size']}/task; {ds['episodes']} trajectories/task "
-        f"from {ex['total_steps']:,}-step experts"
+    expert = (
+        f"scripted experts (action noise σ {ex['noise_std']:g})"
+        if ex.get("source") == "scripted"
+        else f"{ex['total_steps']:,}-step experts"
     )
+    data = f"{ds['episodes']} trajectories/task from {expert}"
+    return f"{off['updates']:,} updates × batch {off['batch_size']}/task; {data}"
 
 
 TRAIN_RULES = ("train_offline", "train_online", "train_online_npf")
