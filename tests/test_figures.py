@@ -214,6 +214,10 @@ def test_learning_curves_from_metrics_csv(tmp_path):
     np.testing.assert_allclose(st["hi"] - st["center"], raw.std(0))
     mt = offline.figure_learning_curves(curves[curves.suite == "mt10"], tmp_path / "mt")
     assert " ".join(mt.axes[0].get_ylabel().split()) == "success rate (%)"
+    # success rates: the whole 0-100 % axis even where a task stays at 100, and one marker per run
+    assert all(ax.get_ylim() == (-5, 105) for ax in mt.axes if ax.lines)
+    assert len({line.get_marker() for line in mt.axes[0].lines}) == len(mt.axes[0].lines) == 4
+    assert fig.axes[0].get_ylim() != (-5, 105) and {ln.get_marker() for ln in fig.axes[0].lines} == {"None"}
 
 
 def test_load_overlaps_mean_over_seeds(tmp_path):

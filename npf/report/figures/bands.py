@@ -67,14 +67,19 @@ def plot_curves(
     labels: Mapping,
     band: str,
     colors: Mapping | None = None,
+    markers: Mapping | None = None,
     **line_kw,
 ) -> None:
+    """One line per ``hue`` value (mean over seeds) with its band; ``markers`` (hue → marker) marks
+    every point, which tells apart runs whose lines coincide (success rates at 0 or 100 %)."""
     st = curve_stats(df, x, y, [hue], band)
     for _i, h in enumerate(order):
         s = st[st[hue] == h]
         if s.empty:
             continue
         color = None if colors is None else colors.get(h)
-        kw = dict(line_kw, marker=line_kw.get("marker", "o")) if len(s) == 1 else line_kw  # one point: no line to draw
+        kw = dict(line_kw, marker=markers[h]) if markers and h in markers else line_kw
+        if len(s) == 1 and "marker" not in kw:  # one point: no line to draw
+            kw = dict(kw, marker="o")
         (line,) = ax.plot(s[x], s["center"], label=labels.get(h, str(h)), color=color, **kw)
         ax.fill_between(s[x], s["lo"], s["hi"], color=line.get_color(), alpha=0.2, linewidth=0)

@@ -70,13 +70,18 @@ def figure_learning_curves(
     colors = palette(labels)
     tasks = list(dict.fromkeys(d["task"]))
     fig, axes = grid(len(tasks), ncols, size=(3.6, 3.3))  # taller rows: stacked y labels stay apart
+    suites = set(d["suite"]) if "suite" in d.columns else set()
+    success = bool(suites) and all(map(_scored_by_success, suites))
     if ylabel is None:
-        suites = set(d["suite"]) if "suite" in d.columns else set()
-        ylabel = VALUE_LABELS["success"] if suites and all(map(_scored_by_success, suites)) else VALUE_LABELS["score"]
+        ylabel = VALUE_LABELS["success" if success else "score"]
+    # success rates: the full 0-100 % axis, and a marker per run (their lines often coincide at 0 or 100)
+    markers = dict(zip(labels, "osD^vP*X")) if success else None
     ncols_used = max(1, min(ncols, len(tasks)))
     for k, (ax, t) in enumerate(zip(axes, tasks)):
-        plot_curves(ax, d[d["task"] == t], "step", "score", "label", labels, {}, band, colors)
+        plot_curves(ax, d[d["task"] == t], "step", "score", "label", labels, {}, band, colors, markers, markersize=4)
         ax.set(title=t, xlabel=STEP_LABEL, ylabel=ylabel if k % ncols_used == 0 else None)
+        if success:
+            ax.set_ylim(-5, 105)
     fig_legend(fig, axes[0], band)
     if title:
         fig.suptitle(title)
