@@ -77,7 +77,7 @@ class EnvPool:
         self.lengths[i] += 1
         self.success[i] |= bool(info.get("success", False))
         if self.recorded is not None:
-            self.recorded[i].append(np.array(action, dtype=np.float32))
+            self.recorded[i].append(np.array(action))  # a copy, in the dtype the env was given: replays are exact
         return np.asarray(o, dtype=np.float32), r, te, tr, info
 
     def reset(self) -> np.ndarray:
