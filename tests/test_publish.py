@@ -419,3 +419,15 @@ def test_the_budget_of_a_run_on_scripted_expert_data_names_the_scripted_experts_
     )
     cfg["experts"]["source"] = "sac"
     assert _budget_of(cfg, "mt10", "npf", "iql").endswith(f"from {cfg['experts']['total_steps']:,}-step experts")
+
+
+def test_figures_without_a_paper_counterpart_are_shown_apart(tmp_path):
+    from npf.report.publish.page_figures import figures_region
+
+    d = tmp_path / "docs" / "results" / "r"
+    figs = {"results/r": [d / "curves_mt10.png", d / "fig15_overlap.png"]}
+    region = figures_region(figs, tmp_path / "docs")
+    paper, other = region.split("**Other figures from these runs**")
+    assert "](results/r/fig15_overlap.png)" in paper and "curves_mt10" not in paper
+    assert "![curves_mt10, results/r](results/r/curves_mt10.png)" in other and "fig15" not in other
+    assert "Other figures" not in figures_region({"results/r": [d / "fig15_overlap.png"]}, tmp_path / "docs")

@@ -70,4 +70,11 @@ def figures_region(figs: dict[str, list[Path]], page_dir: Path, held_suites: set
             rel = p.relative_to(page_dir).as_posix() if p.is_relative_to(page_dir) else p.as_posix()
             lines.append(f"\n![{caption}, {label}]({rel})\n*from `{label}` ({p.stem})*")
         lines.append("")
+    others = [(label, p) for label, ps in figs.items() for p in ps if not any(p.name.startswith(f) for f, _ in FIGURES)]
+    if others:  # figures a run supports that the paper has no number for (e.g. MT10 offline curves)
+        lines.append("**Other figures from these runs** (no counterpart in the paper)")
+        for label, p in others:
+            rel = p.relative_to(page_dir).as_posix() if p.is_relative_to(page_dir) else p.as_posix()
+            lines.append(f"\n![{p.stem}, {label}]({rel})\n*from `{label}` ({p.stem})*")
+        lines.append("")
     return "\n".join(lines)
