@@ -45,14 +45,14 @@ def available() -> bool:
 class NpfSAC:
     """npf's SAC in the loop of the expert stage (npf.stages.expert), reduced to one env."""
 
-    def __init__(self, policy_delay: int, seed: int = 0, compile: str = "off"):
+    def __init__(self, policy_delay: int, seed: int = 0, compile: str = "off", fused_adam: bool = False):
         import gymnasium as gym
 
         self.env = gym.make(ENV_ID)
         obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         cfg = SACConfig(hidden=HIDDEN, lr=LR, batch_size=BATCH, gamma=GAMMA, tau=TAU, policy_delay=policy_delay)
         self.algo = SAC(obs_dim, act_dim, cfg, seed=seed)
-        self.algo.set_compile(compile)
+        self.algo.set_compile(compile, fused_adam)
         self.buffer = ReplayBuffer(BUFFER, obs_dim, act_dim)
         self.gen = torch.Generator().manual_seed(seed + 1)
         self.obs, _ = self.env.reset(seed=seed)
@@ -102,8 +102,13 @@ class Sb3SAC:
 
 
 def measure(steps: int, rounds: int, warmup: int = 1, policy_delays=(1, 2)) -> dict[str, tuple]:
-    """{learner: (median env steps/s, best)}; learners ``npf`` (policy_delay 1), ``npf-delay2``, ``sb3``."""
-    learners = {("npf" if d == 1 else f"npf-delay{d}"): NpfSAC(d) for d in policy_delays}
+    """{learner: (median env steps/s, best)}; learners ``npf`` (policy_delay 1), ``npf-delay2``,
+    the same two with ``fused_adam: true`` (``npf-fused``, ``npf-delay2-fused``), ``sb3``."""
+    learners = {}
+    for fused in (False, True):
+        for d in policy_delays:
+            name = ("npf" if d == 1 else f"npf-delay{d}") + ("-fused" if fused else "")
+            learners[name] = NpfSAC(d, fused_adam=fused)
     fns = {k: (lambda lrn=lrn: lrn.steps(steps)) for k, lrn in learners.items()}
     if available():
         sb3 = Sb3SAC()

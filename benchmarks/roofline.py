@@ -12,7 +12,7 @@ on every update (``policy_delay = 1``) so that every timed update does the same 
 the masked-dense pathway backend (``dense``: every task through θ ⊙ m_n as a dense bmm) so that the
 counted FLOPs are the ones computed; masks are SNIP masks keeping 5 %.
 
-Run: ``python benchmarks/roofline.py [--hidden 256 1024] [--tasks 10] [--rounds 7] [--compile on]
+Run: ``python benchmarks/roofline.py [--hidden 256 1024] [--tasks 10] [--rounds 7] [--compile on] [--fused-adam]
 [--profile sac]``
 (``--profile NAME ...``: torch.profiler's shares and table of dense updates instead; ``--compile-gain``:
 eager ÷ compiled update time and the compile time, as ``compile: auto`` measures them).
@@ -121,16 +121,26 @@ class Roofline:
         return self.achieved / self.gemm_rate
 
 
-def label(name: str, h: int, N: int | None) -> str:
+def label(name: str, h: int, N: int | None, fused_adam: bool = False) -> str:
     what = "dense single-task" if N is None else f"NPF {N}-task"
-    return f"roofline, {name.upper()} [{h}, {h}], {what}"
+    return f"roofline, {name.upper()} [{h}, {h}], {what}" + (", fused Adam" if fused_adam else "")
 
 
-def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile: str = "off", **extra) -> Roofline:
-    """``compile``: the algorithm's ``compile`` mode (``on``: the warm-up rounds compile)."""
+def measure(
+    name: str,
+    h: int,
+    N: int | None,
+    rounds: int,
+    warmup: int,
+    compile: str = "off",
+    fused_adam: bool = False,
+    **extra,
+) -> Roofline:
+    """``compile`` / ``fused_adam``: the algorithm's config keys (``compile: on``: the warm-up
+    rounds compile)."""
     update, batch, gemm, algo = problem(name, h, N, **extra)
     flops = count_flops(update, batch, algo)
-    algo.set_compile(compile)
+    algo.set_compile(compile, fused_adam)
     update = algo.update
     rows = B * (1 if N is None else N)
     gemm_flops = 2 * rows * h * h
@@ -139,7 +149,7 @@ def measure(name: str, h: int, N: int | None, rounds: int, warmup: int, compile:
         {"gemm": lambda: [gemm() for _ in range(gemm_calls)], "update": lambda: update(batch)}, rounds, warmup
     )
     g = (r["gemm"][0] / gemm_calls, r["gemm"][1] / gemm_calls)
-    return Roofline(label(name, h, N), flops, r["update"], g, gemm_flops)
+    return Roofline(label(name, h, N, fused_adam), flops, r["update"], g, gemm_flops)
 
 
 def compile_gain(name: str, h: int, N: int | None, rounds: int = 7) -> dict:
@@ -188,6 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", default="off", choices=["off", "on"], help="the algorithms' compile mode")
+    ap.add_argument("--fused-adam", action="store_true", help="the algorithms' fused_adam: true")
     ap.add_argument(
         "--compile-gain",
         action="store_true",
@@ -221,7 +232,7 @@ def main(argv=None) -> int:
     for name in args.algos:
         for h in args.hidden:
             for N in (None, args.tasks or None) if args.tasks else (None,):
-                r = measure(name, h, N, args.rounds, args.warmup, args.compile)
+                r = measure(name, h, N, args.rounds, args.warmup, args.compile, args.fused_adam)
                 print(
                     f"| {r.label} | {r.flops / 1e9:.3f} | {r.update_ms[0]:.1f} ({r.update_ms[1]:.1f}) | "
                     f"{r.achieved:.0f} | {r.gemm_rate:.0f} | {r.ratio:.2f} |",

@@ -545,8 +545,8 @@ def export_label(name, N):
 ROOFLINE_TASKS = (None, 5)  # dense single-task, NPF 5-task
 
 
-def roofline_row(name, h, N, rounds, warmup) -> Row:
-    r = roofline.measure(name, h, N, rounds, warmup)
+def roofline_row(name, h, N, rounds, warmup, fused_adam=False) -> Row:
+    r = roofline.measure(name, h, N, rounds, warmup, fused_adam=fused_adam)
     return Row(
         r.label,
         r.ratio,
@@ -556,25 +556,20 @@ def roofline_row(name, h, N, rounds, warmup) -> Row:
     )
 
 
-PEER_LABELS = (
-    "SAC env steps/s, npf ÷ Stable-Baselines3, HalfCheetah-v5 (actor every update)",
-    "SAC env steps/s, npf (policy_delay 2) ÷ Stable-Baselines3, HalfCheetah-v5",
-)
+PEERS = {  # bench_peers learner → row label
+    "npf": "SAC env steps/s, npf ÷ Stable-Baselines3, HalfCheetah-v5 (actor every update)",
+    "npf-delay2": "SAC env steps/s, npf (policy_delay 2) ÷ Stable-Baselines3, HalfCheetah-v5",
+    "npf-fused": "SAC env steps/s, npf with fused Adam ÷ Stable-Baselines3, HalfCheetah-v5 (actor every update)",
+    "npf-delay2-fused": "SAC env steps/s, npf with fused Adam (policy_delay 2) ÷ Stable-Baselines3, HalfCheetah-v5",
+}
+PEER_LABELS = tuple(PEERS.values())
 
 
 def peer_rows(steps, rounds) -> list[Row]:
     r = bench_peers.measure(steps, rounds)
     note = f"[256, 256], batch 256, 1 update/step, {steps} steps/round ³"
-    return [
-        Row(PEER_LABELS[0], r["npf"][0] / r["sb3"][0], per_s(r["npf"], "steps"), per_s(r["sb3"], "steps"), note),
-        Row(
-            PEER_LABELS[1],
-            r["npf-delay2"][0] / r["sb3"][0],
-            per_s(r["npf-delay2"], "steps"),
-            per_s(r["sb3"], "steps"),
-            note,
-        ),
-    ]
+    sb3 = per_s(r["sb3"], "steps")
+    return [Row(lab, r[k][0] / r["sb3"][0], per_s(r[k], "steps"), sb3, note) for k, lab in PEERS.items()]
 
 
 ROOFLINE_NOTE = (
@@ -582,7 +577,8 @@ ROOFLINE_NOTE = (
     "torch.utils.flop_counter.FlopCounterMode ÷ (update time × the GEMM rate measured interleaved "
     "with it, same thread count, at the update's hidden-layer shape [B, h] @ [h, h] or the NPF "
     "[N, B, h] @ [N, h, h] bmm). All hidden layers h wide, batch 256 per task, SAC actor every update, "
-    "NPF: N = 5 tasks, masked-dense backend, SNIP masks keeping 5 %. `compile: off`."
+    "NPF: N = 5 tasks, masked-dense backend, SNIP masks keeping 5 %. `compile: off`; rows marked 'fused Adam' "
+    "with `fused_adam: true` (the optimizers' fused kernel instead of foreach)."
 )
 PEER_NOTE = (
     "³ Peers (benchmarks/bench_peers.py): npf SAC and Stable-Baselines3 SAC on HalfCheetah-v5, equal settings "
@@ -718,14 +714,15 @@ def sections(device, settings):
     out += [(f"export {name} N={N}", [export_label(name, N)], export_row, (name, N)) for name, N in EXPORT]
     out += [
         (
-            f"roofline {name} h={h} N={N}",
-            [roofline.label(name, h, N)],
+            f"roofline {name} h={h} N={N}" + (" fused Adam" if fused else ""),
+            [roofline.label(name, h, N, fused)],
             roofline_row,
-            (name, h, N, *settings["roofline_rounds"]),
+            (name, h, N, *settings["roofline_rounds"], fused),
         )
         for name in ALGOS
         for h in settings["roofline_hidden"]
         for N in ROOFLINE_TASKS
+        for fused in (False, True)
     ]
     if bench_peers.available():
         out.append(("peers sac", list(PEER_LABELS), peer_rows, (settings["peer_steps"], settings["peer_rounds"])))

@@ -129,7 +129,9 @@ def test_quick_run_reports_every_row(tmp_path):
         assert key in text, key
     rows = table_rows(text)
     expected = [label for _, labels, _, _ in run_all.sections(torch.device("cpu"), run_all.QUICK) for label in labels]
-    roofline = len(run_all.ALGOS) * len(run_all.QUICK["roofline_hidden"]) * len(run_all.ROOFLINE_TASKS)
+    roofline = len(run_all.ALGOS) * len(run_all.QUICK["roofline_hidden"]) * len(run_all.ROOFLINE_TASKS) * 2
+    fused = [label for label in expected if label.startswith("roofline") and label.endswith(", fused Adam")]
+    assert len(fused) == roofline // 2  # each roofline row with and without the fused Adam kernel
     assert len(expected) == 15 + roofline + (len(run_all.PEER_LABELS) if run_all.bench_peers.available() else 0)
     if not run_all.bench_peers.available():
         assert "Stable-Baselines3 rows skipped: stable-baselines3 not installed" in text

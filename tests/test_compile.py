@@ -151,3 +151,77 @@ def test_npf_masked_update_compiles_once_and_matches_eager():
     for k in m_e:
         assert m_c[k] == pytest.approx(m_e[k], rel=1e-4, abs=1e-5), k
     assert_close_states(eager.algo, comp.algo)
+
+
+@pytest.mark.parametrize("make", [sac, iql, bcq], ids=["sac", "iql", "bcq"])
+def test_fused_adam_steps_with_the_fused_kernel_and_stays_within_rounding(make, monkeypatch):
+    calls = []
+    kernel = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    foreach, fused = make(), make()
+    fused.set_compile("off", fused_adam=True)
+    groups = [g for opt in compiling.optimizers(fused) for g in opt.param_groups]
+    assert groups and all(g["fused"] and not g["foreach"] for g in groups)
+    assert not compiling.optimizers(fused)[0].param_groups[0].get("foreach")
+    for b in batches(6):
+        before = len(calls)
+        m_a = foreach.update(b)
+        assert len(calls) == before  # foreach Adam (the default) never reaches the fused kernel
+        m_b = fused.update(b)
+        assert len(calls) > before  # every fused update steps through it
+    for k in m_a:
+        assert m_b[k] == pytest.approx(m_a[k], rel=1e-4, abs=1e-5), k
+    assert_close_states(foreach, fused)
+    # and a checkpoint of either loads into the other, keeping the loader's kernel
+    back = make()
+    back.set_compile("off", fused_adam=True)
+    back.load_state_dict(copy.deepcopy(foreach.state_dict()))
+    assert all(g["fused"] for opt in compiling.optimizers(back) for g in opt.param_groups)
+    b = random_batch(seed=99)
+    assert back.update(b).keys() == foreach.update(b).keys()
+
+
+def test_fused_adam_is_one_clear_error_when_not_a_boolean():
+    with pytest.raises(ValueError, match="fused_adam: expected true or false, got 'yes'"):
+        sac().set_compile("off", fused_adam="yes")
+
+
+def test_the_offline_stage_takes_fused_adam_from_the_config(tmp_path, monkeypatch):
+    """Config key → stage → optimizers: a short offline run with ``fused_adam: true`` steps every
+    update through the fused kernel; the default never does."""
+    import shutil
+    from pathlib import Path
+
+    from npf.config import validate
+    from npf.stages import offline
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = tmp_path / "results"
+    d = store / "datasets" / "cheetah"
+    d.mkdir(parents=True)
+    for f in (repo / "tests" / "bad_inputs" / "datasets" / "good").iterdir():
+        shutil.copy(f, d / f.name)
+    calls = []
+    kernel = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    h = [16, 16]
+    for fused in (False, True):
+        cfg = validate(
+            {
+                "results_dir": str(store),
+                "device": "cpu",
+                "fused_adam": fused,
+                "tasks": {"cheetah": ["forward", "backward"]},
+                "offline": {
+                    "updates": 4,
+                    "batch_size": 8,
+                    "eval_interval": 1000,
+                    "eval_episodes": 1,
+                    "checkpoint_every": 1000,
+                    "iql": {"actor_hidden": h, "critic_hidden": h, "value_hidden": h},
+                },
+            }
+        )
+        offline.train_offline(cfg, "cheetah", "mt", "iql", 0, store / "runs" / f"fused{fused}")
+        assert (len(calls) >= 4 * 3) if fused else not calls  # IQL: actor, critic and value steps per update

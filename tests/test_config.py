@@ -77,6 +77,7 @@ BAD = [
     ({"experts": {"seeds": [0, 1]}, "datasets": {"expert_seed": 2}}, "datasets.expert_seed"),
     ({"experts": {"sac": {"activation": "swish"}}}, "experts.sac.activation"),
     ({"tracking": {"uri": 3}}, "tracking.uri"),
+    ({"fused_adam": "yes"}, "fused_adam"),
 ]
 
 

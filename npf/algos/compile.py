@@ -5,7 +5,9 @@
 after; the optimizer steps, noise draws and Python control flow stay eager) and switches its
 optimizers to the fused Adam kernel. The numbers then equal eager ones within float rounding, not
 bit for bit (a fused kernel sums in another order). ``off`` is eager with foreach Adam: bit for bit
-today's numbers. ``auto`` decides at the first update from a measurement on that batch (below).
+today's numbers; the separate key ``fused_adam: true`` keeps eager losses but steps with the fused
+kernel (the eager side of ``auto``'s measurement then uses it too). ``auto`` decides at the first
+update from a measurement on that batch (below).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def _compiled(algo) -> None:
 def _eager(algo) -> None:
     for name in algo.compilable:
         algo.__dict__.pop(name, None)
-    _set_fused(algo, False)
+    _set_fused(algo, getattr(algo, "fused_adam", False))
 
 
 def _deciding_update(algo):

@@ -50,7 +50,9 @@ def open_run(
     agent = OnlineAgent(
         method, n, obs_dim, act_dim, settings, device, seed, settings.threshold(suite), pathway_backend(cfg)
     )
-    agent.shared.set_compile(cfg.get("compile", "off"))
+    agent.shared.set_compile(cfg.get("compile", "off"), cfg.get("fused_adam", False))
+    if agent.copies is not None:  # the pretraining copies stay eager; only their optimizer kernel follows
+        agent.copies.set_compile("off", cfg.get("fused_adam", False))
     replay = TaskReplay(n, settings.replay_capacity, obs_dim, act_dim, device)
     dapd_buffer = TaskReplay(n, settings.td_episodes * episode_length(suite) * per_task, obs_dim, act_dim, device)
     sampler = torch.Generator(device=device)

@@ -56,7 +56,7 @@ def train_expert(
 
     ckpt.seed_everything(seed)
     algo = SAC(obs_dim, act_dim, sac_cfg, device, seed=seed)
-    algo.set_compile(cfg.get("compile", "off"))
+    algo.set_compile(cfg.get("compile", "off"), cfg.get("fused_adam", False))
     buffer = ReplayBuffer(min(int(ecfg["buffer_size"]), total), obs_dim, act_dim, device)
     rng = torch.Generator(device=device)
     rng.manual_seed(seed + 1)

@@ -246,7 +246,7 @@ def train_offline(
     ckpt.seed_everything(seed)
     data = load_suite_data(cfg, suite, device, max_episodes=max_episodes)
     learner = _make_learner(cfg, suite, method, algo, seed, data, device, pathways_path)
-    learner.algo.set_compile(cfg.get("compile", "off"))
+    learner.algo.set_compile(cfg.get("compile", "off"), cfg.get("fused_adam", False))
     gen = torch.Generator(device=device).manual_seed(seed + 17)
     step = 0
     ckpt_path, curve_path = out_dir / layout.CHECKPOINT_FILE, out_dir / layout.CURVE_FILE
