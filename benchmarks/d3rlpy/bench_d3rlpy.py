@@ -168,6 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", nargs="+", default=list(ROWS), help=f"rows to measure (default all: {', '.join(ROWS)})")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--fused-adam", action="store_true", help="npf's optimizers with fused_adam: true")
     args = ap.parse_args(argv)
     try:
         rows = rows_named(args.rows)
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
     load_before = load()
     workers = {}
     try:
-        workers["npf"] = Worker("npf", [sys.executable, str(HERE / "time_npf.py"), *names])
+        fused = ["--fused-adam"] if args.fused_adam else []
+        workers["npf"] = Worker("npf", [sys.executable, str(HERE / "time_npf.py"), *fused, *names])
         workers["d3rlpy"] = Worker("d3rlpy", [str(venv_python(args.venv)), str(HERE / "time_d3rlpy.py"), *names])
         times = measure(workers, rows, args.rounds, args.warmup)
     except (WorkerError, ValueError) as e:
@@ -204,7 +206,7 @@ def main(argv=None) -> int:
     print(f"# npf ÷ d3rlpy, IQL and BCQ updates ({args.rounds} interleaved rounds after {args.warmup} warm-up)\n")
     print(f"- machine: CPU {cpu_model()}; {workers['npf'].info['threads']} torch thread per process")
     print(f"- date: {started}; git commit: {git_commit()}")
-    print(f"- npf: {versions(workers['npf'].info)}")
+    print(f"- npf: {versions(workers['npf'].info)}; optimizers: {workers['npf'].info.get('adam', 'foreach')} Adam")
     print(f"- d3rlpy venv: {versions(workers['d3rlpy'].info)}")
     print(f"- load: {load_before} at the start, {load()} at the end")
     command = " ".join(

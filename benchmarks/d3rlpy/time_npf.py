@@ -4,7 +4,7 @@ line protocol. The algorithms are benchmarks/common.py's ``make_algo`` (Table-5 
 row's sizes), the batches its ``random_batches`` (HalfCheetah-shaped: obs 17, act 6), drawn
 before timing.
 
-Run: ``python benchmarks/d3rlpy/time_npf.py ROW ...`` (then ``ROW K`` lines on stdin).
+Run: ``python benchmarks/d3rlpy/time_npf.py [--fused-adam] ROW ...`` (then ``ROW K`` lines on stdin).
 """
 
 from __future__ import annotations
@@ -45,15 +45,18 @@ def main(argv: list[str]) -> int:
     from common import random_batches
 
     torch.set_num_threads(1)
-    rows = rows_named(argv)
+    fused = argv[:1] == ["--fused-adam"]
+    rows = rows_named(argv[1:] if fused else argv)
     updates = {}
     for name, row in rows.items():
         algo = make_algo(row)
+        algo.set_compile("off", fused)
         batches = itertools.cycle(random_batches(NUM_BATCHES, BATCH, OBS_DIM, ACT_DIM, seed=1))
         updates[name] = lambda algo=algo, batches=batches: algo.update(next(batches))
     info = {
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "threads": torch.get_num_threads(),
+        "adam": "fused" if fused else "foreach",
     }
     serve(updates, info, sys.stdin, out)
     return 0
