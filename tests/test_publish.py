@@ -234,6 +234,11 @@ def test_verdict_rule():
     assert row_verdict({"NPF-BCQ": (sm(50, 1), p_bcq), "NPF-IQL": (sm(60, 1), p_iql)}) == "same ordering as the paper"
     assert row_verdict({"NPF-BCQ": (sm(60, 1), p_bcq), "NPF-IQL": (sm(50, 1), p_iql)}) == "not reproduced"
     assert row_verdict({"NPF-BCQ": (sm(50, 1), p_bcq)}) == "not reproduced"
+    # the right order but inside the seeds' spread (78.0 - 75.6 = 2.4 <= 3.1 + 0.4): no evidence of an ordering
+    assert row_verdict({"NPF-BCQ": (sm(75.6, 3.1), p_bcq), "NPF-IQL": (sm(78.0, 0.4), p_iql)}) == "not reproduced"
+    assert row_verdict({"NPF-BCQ": (sm(75.6, 1.0), p_bcq), "NPF-IQL": (sm(78.0, 0.4), p_iql)}) == (
+        "same ordering as the paper"
+    )
     assert row_verdict({"NPF-BCQ": (sm(87, 1), p_bcq), "NPF-IQL": (sm(80, 1), p_iql)}) == "reproduced"
     assert row_verdict({}) == NOT_MEASURED
 

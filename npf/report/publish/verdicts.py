@@ -11,9 +11,14 @@ VERDICT_RULE = (
     "Verdict of a run: **reproduced** when our mean ± std and the paper's mean ± std overlap "
     "(|ours − paper| ≤ std_ours + std_paper), else **not reproduced** (Δ = ours − paper). Verdict of a row "
     "(suite): **reproduced** when every measured run with a paper number is; else **same ordering as the "
-    "paper** when at least two such runs are measured and our means rank them as the paper's do; else "
-    "**not reproduced**."
+    "paper** when at least two such runs are measured and our means rank them as the paper's do, each "
+    "pair apart by more than the sum of its two seed stds (an ordering inside the seeds' spread is no "
+    "evidence); else **not reproduced**."
 )
+
+
+def _seed_std(sm: stats.Summary) -> float:
+    return sm.std if sm.seeds > 1 else 0.0
 
 
 def run_verdict(sm: stats.Summary | None, p: paper.PaperNumber | None) -> str:
@@ -22,7 +27,7 @@ def run_verdict(sm: stats.Summary | None, p: paper.PaperNumber | None) -> str:
     if p is None:
         return "no paper number"
     d = sm.mean - p.mean
-    if abs(d) <= (sm.std if sm.seeds > 1 else 0.0) + (p.std or 0.0):
+    if abs(d) <= _seed_std(sm) + (p.std or 0.0):
         return "reproduced"
     return f"not reproduced (Δ {d:+.1f})"
 
@@ -38,6 +43,7 @@ def row_verdict(measured: dict[str, tuple[stats.Summary, paper.PaperNumber]]) ->
         keys = list(measured)
         same = all(
             (measured[a][0].mean - measured[b][0].mean) * (measured[a][1].mean - measured[b][1].mean) > 0
+            and abs(measured[a][0].mean - measured[b][0].mean) > _seed_std(measured[a][0]) + _seed_std(measured[b][0])
             for i, a in enumerate(keys)
             for b in keys[i + 1 :]
         )
