@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from npf import stats
@@ -436,3 +437,23 @@ def test_figures_without_a_paper_counterpart_are_shown_apart(tmp_path):
     assert "](results/r/fig15_overlap.png)" in paper and "curves_mt10" not in paper
     assert "![curves_mt10, results/r](results/r/curves_mt10.png)" in other and "fig15" not in other
     assert "Other figures" not in figures_region({"results/r": [d / "fig15_overlap.png"]}, tmp_path / "docs")
+
+
+def test_budgets_name_a_results_dir_that_ran_jobs_but_no_evaluation():
+    from npf.report.publish.page import budgets_region
+    from npf.report.publish.sources import Source
+
+    attempts = pd.DataFrame(
+        [
+            {"status": "finished", "config_hash": "abc123", "wall_s": 90.0},
+            {"status": "failed", "config_hash": "x", "wall_s": 5.0},
+        ]
+    )
+    ran = Source(Path("results/dapd"), "results/dapd", pd.DataFrame(), attempts, end_to_end_s=120.0)
+    empty = Source(Path("results/none"), "results/none", pd.DataFrame(), pd.DataFrame())
+    rows = {
+        ln.split("|")[1].strip(): ln.split("|")[2].strip()
+        for ln in budgets_region([ran, empty]).splitlines()
+        if ln.startswith("| `")
+    }
+    assert rows == {"`results/dapd`": "none (no `evaluate` job)", "`results/none`": NOT_MEASURED}

@@ -72,7 +72,7 @@ def budgets_region(sources: list[Source]) -> str:
         rows.append(
             {
                 "Results": f"`{s.label}`",
-                "Suites evaluated": ", ".join(suites) or NOT_MEASURED,
+                "Suites evaluated": ", ".join(suites) or ("none (no `evaluate` job)" if len(a) else NOT_MEASURED),
                 "Configs (hash)": ", ".join(f"`{h}`" for h in hashes) or NOT_RECORDED,
                 "Jobs recorded": f"{len(a)}" + (" (MLflow runs)" if s.from_mlflow else ""),
                 "Sum of job wall times": fmt_duration(a["wall_s"].sum()) if not a.empty else NOT_RECORDED,
