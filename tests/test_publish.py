@@ -26,8 +26,10 @@ from npf.config import validate
 from npf.paper_numbers import PaperNumber
 from npf.provenance import load_attempts, load_config, record_attempt
 from npf.report.publish.durations import fmt_hms, parse_duration
+from npf.report.publish.page import budgets_region
 from npf.report.publish.page_figures import MAX_PNG_BYTES
 from npf.report.publish.regions import fill_regions
+from npf.report.publish.sources import Source
 from npf.report.publish.verdicts import NOT_MEASURED, row_verdict, run_verdict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -440,9 +442,6 @@ def test_figures_without_a_paper_counterpart_are_shown_apart(tmp_path):
 
 
 def test_budgets_name_a_results_dir_that_ran_jobs_but_no_evaluation():
-    from npf.report.publish.page import budgets_region
-    from npf.report.publish.sources import Source
-
     attempts = pd.DataFrame(
         [
             {"status": "finished", "config_hash": "abc123", "wall_s": 90.0},

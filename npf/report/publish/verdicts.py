@@ -32,6 +32,12 @@ def run_verdict(sm: stats.Summary | None, p: paper.PaperNumber | None) -> str:
     return f"not reproduced (Δ {d:+.1f})"
 
 
+def _ranked_as_paper(a: tuple[stats.Summary, paper.PaperNumber], b: tuple[stats.Summary, paper.PaperNumber]) -> bool:
+    """Our means rank runs a and b as the paper's do, apart by more than their seeds' spread."""
+    ours = a[0].mean - b[0].mean
+    return ours * (a[1].mean - b[1].mean) > 0 and abs(ours) > _seed_std(a[0]) + _seed_std(b[0])
+
+
 def row_verdict(measured: dict[str, tuple[stats.Summary, paper.PaperNumber]]) -> str:
     """``measured``: run label → (our summary, paper number) for the runs of a row that have both."""
     if not measured:
@@ -40,13 +46,8 @@ def row_verdict(measured: dict[str, tuple[stats.Summary, paper.PaperNumber]]) ->
     if all(v == "reproduced" for v in verdicts.values()):
         return "reproduced"
     if len(measured) >= 2:
-        keys = list(measured)
-        same = all(
-            (measured[a][0].mean - measured[b][0].mean) * (measured[a][1].mean - measured[b][1].mean) > 0
-            and abs(measured[a][0].mean - measured[b][0].mean) > _seed_std(measured[a][0]) + _seed_std(measured[b][0])
-            for i, a in enumerate(keys)
-            for b in keys[i + 1 :]
-        )
+        runs = list(measured.values())
+        same = all(_ranked_as_paper(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :])
         if same:
             return "same ordering as the paper"
     return "not reproduced"
