@@ -250,17 +250,38 @@ def test_table8_counts_and_paper():
         }
     )
     df = parse_md(table8(counts).to_markdown())
-    col = "ours (IQL, 3 seeds)"
+    col = "ours (IQL)"
     key = lambda lab: lab[:3] + ("%" if "%" in lab else "")
     rows = dict(zip(df["Policy weights"].map(key), df[col]))
     assert rows["(A)"] == "10,000" and rows["(B)"] == "500"
-    m, s = parse_pm(rows["(C)"])  # counts are printed as integers
+    assert rows["(C)"].endswith(" (3 seeds)")
+    m, s = parse_pm(rows["(C)"].removesuffix(" (3 seeds)"))  # counts are printed as integers
     assert (m, s) == (200, round(np.std([180, 200, 220])))
     assert_cell(rows["(C)%"], (2.0, np.std([1.8, 2.0, 2.2])))
     paper_col = dict(zip(df["Policy weights"].map(key), df["paper, full task set (IQL)"]))
     assert paper_col["(A)"] == "10,926,080" and paper_col["(B)"] == "546,304"
     assert paper_col["(C)"] == "198,956 ± 7,636" and paper_col["(C)%"] == "1.82 ± 0.07 %"
     assert table8(None) is None and table8(pd.DataFrame()) is None
+
+
+def test_table8_one_column_per_algo_across_seed_counts():
+    """Two suites measured with different seed counts share the algorithm's column; each (C) cell
+    names its own seed count."""
+    counts = pd.DataFrame(
+        {
+            "suite": ["cheetah"] * 3 + ["quadruped"] * 2,
+            "algo": ["iql"] * 5,
+            "seed": [0, 1, 2, 0, 1],
+            "n_tasks": [5] * 3 + [4] * 2,
+            "dense": [100] * 5,
+            "keep_ratio": [0.05] * 5,
+            "union": [20, 20, 20, 10, 12],
+        }
+    )
+    df = parse_md(table8(counts).to_markdown())
+    assert [c for c in df.columns if c.startswith("ours")] == ["ours (IQL)"]
+    union = df[df["Policy weights"].str.startswith("(C) NPF")]["ours (IQL)"].tolist()
+    assert union == ["20 ± 0 (3 seeds)", "11 ± 1 (2 seeds)"]
 
 
 def test_load_param_counts_from_masks_pt(tmp_path):

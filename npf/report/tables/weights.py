@@ -129,10 +129,11 @@ def table8(counts: pd.DataFrame | Mapping | None, ddof: int = STD_DDOF) -> Table
         }
         for algo in preferred_first(cs["algo"], ("iql", "bcq", "sac")):
             g = cs[cs["algo"] == algo]
-            col = f"ours ({algo.upper()}, {len(g)} seeds)"
+            # one column per algorithm: suites measured with different seed counts share it
+            col, seeds = f"ours ({algo.upper()})", f" ({len(g)} seed{'s' if len(g) > 1 else ''})"
             for k in ("A", "B", "C"):
                 s = mean_std_count(g[k], ddof)
-                block[k][col] = fmt_count(s["mean"], s["std"] if k == "C" else None)
+                block[k][col] = fmt_count(s["mean"], s["std"] if k == "C" else None) + (seeds if k == "C" else "")
             s = mean_std_count(g["Cpct"], ddof)
             block["Cpct"][col] = f"{fmt(s['mean'], s['std'])} %"
         p = paper.TABLE8.get(suite)
