@@ -223,7 +223,10 @@ def test_store_down_at_start_and_restarted_mid_run(server, tmp_path):
     assert not (job / "mlflow_run_id.txt").exists() and (job / "mlflow_run_id.spool.jsonl").exists()
     # 2. the store comes up: the run is created and the backlog sent at the next flush
     started = server.start()
-    wait_for(lambda: len(stored_steps(server.uri, job)) > progress(job)["step"] - 5 > 50, what="the backlog")
+    # every step logged before the store came up is stored (not: the store keeps pace with the job,
+    # which depends on how fast this machine's server ingests)
+    backlog = progress(job)["step"]
+    wait_for(lambda: len(stored_steps(server.uri, job)) > backlog > 50, what="the backlog")
     # 3. the store goes down mid-run: training continues
     server.stop()
     at_stop = progress(job)["step"]
