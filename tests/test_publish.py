@@ -423,7 +423,7 @@ def test_the_budget_of_a_run_on_scripted_expert_data_names_the_scripted_experts_
 
     cfg = _merged_config([str(Path(__file__).parents[1] / "config" / "mt10_offline_small.yaml")])
     assert _budget_of(cfg, "mt10", "npf", "iql") == (
-        "20,000 updates × batch 256/task; 100 trajectories/task from scripted experts (action noise σ 0.3)"
+        "10,000 updates × batch 256/task; 100 trajectories/task from scripted experts (action noise σ 0.3)"
     )
     cfg["experts"]["source"] = "sac"
     assert _budget_of(cfg, "mt10", "npf", "iql").endswith(f"from {cfg['experts']['total_steps']:,}-step experts")
